@@ -1,0 +1,77 @@
+//! The command line (contract in docs/ARCHITECTURE.md and
+//! man/autoencrypt-milter.8). Exit status: 0 success, 1 usage or input
+//! error with a one-line reason on stderr, 2 a lookup that could not be
+//! completed.
+
+mod encrypt;
+mod policy_cmds;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/autoencrypt-milter/autoencrypt-milter.toml";
+
+/// autoencrypt-milter: encrypt mail to keys published in DNSSEC-signed DNS.
+#[derive(Debug, Parser)]
+#[command(name = "autoencrypt-milter", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (absent is fine: built-in defaults apply).
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the milter (the default).
+    Serve,
+    /// Encrypt one message from standard input to standard output.
+    Encrypt(encrypt::EncryptArgs),
+    /// Validate the configuration and policy files, print the effective
+    /// configuration and the ordered rules.
+    CheckConfig,
+    /// Inspect the policy engine.
+    #[command(subcommand)]
+    Policy(policy_cmds::PolicyCommand),
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            eprintln!(
+                "autoencrypt-milter: the milter service is not built yet; \
+                 use `autoencrypt-milter encrypt` for offline encryption"
+            );
+            ExitCode::from(1)
+        }
+        Command::Encrypt(args) => encrypt::run(&args),
+        Command::CheckConfig => policy_cmds::check_config(&cli.config),
+        Command::Policy(cmd) => policy_cmds::run(&cli.config, &cmd),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints `autoencrypt-milter: <reason>` on stderr and returns `code`.
+pub(crate) fn fail(code: u8, reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("autoencrypt-milter: {reason}");
+    ExitCode::from(code)
+}

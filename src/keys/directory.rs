@@ -1,0 +1,136 @@
+//! The local key store: a directory the administrator fills with
+//! `<address>.pem` / `<address>.crt` (S/MIME certificates) and
+//! `<address>.asc` / `<address>.pgp` (OpenPGP public keys).
+//!
+//! File names are looked up as written and then with the local part
+//! lower-cased; the domain is always lower-case.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::address::Address;
+use crate::backend::{KeyMaterial, Method};
+use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Security};
+
+/// A directory of key files.
+#[derive(Clone, Debug)]
+pub struct DirectorySource {
+    dir: PathBuf,
+}
+
+impl DirectorySource {
+    /// A source reading from `dir`. The directory is read at every lookup,
+    /// so keys can be added without a reload.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirectorySource { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// File name extensions for `method`, in lookup order.
+    pub fn extensions(method: Method) -> &'static [&'static str] {
+        match method {
+            Method::Smime => &["pem", "crt"],
+            Method::OpenPgp => &["asc", "pgp"],
+        }
+    }
+
+    /// Synchronous lookup; the directory is local, so this never waits on
+    /// the network.
+    pub fn lookup_sync(&self, addr: &Address, method: Method) -> Lookup {
+        let mut names = vec![addr.to_string()];
+        let lower = addr.lowercased().to_string();
+        if lower != names[0] {
+            names.push(lower);
+        }
+        let mut keys = Vec::new();
+        for name in &names {
+            // Path separators in a local part must not reach the file system.
+            if name.contains('/') || name.contains('\0') || name.starts_with('.') {
+                return Lookup::NotFound;
+            }
+            for ext in Self::extensions(method) {
+                let path = self.dir.join(format!("{name}.{ext}"));
+                match std::fs::read(&path) {
+                    Ok(data) => keys.push(KeyMaterial {
+                        method,
+                        data,
+                        origin: format!("file {}", path.display()),
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Lookup::Failed(FailReason::Network(format!(
+                            "reading {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            if !keys.is_empty() {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            Lookup::NotFound
+        } else {
+            Lookup::Found {
+                keys,
+                security: Security::Local,
+            }
+        }
+    }
+}
+
+impl KeySource for DirectorySource {
+    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
+        let result = self.lookup_sync(addr, method);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_by_extension_and_lowercase_fallback() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("alice@example.org.pem"), b"cert").unwrap();
+        std::fs::write(d.path().join("alice@example.org.asc"), b"key").unwrap();
+        let src = DirectorySource::new(d.path());
+        let a = Address::parse("Alice@Example.org").unwrap();
+        match src.lookup_sync(&a, Method::Smime) {
+            Lookup::Found { keys, security } => {
+                assert_eq!(security, Security::Local);
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].data, b"cert");
+                assert_eq!(keys[0].method, Method::Smime);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(src.lookup_sync(&a, Method::OpenPgp), Lookup::Found { .. }));
+        let b = Address::parse("bob@example.org").unwrap();
+        assert!(matches!(src.lookup_sync(&b, Method::Smime), Lookup::NotFound));
+    }
+
+    #[test]
+    fn unreadable_file_is_a_failure_not_absence() {
+        let d = tempfile::tempdir().unwrap();
+        // A directory where a file is expected cannot be read.
+        std::fs::create_dir(d.path().join("carol@example.org.pem")).unwrap();
+        let src = DirectorySource::new(d.path());
+        let c = Address::parse("carol@example.org").unwrap();
+        assert!(matches!(src.lookup_sync(&c, Method::Smime), Lookup::Failed(_)));
+    }
+
+    #[test]
+    fn path_tricks_find_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let src = DirectorySource::new(d.path());
+        let evil = Address::parse("\"../../etc/passwd\"@example.org").unwrap();
+        assert!(matches!(src.lookup_sync(&evil, Method::Smime), Lookup::NotFound));
+    }
+}
