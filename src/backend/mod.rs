@@ -280,10 +280,12 @@ pub trait EncryptionBackend: Send + Sync {
     ) -> Result<Recipient, KeyRejected>;
 
     /// Encrypts `inner` — a complete MIME entity with CRLF line endings —
-    /// to every recipient in `to`.
+    /// to every recipient in `to`. The entity is taken by value so that it
+    /// is freed as soon as the ciphertext exists: a large message is then
+    /// held about twice, not three or four times.
     fn encrypt(
         &self,
-        inner: &[u8],
+        inner: Vec<u8>,
         to: &[Recipient],
         opts: &EncryptOptions,
     ) -> Result<EncryptedEntity, BackendError>;

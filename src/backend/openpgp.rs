@@ -1,18 +1,258 @@
-//! OpenPGP (stub, being written).
-use super::*;
-/// OpenPGP backend.
-pub struct OpenPgpBackend;
-impl OpenPgpBackend {
-    /// New.
-    pub fn new() -> Self { OpenPgpBackend }
+//! OpenPGP with Sequoia: PGP/MIME (RFC 3156) messages in SEIPD v1
+//! packets, which every deployed OpenPGP implementation (GnuPG 2.2
+//! included) reads.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::Cert;
+use openpgp::armor;
+use openpgp::cert::prelude::*;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient as PgpRecipient};
+use openpgp::types::{DataFormat, Features, RevocationStatus};
+
+use super::{
+    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
+    KeyRejected, Method, Recipient, RecipientKey, RejectReason,
+};
+use crate::address::Address;
+use crate::message::Eol;
+
+/// The OpenPGP backend.
+#[derive(Debug, Default)]
+pub struct OpenPgpBackend {
+    policy: StandardPolicy<'static>,
 }
-impl Default for OpenPgpBackend { fn default() -> Self { Self::new() } }
-impl EncryptionBackend for OpenPgpBackend {
-    fn method(&self) -> Method { Method::OpenPgp }
-    fn validate(&self, key: &KeyMaterial, _addr: &Address, _now: SystemTime) -> Result<Recipient, KeyRejected> {
-        Err(KeyRejected { origin: key.origin.clone(), reason: RejectReason::Unreadable("stub".into()) })
+
+impl OpenPgpBackend {
+    /// A new backend with Sequoia's standard policy.
+    pub fn new() -> Self {
+        OpenPgpBackend {
+            policy: StandardPolicy::new(),
+        }
     }
-    fn encrypt(&self, _inner: &[u8], _to: &[Recipient], _opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
-        Err(BackendError::Recipients("stub".into()))
+}
+
+/// Checks a certificate for encrypting to `addr` at `now`; returns the
+/// fingerprints of the subkeys to encrypt to.
+pub fn check_cert(
+    cert: &Cert,
+    addr: &Address,
+    policy: &StandardPolicy<'_>,
+    now: SystemTime,
+) -> Result<Vec<openpgp::Fingerprint>, RejectReason> {
+    let vc = cert
+        .with_policy(policy, now)
+        .map_err(|e| RejectReason::Policy(e.to_string()))?;
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err(RejectReason::Revoked);
+    }
+    if let Err(e) = vc.alive() {
+        let when = vc
+            .primary_key()
+            .key_expiration_time()
+            .map(|t| format!("expiration time {}", humantime_utc(t)))
+            .unwrap_or_else(|| e.to_string());
+        return Err(RejectReason::Expired(when));
+    }
+    let has_address = vc.userids().any(|ua| {
+        !matches!(ua.revocation_status(), RevocationStatus::Revoked(_))
+            && ua
+                .userid()
+                .email()
+                .ok()
+                .flatten()
+                .and_then(|e| Address::parse(e).ok())
+                .is_some_and(|a| a.matches_loosely(addr))
+    });
+    if !has_address {
+        return Err(RejectReason::AddressMismatch(addr.to_string()));
+    }
+    // Transport or storage encryption: inbound mail is encrypted for
+    // storage, outbound for transport, and keys usually carry both flags.
+    let subkeys: Vec<_> = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .for_storage_encryption()
+        .map(|ka| ka.key().fingerprint())
+        .collect();
+    if subkeys.is_empty() {
+        return Err(RejectReason::NoEncryptionKey);
+    }
+    Ok(subkeys)
+}
+
+/// A time as OpenSSL prints it (`Jan  1 00:00:00 2020 GMT`).
+fn humantime_utc(t: SystemTime) -> String {
+    match openssl::asn1::Asn1Time::from_unix(super::unix_seconds(t)) {
+        Ok(a) => format!("{}", &*a),
+        Err(_) => "unknown time".to_owned(),
+    }
+}
+
+impl EncryptionBackend for OpenPgpBackend {
+    fn method(&self) -> Method {
+        Method::OpenPgp
+    }
+
+    fn validate(&self, key: &KeyMaterial, addr: &Address, now: SystemTime) -> Result<Recipient, KeyRejected> {
+        let reject = |reason| KeyRejected {
+            origin: key.origin.clone(),
+            reason,
+        };
+        if key.method != Method::OpenPgp {
+            return Err(reject(RejectReason::WrongMethod(key.method)));
+        }
+        let cert = Cert::from_bytes(&key.data).map_err(|e| reject(RejectReason::Unreadable(e.to_string())))?;
+        let subkeys = check_cert(&cert, addr, &self.policy, now).map_err(reject)?;
+        Ok(Recipient {
+            address: addr.clone(),
+            fingerprint: cert.fingerprint().to_hex(),
+            origin: key.origin.clone(),
+            key: RecipientKey::OpenPgp { cert, subkeys },
+        })
+    }
+
+    fn encrypt(&self, inner: Vec<u8>, to: &[Recipient], _opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+        let crypto = |e: anyhow_like::Error| BackendError::Crypto {
+            method: Method::OpenPgp,
+            detail: e.to_string(),
+        };
+        if to.is_empty() {
+            return Err(BackendError::Recipients("no recipients".into()));
+        }
+        let mut recipients = Vec::new();
+        for r in to {
+            let RecipientKey::OpenPgp { cert, subkeys } = &r.key else {
+                return Err(BackendError::Recipients(format!(
+                    "{} has a {} key, not an OpenPGP key",
+                    r.address,
+                    r.method()
+                )));
+            };
+            let before = recipients.len();
+            for ka in cert.keys().filter(|ka| subkeys.contains(&ka.key().fingerprint())) {
+                // Announce only SEIPD v1 so that Sequoia never writes v2
+                // packets, which GnuPG 2.2 cannot read.
+                recipients.push(PgpRecipient::new(
+                    Features::empty().set_seipdv1(),
+                    Some(openpgp::KeyHandle::from(ka.key().keyid())),
+                    ka.key(),
+                ));
+            }
+            if recipients.len() == before {
+                return Err(BackendError::Recipients(format!("{}: validated subkeys vanished", r.address)));
+            }
+        }
+        let mut ciphertext = Vec::with_capacity(inner.len() + inner.len() / 64 + 4096);
+        {
+            let message = Message::new(&mut ciphertext);
+            let message = Encryptor::for_recipients(message, recipients).build().map_err(crypto)?;
+            let mut literal = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()
+                .map_err(crypto)?;
+            literal.write_all(&inner)?;
+            literal.finalize().map_err(crypto)?;
+        }
+        drop(inner);
+        let boundary = new_boundary().map_err(|e| BackendError::Crypto {
+            method: Method::OpenPgp,
+            detail: e.to_string(),
+        })?;
+        Ok(EncryptedEntity {
+            method: Method::OpenPgp,
+            fields: vec![(
+                "Content-Type",
+                format!("multipart/encrypted; protocol=\"application/pgp-encrypted\";\n boundary=\"{boundary}\""),
+            )],
+            body: Box::new(PgpMimeBody { boundary, ciphertext }),
+        })
+    }
+}
+
+/// Sequoia's error type (an `anyhow::Error` re-export), named here so the
+/// crate itself needs no `anyhow` dependency.
+mod anyhow_like {
+    pub type Error = sequoia_openpgp::anyhow::Error;
+}
+
+/// A fresh multipart boundary: random, and of characters that never occur
+/// at the start of an armored line.
+fn new_boundary() -> Result<String, openssl::error::ErrorStack> {
+    let mut rnd = [0u8; 15];
+    openssl::rand::rand_bytes(&mut rnd)?;
+    let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("=_autoencrypt_{hex}"))
+}
+
+/// The PGP/MIME body: version part and armored message, armored while
+/// writing.
+struct PgpMimeBody {
+    boundary: String,
+    ciphertext: Vec<u8>,
+}
+
+impl EntityBody for PgpMimeBody {
+    fn write_to(&self, eol: Eol, out: &mut dyn Write) -> io::Result<()> {
+        let e = std::str::from_utf8(eol.as_bytes()).unwrap_or("\r\n");
+        let b = &self.boundary;
+        write!(
+            out,
+            "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156){e}\
+             --{b}{e}\
+             Content-Type: application/pgp-encrypted{e}\
+             Content-Description: PGP/MIME version identification{e}\
+             {e}\
+             Version: 1{e}\
+             {e}\
+             --{b}{e}\
+             Content-Type: application/octet-stream; name=\"encrypted.asc\"{e}\
+             Content-Description: OpenPGP encrypted message{e}\
+             Content-Disposition: inline; filename=\"encrypted.asc\"{e}\
+             {e}"
+        )?;
+        {
+            let mut eol_out = EolWriter { inner: &mut *out, eol };
+            let mut w = armor::Writer::new(&mut eol_out, armor::Kind::Message).map_err(io::Error::other)?;
+            w.write_all(&self.ciphertext)?;
+            w.finalize()?;
+        }
+        write!(out, "{e}--{b}--{e}")
+    }
+}
+
+/// Rewrites the `\n` line endings of the armor writer to `eol`.
+struct EolWriter<'a> {
+    inner: &'a mut dyn Write,
+    eol: Eol,
+}
+
+impl Write for EolWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.eol == Eol::Lf {
+            return self.inner.write(buf);
+        }
+        let mut start = 0;
+        for (i, &b) in buf.iter().enumerate() {
+            if b == b'\n' {
+                self.inner.write_all(&buf[start..i])?;
+                self.inner.write_all(b"\r\n")?;
+                start = i + 1;
+            }
+        }
+        self.inner.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -1,18 +1,249 @@
-//! S/MIME (stub, being written).
-use super::*;
-/// S/MIME backend.
+//! S/MIME (RFC 8551) with OpenSSL's CMS: EnvelopedData with AES-CBC, or
+//! AuthEnvelopedData with AES-256-GCM (RFC 5083/5084); RSA recipients by
+//! key transport, EC recipients by key agreement.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use openssl::asn1::Asn1Time;
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::Id;
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::{X509, X509ExtendedKeyUsage, X509KeyUsage};
+
+use super::{
+    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
+    KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher, unix_seconds,
+};
+use crate::address::Address;
+use crate::message::Eol;
+
+/// The S/MIME backend. Stateless: the cipher is a per-message option.
+#[derive(Debug, Default)]
 pub struct SmimeBackend;
+
 impl SmimeBackend {
-    /// New.
-    pub fn new() -> Self { SmimeBackend }
-}
-impl Default for SmimeBackend { fn default() -> Self { Self::new() } }
-impl EncryptionBackend for SmimeBackend {
-    fn method(&self) -> Method { Method::Smime }
-    fn validate(&self, key: &KeyMaterial, _addr: &Address, _now: SystemTime) -> Result<Recipient, KeyRejected> {
-        Err(KeyRejected { origin: key.origin.clone(), reason: RejectReason::Unreadable("stub".into()) })
+    /// A new backend.
+    pub fn new() -> Self {
+        SmimeBackend
     }
-    fn encrypt(&self, _inner: &[u8], _to: &[Recipient], _opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
-        Err(BackendError::Recipients("stub".into()))
+}
+
+/// Parses a certificate given as PEM or DER.
+pub fn parse_certificate(data: &[u8]) -> Result<X509, RejectReason> {
+    let trimmed = data.trim_ascii_start();
+    let parsed = if trimmed.starts_with(b"-----BEGIN") {
+        X509::from_pem(trimmed)
+    } else {
+        X509::from_der(data)
+    };
+    parsed.map_err(|e| RejectReason::Unreadable(first_error(&e)))
+}
+
+/// Upper-case hex SHA-256 fingerprint of a certificate.
+pub fn fingerprint(cert: &X509) -> String {
+    match cert.digest(MessageDigest::sha256()) {
+        Ok(d) => d.iter().map(|b| format!("{b:02X}")).collect(),
+        Err(_) => String::from("(no fingerprint)"),
+    }
+}
+
+fn first_error(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .map(|e| e.reason().unwrap_or("malformed").to_owned())
+        .unwrap_or_else(|| "malformed".to_owned())
+}
+
+/// The addresses a certificate is issued for: subjectAltName rfc822Name
+/// entries and subject emailAddress attributes.
+pub fn certificate_addresses(cert: &X509) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(names) = cert.subject_alt_names() {
+        out.extend(names.iter().filter_map(|n| n.email().map(str::to_owned)));
+    }
+    for entry in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
+        if let Ok(s) = entry.data().to_string() {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Checks a certificate for encrypting to `addr` at `now`.
+pub fn check_certificate(cert: &X509, addr: &Address, now: SystemTime) -> Result<(), RejectReason> {
+    let now_asn1 = Asn1Time::from_unix(unix_seconds(now)).map_err(|e| RejectReason::Unreadable(first_error(&e)))?;
+    if cert.not_after() < now_asn1 {
+        return Err(RejectReason::Expired(format!("notAfter {}", cert.not_after())));
+    }
+    if cert.not_before() > now_asn1 {
+        return Err(RejectReason::NotYetValid(format!("notBefore {}", cert.not_before())));
+    }
+    let pkey = cert
+        .public_key()
+        .map_err(|e| RejectReason::Unreadable(first_error(&e)))?;
+    let needed = match pkey.id() {
+        Id::RSA => (X509KeyUsage::KEY_ENCIPHERMENT, "keyEncipherment"),
+        Id::EC => (X509KeyUsage::KEY_AGREEMENT, "keyAgreement"),
+        other => return Err(RejectReason::Algorithm(format!("{other:?}"))),
+    };
+    if let Some(usage) = cert.key_usage() {
+        if !usage.contains(needed.0) {
+            return Err(RejectReason::KeyUsage(needed.1));
+        }
+    }
+    if let Some(eku) = cert.extended_key_usage() {
+        if !eku.intersects(X509ExtendedKeyUsage::SMIME | X509ExtendedKeyUsage::ANYEKU) {
+            return Err(RejectReason::ExtendedKeyUsage);
+        }
+    }
+    let names = certificate_addresses(cert);
+    let matches = names
+        .iter()
+        .filter_map(|n| Address::parse(n).ok())
+        .any(|a| a.matches_loosely(addr));
+    if !matches {
+        return Err(RejectReason::AddressMismatch(addr.to_string()));
+    }
+    Ok(())
+}
+
+impl EncryptionBackend for SmimeBackend {
+    fn method(&self) -> Method {
+        Method::Smime
+    }
+
+    fn validate(&self, key: &KeyMaterial, addr: &Address, now: SystemTime) -> Result<Recipient, KeyRejected> {
+        let reject = |reason| KeyRejected {
+            origin: key.origin.clone(),
+            reason,
+        };
+        if key.method != Method::Smime {
+            return Err(reject(RejectReason::WrongMethod(key.method)));
+        }
+        let cert = parse_certificate(&key.data).map_err(reject)?;
+        check_certificate(&cert, addr, now).map_err(reject)?;
+        Ok(Recipient {
+            address: addr.clone(),
+            fingerprint: fingerprint(&cert),
+            origin: key.origin.clone(),
+            key: RecipientKey::Smime(cert),
+        })
+    }
+
+    fn encrypt(&self, inner: Vec<u8>, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+        let crypto = |e: openssl::error::ErrorStack| BackendError::Crypto {
+            method: Method::Smime,
+            detail: e.to_string(),
+        };
+        if to.is_empty() {
+            return Err(BackendError::Recipients("no recipients".into()));
+        }
+        let mut certs = Stack::new().map_err(crypto)?;
+        for r in to {
+            match &r.key {
+                RecipientKey::Smime(cert) => certs.push(cert.clone()).map_err(crypto)?,
+                _ => {
+                    return Err(BackendError::Recipients(format!(
+                        "{} has a {} key, not an S/MIME certificate",
+                        r.address,
+                        r.method()
+                    )));
+                }
+            }
+        }
+        let (cipher, smime_type) = match opts.smime_cipher {
+            SmimeCipher::Aes128Cbc => (Cipher::aes_128_cbc(), "enveloped-data"),
+            SmimeCipher::Aes256Cbc => (Cipher::aes_256_cbc(), "enveloped-data"),
+            // OpenSSL 3 builds AuthEnvelopedData for an AEAD cipher.
+            SmimeCipher::Aes256Gcm => (Cipher::aes_256_gcm(), "authEnveloped-data"),
+        };
+        // BINARY: the entity is already canonical; OpenSSL must not touch
+        // its line endings.
+        let cms = CmsContentInfo::encrypt(&certs, &inner, cipher, CMSOptions::BINARY).map_err(crypto)?;
+        drop(inner);
+        let der = cms.to_der().map_err(crypto)?;
+        drop(cms);
+        Ok(EncryptedEntity {
+            method: Method::Smime,
+            fields: vec![
+                (
+                    "Content-Type",
+                    format!("application/pkcs7-mime; smime-type={smime_type};\n name=\"smime.p7m\""),
+                ),
+                ("Content-Transfer-Encoding", "base64".to_owned()),
+                ("Content-Disposition", "attachment; filename=\"smime.p7m\"".to_owned()),
+            ],
+            body: Box::new(Base64Body(der)),
+        })
+    }
+}
+
+/// DER rendered as base64 in 76-character lines, generated while writing.
+struct Base64Body(Vec<u8>);
+
+/// Input bytes per 76-character base64 line.
+const LINE_INPUT: usize = 57;
+
+impl EntityBody for Base64Body {
+    fn write_to(&self, eol: Eol, out: &mut dyn Write) -> io::Result<()> {
+        write_base64_lines(&self.0, eol, out)
+    }
+}
+
+/// Writes `data` as base64, 76 characters a line, each line ended by `eol`.
+pub fn write_base64_lines(data: &[u8], eol: Eol, out: &mut dyn Write) -> io::Result<()> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let eol = eol.as_bytes();
+    // Encode a batch of lines at a time: few write calls, bounded buffer.
+    const LINES_PER_BATCH: usize = 1024;
+    let mut buf = vec![0u8; LINES_PER_BATCH * (76 + 2)];
+    for batch in data.chunks(LINE_INPUT * LINES_PER_BATCH) {
+        let mut n = 0;
+        for line in batch.chunks(LINE_INPUT) {
+            let written = engine
+                .encode_slice(line, &mut buf[n..n + 76])
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            n += written;
+            buf[n..n + eol.len()].copy_from_slice(eol);
+            n += eol.len();
+        }
+        out.write_all(&buf[..n])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_lines_are_76_wide_and_decode() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(57 * 3 + 10).collect();
+        let mut out = Vec::new();
+        write_base64_lines(&data, Eol::Crlf, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[..3].iter().all(|l| l.len() == 76));
+        assert!(lines[3].len() < 76);
+        let joined: String = lines.concat();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(joined).unwrap(), data);
+        let mut empty = Vec::new();
+        write_base64_lines(&[], Eol::Lf, &mut empty).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_unreadable() {
+        assert!(matches!(parse_certificate(b"not a cert"), Err(RejectReason::Unreadable(_))));
+        assert!(matches!(
+            parse_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            Err(RejectReason::Unreadable(_))
+        ));
     }
 }

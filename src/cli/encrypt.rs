@@ -1,7 +1,155 @@
-//! `encrypt` (stub).
+//! `autoencrypt-milter encrypt`: the whole pipeline offline, standard
+//! input to standard output, keys from a local key directory.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
-/// Arguments.
+use std::time::SystemTime;
+
+use crate::address::Address;
+use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
+use crate::keys::directory::DirectorySource;
+use crate::message::Message;
+use crate::message::classify::{Classification, classify};
+use crate::message::rewrite::{apply_edits, inner_entity, write_header};
+use crate::pipeline::{KeyStatus, Prepared, encrypt_entity, key_status};
+
+/// Arguments of `encrypt`.
 #[derive(Debug, clap::Args)]
-pub struct EncryptArgs {}
-/// Run.
-pub fn run(_a: &EncryptArgs) -> ExitCode { ExitCode::from(1) }
+pub struct EncryptArgs {
+    /// Recipient address (repeat for several recipients).
+    #[arg(long = "to", value_name = "ADDR", required = true)]
+    pub to: Vec<String>,
+    /// Encryption method; by default the first of smime, openpgp for which
+    /// every recipient has a usable key.
+    #[arg(long, value_name = "smime|openpgp")]
+    pub method: Option<Method>,
+    /// Directory with `<address>.pem|.crt` and `<address>.asc|.pgp` files.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: PathBuf,
+    /// S/MIME content cipher.
+    #[arg(long, value_name = "CIPHER", default_value = "aes-256-cbc")]
+    pub cipher: SmimeCipher,
+}
+
+/// Runs `encrypt`.
+pub fn run(args: &EncryptArgs) -> ExitCode {
+    match encrypt(args) {
+        Ok(code) => code,
+        Err(e) => super::fail(1, e),
+    }
+}
+
+/// Why `encrypt` stopped.
+#[derive(Debug, thiserror::Error)]
+enum EncryptError {
+    #[error(transparent)]
+    Address(#[from] crate::address::AddressError),
+    #[error("{0}")]
+    NoKey(String),
+    #[error("{0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
+    let addrs = args
+        .to
+        .iter()
+        .map(|a| Address::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut raw = Vec::new();
+    io::stdin().lock().read_to_end(&mut raw)?;
+    let msg = Message::parse(&raw);
+    let body = &raw[msg.body_offset..];
+
+    if let Classification::Encrypted(kind) = classify(&msg.headers, body) {
+        io::stdout().lock().write_all(&raw)?;
+        eprintln!("autoencrypt-milter: already encrypted ({kind:?}); passed through unchanged");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let registry = Registry::new();
+    let source = DirectorySource::new(&args.key_dir);
+    let (method, recipients) = choose(&registry, &source, &addrs, args.method)?;
+
+    let mut headers = msg.headers;
+    let eol = msg.eol;
+    let inner = inner_entity(&headers, body);
+    // The original is no longer needed: free it before encrypting so a
+    // large message is not held three times.
+    drop(raw);
+    let opts = EncryptOptions {
+        smime_cipher: args.cipher,
+    };
+    let backend = registry.get(method);
+    let Prepared::Encrypted { edits, entity } = encrypt_entity(&headers, inner, backend, &recipients, &opts)? else {
+        // encrypt_entity never classifies; nothing else to do.
+        return Ok(ExitCode::SUCCESS);
+    };
+    apply_edits(&mut headers, &edits, eol);
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    write_header(&headers, eol, &mut out)?;
+    entity.body.write_to(eol, &mut out)?;
+    out.flush()?;
+    let summary: Vec<String> = recipients
+        .iter()
+        .map(|r| format!("{} [{}]", r.address, r.fingerprint))
+        .collect();
+    let detail = match method {
+        Method::Smime => format!("smime, {}", args.cipher),
+        Method::OpenPgp => "openpgp".to_owned(),
+    };
+    eprintln!("autoencrypt-milter: encrypted ({detail}) to {}", summary.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Picks the method (the given one, or the first that every recipient
+/// has a usable key for) and the recipients' keys.
+fn choose(
+    registry: &Registry,
+    source: &DirectorySource,
+    addrs: &[Address],
+    wanted: Option<Method>,
+) -> Result<(Method, Vec<Recipient>), EncryptError> {
+    let now = SystemTime::now();
+    let methods: Vec<Method> = match wanted {
+        Some(m) => vec![m],
+        None => Method::ALL.to_vec(),
+    };
+    let mut problems: Vec<String> = Vec::new();
+    'method: for &method in &methods {
+        let backend = registry.get(method);
+        let mut all = Vec::new();
+        for addr in addrs {
+            let lookup = source.lookup_sync(addr, method);
+            match key_status(backend, &lookup, addr, now) {
+                KeyStatus::Usable(rs) => all.extend(rs),
+                KeyStatus::NoKey { rejected } if rejected.is_empty() => {
+                    problems.push(format!("{addr}: no key for {method}"));
+                    continue 'method;
+                }
+                KeyStatus::NoKey { rejected } => {
+                    let reasons: Vec<String> = rejected.iter().map(ToString::to_string).collect();
+                    problems.push(format!("{addr}: {method} key refused: {}", reasons.join("; ")));
+                    continue 'method;
+                }
+                KeyStatus::Insecure => {
+                    problems.push(format!("{addr}: {method} key source is insecure"));
+                    continue 'method;
+                }
+                KeyStatus::Error(why) => {
+                    problems.push(format!("{addr}: {method}: {why}"));
+                    continue 'method;
+                }
+            }
+        }
+        return Ok((method, all));
+    }
+    Err(EncryptError::NoKey(format!(
+        "no usable key for every recipient: {}",
+        problems.join("; ")
+    )))
+}
