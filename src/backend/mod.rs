@@ -164,7 +164,7 @@ impl fmt::Debug for Recipient {
 pub(crate) enum RecipientKey {
     Smime(openssl::x509::X509),
     OpenPgp {
-        cert: sequoia_openpgp::Cert,
+        cert: Box<sequoia_openpgp::Cert>,
         /// The encryption-capable subkeys chosen at validation time.
         subkeys: Vec<sequoia_openpgp::Fingerprint>,
     },

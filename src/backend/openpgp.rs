@@ -116,7 +116,10 @@ impl EncryptionBackend for OpenPgpBackend {
             address: addr.clone(),
             fingerprint: cert.fingerprint().to_hex(),
             origin: key.origin.clone(),
-            key: RecipientKey::OpenPgp { cert, subkeys },
+            key: RecipientKey::OpenPgp {
+                cert: Box::new(cert),
+                subkeys,
+            },
         })
     }
 

@@ -91,15 +91,15 @@ pub fn check_certificate(cert: &X509, addr: &Address, now: SystemTime) -> Result
         Id::EC => (X509KeyUsage::KEY_AGREEMENT, "keyAgreement"),
         other => return Err(RejectReason::Algorithm(format!("{other:?}"))),
     };
-    if let Some(usage) = cert.key_usage() {
-        if !usage.contains(needed.0) {
-            return Err(RejectReason::KeyUsage(needed.1));
-        }
+    if let Some(usage) = cert.key_usage()
+        && !usage.contains(needed.0)
+    {
+        return Err(RejectReason::KeyUsage(needed.1));
     }
-    if let Some(eku) = cert.extended_key_usage() {
-        if !eku.intersects(X509ExtendedKeyUsage::SMIME | X509ExtendedKeyUsage::ANYEKU) {
-            return Err(RejectReason::ExtendedKeyUsage);
-        }
+    if let Some(eku) = cert.extended_key_usage()
+        && !eku.intersects(X509ExtendedKeyUsage::SMIME | X509ExtendedKeyUsage::ANYEKU)
+    {
+        return Err(RejectReason::ExtendedKeyUsage);
     }
     let names = certificate_addresses(cert);
     let matches = names
