@@ -120,7 +120,10 @@ fn bench(c: &mut Criterion) {
             group.sample_size(10).measurement_time(Duration::from_secs(10));
         }
         for (name, method, to, cipher) in cases {
-            let opts = EncryptOptions { smime_cipher: cipher };
+            let opts = EncryptOptions {
+                smime_cipher: cipher,
+                ..EncryptOptions::default()
+            };
             group.bench_function(name, |b| b.iter(|| black_box(run_once(black_box(&raw), &registry, method, to, &opts))));
         }
         group.finish();

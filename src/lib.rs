@@ -10,6 +10,7 @@ pub mod cli;
 pub mod keys;
 pub mod message;
 pub mod pipeline;
+pub mod spool;
 
 pub use address::Address;
 pub use backend::{EncryptionBackend, Method, Registry};

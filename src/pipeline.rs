@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::keys::Lookup;
 use crate::message::HeaderField;
 use crate::message::classify::{Classification, EncryptedKind, classify};
-use crate::message::rewrite::{HeaderEdit, inner_entity, outer_edits};
+use crate::message::rewrite::{HeaderEdit, inner_reader, outer_edits};
 
 /// What one method's lookup yields for one address once its keys have
 /// been through the backend's validation.
@@ -86,15 +86,15 @@ pub fn prepare(
     if let Classification::Encrypted(kind) = classify(headers, body) {
         return Ok(Prepared::AlreadyEncrypted(kind));
     }
-    encrypt_entity(headers, inner_entity(headers, body), backend, to, opts)
+    encrypt_entity(headers, &mut inner_reader(headers, body), backend, to, opts)
 }
 
-/// Encrypts an inner entity already built (see
-/// [`crate::message::rewrite::inner_entity`]) and computes the edits.
-/// Callers that can free the original body first use this directly.
+/// Encrypts the inner entity `inner` yields (see
+/// [`crate::message::rewrite::inner_reader`]) and computes the edits; for
+/// callers whose body is not one slice in memory.
 pub fn encrypt_entity(
     headers: &[HeaderField],
-    inner: Vec<u8>,
+    inner: &mut dyn std::io::Read,
     backend: &dyn EncryptionBackend,
     to: &[Recipient],
     opts: &EncryptOptions,

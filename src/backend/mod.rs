@@ -6,11 +6,13 @@
 //! MIME entity ([`EncryptionBackend::encrypt`]). Adding a method means one
 //! new file here and one line in [`Registry::new`].
 
+pub mod cms_stream;
 pub mod openpgp;
 pub mod smime;
 
 use std::fmt;
 use std::io::{self, Write};
+
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -108,10 +110,22 @@ impl FromStr for SmimeCipher {
 }
 
 /// Per-message choices that are not properties of a recipient.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct EncryptOptions {
     /// S/MIME content cipher.
     pub smime_cipher: SmimeCipher,
+    /// Ciphertext beyond this many bytes goes to an anonymous temporary
+    /// file instead of memory (`limits.spool_threshold_bytes`).
+    pub spool_threshold: usize,
+}
+
+impl Default for EncryptOptions {
+    fn default() -> Self {
+        EncryptOptions {
+            smime_cipher: SmimeCipher::default(),
+            spool_threshold: crate::spool::DEFAULT_THRESHOLD,
+        }
+    }
 }
 
 /// Key bytes as a key source found them, not yet checked.
@@ -279,13 +293,13 @@ pub trait EncryptionBackend: Send + Sync {
         now: SystemTime,
     ) -> Result<Recipient, KeyRejected>;
 
-    /// Encrypts `inner` — a complete MIME entity with CRLF line endings —
-    /// to every recipient in `to`. The entity is taken by value so that it
-    /// is freed as soon as the ciphertext exists: a large message is then
-    /// held about twice, not three or four times.
+    /// Encrypts what `inner` yields — a complete MIME entity with CRLF
+    /// line endings — to every recipient in `to`. The entity is streamed
+    /// and the ciphertext spooled (see [`EncryptOptions::spool_threshold`]),
+    /// so memory use does not grow with the message.
     fn encrypt(
         &self,
-        inner: Vec<u8>,
+        inner: &mut dyn io::Read,
         to: &[Recipient],
         opts: &EncryptOptions,
     ) -> Result<EncryptedEntity, BackendError>;

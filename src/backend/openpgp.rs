@@ -21,6 +21,7 @@ use super::{
 };
 use crate::address::Address;
 use crate::message::Eol;
+use crate::spool::Spool;
 
 /// The OpenPGP backend.
 #[derive(Debug, Default)]
@@ -123,7 +124,7 @@ impl EncryptionBackend for OpenPgpBackend {
         })
     }
 
-    fn encrypt(&self, inner: Vec<u8>, to: &[Recipient], _opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+    fn encrypt(&self, inner: &mut dyn io::Read, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
         let crypto = |e: anyhow_like::Error| BackendError::Crypto {
             method: Method::OpenPgp,
             detail: e.to_string(),
@@ -154,7 +155,7 @@ impl EncryptionBackend for OpenPgpBackend {
                 return Err(BackendError::Recipients(format!("{}: validated subkeys vanished", r.address)));
             }
         }
-        let mut ciphertext = Vec::with_capacity(inner.len() + inner.len() / 64 + 4096);
+        let mut ciphertext = Spool::new(opts.spool_threshold);
         {
             let message = Message::new(&mut ciphertext);
             let message = Encryptor::for_recipients(message, recipients).build().map_err(crypto)?;
@@ -162,10 +163,20 @@ impl EncryptionBackend for OpenPgpBackend {
                 .format(DataFormat::Binary)
                 .build()
                 .map_err(crypto)?;
-            literal.write_all(&inner)?;
+            // Bounded chunks: Sequoia's cipher stage buffers whatever one
+            // write hands it.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match inner.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(BackendError::Io(e)),
+                };
+                literal.write_all(&buf[..n])?;
+            }
             literal.finalize().map_err(crypto)?;
         }
-        drop(inner);
         let boundary = new_boundary().map_err(|e| BackendError::Crypto {
             method: Method::OpenPgp,
             detail: e.to_string(),
@@ -200,7 +211,7 @@ fn new_boundary() -> Result<String, openssl::error::ErrorStack> {
 /// writing.
 struct PgpMimeBody {
     boundary: String,
-    ciphertext: Vec<u8>,
+    ciphertext: Spool,
 }
 
 impl EntityBody for PgpMimeBody {
@@ -225,7 +236,7 @@ impl EntityBody for PgpMimeBody {
         {
             let mut eol_out = EolWriter { inner: &mut *out, eol };
             let mut w = armor::Writer::new(&mut eol_out, armor::Kind::Message).map_err(io::Error::other)?;
-            w.write_all(&self.ciphertext)?;
+            io::copy(&mut self.ciphertext.reader(), &mut w)?;
             w.finalize()?;
         }
         write!(out, "{e}--{b}--{e}")

@@ -2,12 +2,11 @@
 //! AuthEnvelopedData with AES-256-GCM (RFC 5083/5084); RSA recipients by
 //! key transport, EC recipients by key agreement.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use openssl::asn1::Asn1Time;
-use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::Id;
@@ -16,11 +15,12 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509, X509ExtendedKeyUsage, X509KeyUsage};
 
 use super::{
-    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
+    cms_stream, BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
     KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher, unix_seconds,
 };
 use crate::address::Address;
 use crate::message::Eol;
+use crate::spool::Spool;
 
 /// The S/MIME backend. Stateless: the cipher is a per-message option.
 #[derive(Debug, Default)]
@@ -135,7 +135,7 @@ impl EncryptionBackend for SmimeBackend {
         })
     }
 
-    fn encrypt(&self, inner: Vec<u8>, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+    fn encrypt(&self, inner: &mut dyn io::Read, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
         let crypto = |e: openssl::error::ErrorStack| BackendError::Crypto {
             method: Method::Smime,
             detail: e.to_string(),
@@ -162,12 +162,17 @@ impl EncryptionBackend for SmimeBackend {
             // OpenSSL 3 builds AuthEnvelopedData for an AEAD cipher.
             SmimeCipher::Aes256Gcm => (Cipher::aes_256_gcm(), "authEnveloped-data"),
         };
-        // BINARY: the entity is already canonical; OpenSSL must not touch
-        // its line endings.
-        let cms = CmsContentInfo::encrypt(&certs, &inner, cipher, CMSOptions::BINARY).map_err(crypto)?;
-        drop(inner);
-        let der = cms.to_der().map_err(crypto)?;
-        drop(cms);
+        // Binary content: the entity is already canonical and OpenSSL must
+        // not touch its line endings. Streamed, so a 50 MB message is never
+        // held in memory as plaintext, ciphertext and DER at once.
+        let mut der = Spool::new(opts.spool_threshold);
+        cms_stream::encrypt(&certs, cipher, inner, &mut der).map_err(|e| match e {
+            cms_stream::StreamError::Io(io) => BackendError::Io(io),
+            other => BackendError::Crypto {
+                method: Method::Smime,
+                detail: other.to_string(),
+            },
+        })?;
         Ok(EncryptedEntity {
             method: Method::Smime,
             fields: vec![
@@ -183,15 +188,34 @@ impl EncryptionBackend for SmimeBackend {
     }
 }
 
-/// DER rendered as base64 in 76-character lines, generated while writing.
-struct Base64Body(Vec<u8>);
+/// The CMS object rendered as base64 in 76-character lines while writing.
+struct Base64Body(Spool);
 
 /// Input bytes per 76-character base64 line.
 const LINE_INPUT: usize = 57;
 
 impl EntityBody for Base64Body {
     fn write_to(&self, eol: Eol, out: &mut dyn Write) -> io::Result<()> {
-        write_base64_lines(&self.0, eol, out)
+        // Whole lines per read, so line breaks fall where they would if the
+        // data were encoded in one piece.
+        let mut reader = self.0.reader();
+        let mut buf = vec![0u8; LINE_INPUT * 1024];
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            write_base64_lines(&buf[..filled], eol, out)?;
+            if filled < buf.len() {
+                return Ok(());
+            }
+        }
     }
 }
 

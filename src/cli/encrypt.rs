@@ -11,7 +11,7 @@ use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
 use crate::keys::directory::DirectorySource;
 use crate::message::Message;
 use crate::message::classify::{Classification, classify};
-use crate::message::rewrite::{apply_edits, inner_entity, write_header};
+use crate::message::rewrite::{apply_edits, inner_reader, write_header};
 use crate::pipeline::{KeyStatus, Prepared, encrypt_entity, key_status};
 
 /// Arguments of `encrypt`.
@@ -74,20 +74,21 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
     let source = DirectorySource::new(&args.key_dir);
     let (method, recipients) = choose(&registry, &source, &addrs, args.method)?;
 
-    let mut headers = msg.headers;
     let eol = msg.eol;
-    let inner = inner_entity(&headers, body);
-    // The original is no longer needed: free it before encrypting so a
-    // large message is not held three times.
-    drop(raw);
     let opts = EncryptOptions {
         smime_cipher: args.cipher,
+        ..EncryptOptions::default()
     };
     let backend = registry.get(method);
-    let Prepared::Encrypted { edits, entity } = encrypt_entity(&headers, inner, backend, &recipients, &opts)? else {
+    // The inner entity is streamed from the input and the ciphertext
+    // spooled, so the message is held in memory once.
+    let mut inner = inner_reader(&msg.headers, body);
+    let Prepared::Encrypted { edits, entity } = encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)? else {
         // encrypt_entity never classifies; nothing else to do.
         return Ok(ExitCode::SUCCESS);
     };
+    drop(inner);
+    let mut headers = msg.headers;
     apply_edits(&mut headers, &edits, eol);
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());

@@ -199,9 +199,74 @@ pub fn append_crlf(out: &mut Vec<u8>, data: &[u8], after_cr: bool) {
     out.extend_from_slice(&data[start..]);
 }
 
+/// A reader that canonicalises line endings to CRLF on the fly (see
+/// [`append_crlf`]), for bodies too large to copy.
+#[derive(Debug)]
+pub struct CrlfReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    after_cr: bool,
+}
+
+impl<R: std::io::Read> CrlfReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        CrlfReader {
+            inner,
+            buf: vec![0; 64 * 1024],
+            out: Vec::with_capacity(128 * 1024),
+            pos: 0,
+            after_cr: false,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CrlfReader<R> {
+    fn read(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.out.len() {
+            let n = self.inner.read(&mut self.buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.pos = 0;
+            append_crlf(&mut self.out, &self.buf[..n], self.after_cr);
+            self.after_cr = self.buf[n - 1] == b'\r';
+        }
+        let n = dst.len().min(self.out.len() - self.pos);
+        dst[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_reader_matches_to_crlf_across_chunk_boundaries() {
+        use std::io::Read;
+        // A CRLF split across reads, bare LFs and a bare CR.
+        struct Chunks(Vec<&'static [u8]>);
+        impl std::io::Read for Chunks {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let c = self.0.remove(0);
+                buf[..c.len()].copy_from_slice(c);
+                Ok(c.len())
+            }
+        }
+        let parts: Vec<&'static [u8]> = vec![b"a\r", b"\nb\n", b"\n", b"c\rd", b"\r", b"x\n"];
+        let whole: Vec<u8> = parts.concat();
+        let mut out = Vec::new();
+        CrlfReader::new(Chunks(parts)).read_to_end(&mut out).unwrap();
+        assert_eq!(out, to_crlf(&whole));
+    }
 
     #[test]
     fn parses_folded_headers_and_keeps_bytes() {

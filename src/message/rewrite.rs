@@ -9,7 +9,7 @@
 //!   `Content-ID` and `Content-Description` move inside, `MIME-Version: 1.0`
 //!   is added when missing. Every other field stays byte for byte.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use super::{Eol, HeaderField, append_crlf};
 
@@ -66,6 +66,12 @@ pub fn inner_header(headers: &[HeaderField]) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The inner entity as a stream: the header section, then the body with
+/// its line endings canonicalised while it is read. Nothing is copied.
+pub fn inner_reader<'a, R: io::Read + 'a>(headers: &[HeaderField], body: R) -> impl io::Read + 'a {
+    io::Cursor::new(inner_header(headers)).chain(super::CrlfReader::new(body))
 }
 
 /// The whole inner entity (header section and canonical body).

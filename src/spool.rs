@@ -1,0 +1,155 @@
+//! A byte buffer that stays in memory up to a threshold and moves to an
+//! anonymous temporary file beyond it, so that large messages cost disk,
+//! not memory. The file has no name (`O_TMPFILE` or unlinked at once): it
+//! disappears on every path, including a crash.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// Default threshold (`limits.spool_threshold_bytes`).
+pub const DEFAULT_THRESHOLD: usize = 4 * 1024 * 1024;
+
+/// A write-once, read-many byte store.
+#[derive(Debug)]
+pub struct Spool {
+    threshold: usize,
+    dir: Option<PathBuf>,
+    mem: Vec<u8>,
+    file: Option<File>,
+    len: u64,
+}
+
+impl Spool {
+    /// An empty spool that moves to a file in the system temporary
+    /// directory once it holds more than `threshold` bytes.
+    pub fn new(threshold: usize) -> Self {
+        Spool {
+            threshold,
+            dir: None,
+            mem: Vec::new(),
+            file: None,
+            len: 0,
+        }
+    }
+
+    /// Like [`Spool::new`], with its file in `dir`.
+    pub fn in_dir(threshold: usize, dir: PathBuf) -> Self {
+        Spool {
+            dir: Some(dir),
+            ..Spool::new(threshold)
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the contents live in a file.
+    pub fn is_on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// A reader over everything written, from the start.
+    pub fn reader(&self) -> SpoolReader<'_> {
+        SpoolReader { spool: self, pos: 0 }
+    }
+
+    /// Everything written, in memory (tests and small bodies).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        self.reader().read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        let mut file = match &self.dir {
+            Some(d) => tempfile::tempfile_in(d)?,
+            None => tempfile::tempfile()?,
+        };
+        file.write_all(&self.mem)?;
+        self.mem = Vec::new();
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.mem.len() + buf.len() > self.threshold {
+            self.spill()?;
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(buf)?,
+            None => self.mem.extend_from_slice(buf),
+        }
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads a [`Spool`] from the start; several readers may exist at once.
+#[derive(Debug)]
+pub struct SpoolReader<'a> {
+    spool: &'a Spool,
+    pos: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match &self.spool.file {
+            Some(f) => f.read_at(buf, self.pos)?,
+            None => {
+                let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(self.spool.mem.len());
+                let rest = &self.spool.mem[start..];
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_in_memory_below_threshold() {
+        let mut s = Spool::new(10);
+        s.write_all(b"0123456789").unwrap();
+        assert!(!s.is_on_disk());
+        assert_eq!(s.to_vec().unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn spills_to_disk_and_reads_back_twice() {
+        let mut s = Spool::new(4);
+        s.write_all(b"abc").unwrap();
+        s.write_all(b"defgh").unwrap();
+        assert!(s.is_on_disk());
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.to_vec().unwrap(), b"abcdefgh");
+        let mut small = [0u8; 3];
+        let mut r = s.reader();
+        r.read_exact(&mut small).unwrap();
+        assert_eq!(&small, b"abc");
+        assert_eq!(s.to_vec().unwrap(), b"abcdefgh");
+    }
+}
