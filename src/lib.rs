@@ -7,9 +7,11 @@
 pub mod address;
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod keys;
 pub mod message;
 pub mod pipeline;
+pub mod policy;
 pub mod spool;
 
 pub use address::Address;

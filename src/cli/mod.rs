@@ -11,8 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Default configuration file.
-pub const DEFAULT_CONFIG: &str = "/etc/autoencrypt-milter/autoencrypt-milter.toml";
+pub use crate::config::DEFAULT_CONFIG;
 
 /// autoencrypt-milter: encrypt mail to keys published in DNSSEC-signed DNS.
 #[derive(Debug, Parser)]

@@ -1,27 +1,331 @@
-//! `check-config` and `policy explain` (issue 4: not built yet).
+//! `check-config` and `policy explain`: the administrator's view of the
+//! configuration and the policy engine. I/O lives here; the decisions come
+//! from the pure functions of [`crate::policy`].
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+
+use crate::address::Address;
+use crate::backend::{Method, Registry};
+use crate::config::{Config, FileRequirement, LoadedConfig};
+use crate::keys::directory::DirectorySource;
+use crate::keys::{FailReason, Security};
+use crate::policy::{
+    Action, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Policy, Query,
+    RecipientDecision, Treatment, decide,
+};
 
 /// `policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Show which rule matches a recipient and what the engine decides.
-    Explain {
-        /// Recipient address.
-        #[arg(long)]
-        to: String,
-    },
+    /// Show which rule matches a recipient, the key lookup outcome, and
+    /// the decision with the exact SMTP reply.
+    Explain(ExplainArgs),
 }
 
-/// `check-config`.
-pub fn check_config(_config: &Path) -> ExitCode {
-    super::fail(1, "check-config is not built yet")
+/// Arguments of `policy explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Recipient address.
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+    /// Envelope sender; `<>` or omitted for the null sender.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Direction; by default inbound when the recipient's domain is in
+    /// `local_domains`, else outbound.
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+    /// Do not look keys up: show the decision for each possible outcome.
+    #[arg(long)]
+    pub no_lookup: bool,
+    /// The MTA's `{daemon_name}` to assume.
+    #[arg(long, value_name = "NAME")]
+    pub daemon_name: Option<String>,
+    /// Assume the sender authenticated (SMTP AUTH).
+    #[arg(long)]
+    pub authenticated: bool,
+}
+
+/// `--direction`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DirectionArg {
+    /// Encryption at rest for local recipients.
+    Inbound,
+    /// Mail leaving for other domains.
+    Outbound,
+}
+
+fn load(config: &Path) -> Result<(LoadedConfig, Policy, Option<String>), String> {
+    let loaded =
+        Config::load(config, FileRequirement::for_path(config)).map_err(|e| e.to_string())?;
+    let (policy, note) = Policy::load(&loaded.config).map_err(|e| e.to_string())?;
+    Ok((loaded, policy, note))
+}
+
+/// `check-config`: exit 0 when the configuration and every policy file
+/// are valid, 1 with file and line otherwise.
+pub fn check_config(config: &Path) -> ExitCode {
+    let (loaded, policy, note) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return super::fail(1, e),
+    };
+    let cfg = &loaded.config;
+    let mut warnings = Vec::new();
+    if let Some(n) = note {
+        warnings.push(n);
+    }
+    if cfg.dns.allow_insecure {
+        warnings.push(format!(
+            "dns.allow_insecure = true ({}): keys from unsigned zones will be used, \
+             so anyone who can spoof DNS can choose the key",
+            origin(&loaded, "dns.allow_insecure")
+        ));
+    }
+    if let Some(d) = &cfg.keys.directory
+        && !d.is_dir()
+    {
+        warnings.push(format!("keys.directory {} is not a directory", d.display()));
+    }
+    for s in policy.shadowed() {
+        let (r, by) = (&policy.rules()[s.rule], &policy.rules()[s.by]);
+        warnings.push(format!(
+            "{}: rule {:?} can never match: rule {:?} ({}) comes first and matches everything it matches",
+            r.origin, r.name, by.name, by.origin
+        ));
+    }
+    for w in &warnings {
+        eprintln!("autoencrypt-milter: warning: {w}");
+    }
+
+    match &loaded.file {
+        Some(f) => println!("# effective configuration (file {})", f.display()),
+        None => println!(
+            "# effective configuration (no file {}: built-in defaults)",
+            config.display()
+        ),
+    }
+    let lines = cfg.to_lines();
+    let width = lines
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 3)
+        .max()
+        .unwrap_or(0);
+    for (k, v) in &lines {
+        let kv = format!("{k} = {v}");
+        println!("{kv:<width$}  # {}", origin(&loaded, k));
+    }
+    println!();
+    println!(
+        "# rules, first match wins (policy_dir {})",
+        cfg.policy_dir.display()
+    );
+    let all = policy
+        .rules()
+        .iter()
+        .chain(std::iter::once(policy.default_rule()));
+    for (i, r) in all.enumerate() {
+        println!("{}. {:?} ({})", i + 1, r.name, r.origin);
+        println!("   when: {}", r.conditions_summary());
+        println!("   then: {}", r.treatment_summary());
+    }
+    println!();
+    println!(
+        "configuration OK ({} rule(s), {} warning(s))",
+        policy.rules().len(),
+        warnings.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn origin(loaded: &LoadedConfig, key: &str) -> String {
+    loaded
+        .origins
+        .get(key)
+        .map_or_else(|| "built-in default".to_owned(), ToString::to_string)
 }
 
 /// `policy ...`.
-pub fn run(_config: &Path, _cmd: &PolicyCommand) -> ExitCode {
-    super::fail(1, "policy explain is not built yet")
+pub fn run(config: &Path, cmd: &PolicyCommand) -> ExitCode {
+    match cmd {
+        PolicyCommand::Explain(args) => explain(config, args),
+    }
+}
+
+fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
+    let (loaded, policy, note) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return super::fail(1, e),
+    };
+    if let Some(n) = note {
+        eprintln!("autoencrypt-milter: warning: {n}");
+    }
+    let to = match Address::parse(&args.to) {
+        Ok(a) => a,
+        Err(e) => return super::fail(1, format!("--to: {e}")),
+    };
+    let from = match args.from.as_deref().map(str::trim) {
+        None | Some("<>" | "") => None,
+        Some(s) => match Address::parse(s) {
+            Ok(a) => Some(a),
+            Err(e) => return super::fail(1, format!("--from: {e}")),
+        },
+    };
+    let (direction, how) = match args.direction {
+        Some(DirectionArg::Inbound) => (Direction::Inbound, "given"),
+        Some(DirectionArg::Outbound) => (Direction::Outbound, "given"),
+        None => (policy.direction_of(&to), "from local_domains"),
+    };
+    let conn = ConnectionFacts {
+        daemon_name: args.daemon_name.clone(),
+        authenticated: args.authenticated,
+    };
+    let q = Query {
+        recipient: &to,
+        sender: from.as_ref(),
+        direction,
+        conn: &conn,
+    };
+
+    println!("recipient: {to}");
+    println!(
+        "sender:    {}",
+        from.as_ref()
+            .map_or_else(|| "<>".to_owned(), ToString::to_string)
+    );
+    println!("direction: {direction} ({how})");
+    let m = policy.select(&q);
+    for (r, why_not) in &m.skipped {
+        println!("skipped rule {:?} ({}): {why_not}", r.name, r.origin);
+    }
+    println!("matched rule {:?} ({})", m.rule.name, m.rule.origin);
+    for w in &m.why {
+        println!("  {w}");
+    }
+    println!("  then: {}", m.rule.treatment_summary());
+
+    let methods = match &m.rule.treatment {
+        Treatment::NeverEncrypt => Vec::new(),
+        Treatment::Encrypt { methods, .. } => methods.clone(),
+    };
+    if methods.is_empty() {
+        let d: RecipientDecision<()> = decide(m.rule, &to, Vec::new(), policy.settings());
+        println!("key lookup: not needed");
+        print_decision(&d);
+        return ExitCode::SUCCESS;
+    }
+
+    if args.no_lookup {
+        println!("key lookup: skipped (--no-lookup); the decision for each outcome:");
+        let cases: [(&str, MakeOutcome); 4] = [
+            ("a usable key for every method", || KeyOutcome::Found {
+                security: Security::Secure,
+                usable: vec![()],
+                rejected: Vec::new(),
+            }),
+            ("no key for any method", || KeyOutcome::NotFound),
+            ("every lookup times out", || {
+                KeyOutcome::Failed(FailReason::Timeout)
+            }),
+            ("DNSSEC bogus for every method", || {
+                KeyOutcome::Bogus("bogus".to_owned())
+            }),
+        ];
+        for (label, make) in cases {
+            let outcomes = methods
+                .iter()
+                .map(|&method| MethodOutcome {
+                    method,
+                    outcome: make(),
+                })
+                .collect();
+            let d = decide(m.rule, &to, outcomes, policy.settings());
+            println!("  if {label}: {}", action_line(&d));
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let outcomes = match &loaded.config.keys.directory {
+        None => {
+            println!(
+                "key lookup: no key source: keys.directory is empty, and DNS lookups (SMIMEA, OPENPGPKEY) \
+                 are not built yet; every method counts as \"no key published\""
+            );
+            methods
+                .iter()
+                .map(|&method| MethodOutcome {
+                    method,
+                    outcome: KeyOutcome::NotFound,
+                })
+                .collect()
+        }
+        Some(dir) => {
+            println!("key lookup: local key directory {}", dir.display());
+            let src = DirectorySource::new(dir);
+            let registry = Registry::new();
+            let now = SystemTime::now();
+            methods
+                .iter()
+                .map(|&method| MethodOutcome {
+                    method,
+                    outcome: KeyOutcome::from_lookup(src.lookup_sync(&to, method), |k| {
+                        registry.get(method).validate(k, &to, now)
+                    }),
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let d = decide(m.rule, &to, outcomes, policy.settings());
+    for n in &d.notes {
+        println!("  {n}");
+    }
+    if let Action::Encrypt { choices, .. } = &d.action {
+        for (method, keys) in choices {
+            for k in keys {
+                println!("  {method} key {} ({})", k.fingerprint, k.origin);
+            }
+        }
+    }
+    print_decision(&d);
+    ExitCode::SUCCESS
+}
+
+/// Builds one hypothetical outcome for `explain --no-lookup`.
+type MakeOutcome = fn() -> KeyOutcome<()>;
+
+fn print_decision<K>(d: &RecipientDecision<K>) {
+    println!("decision: {}", action_line(d));
+}
+
+fn action_line<K>(d: &RecipientDecision<K>) -> String {
+    match &d.action {
+        Action::Encrypt {
+            choices,
+            smime_cipher,
+            ..
+        } => {
+            let (m, keys) = match choices.first() {
+                Some((m, k)) => (*m, k.len()),
+                None => return "encrypt".to_owned(),
+            };
+            let cipher = if m == Method::Smime {
+                format!(" ({smime_cipher})")
+            } else {
+                String::new()
+            };
+            let also: Vec<&str> = choices.iter().skip(1).map(|(m, _)| m.as_str()).collect();
+            let also = if also.is_empty() {
+                String::new()
+            } else {
+                format!("; also possible: {}", also.join(", "))
+            };
+            format!("encrypt with {m}{cipher} to {keys} key(s){also}")
+        }
+        Action::Pass(reason) => format!("pass unencrypted: {reason}"),
+        Action::Reject(r) => format!("reject: {r}"),
+        Action::TempFail(r) => format!("tempfail: {r}"),
+    }
 }

@@ -1,0 +1,271 @@
+//! The policy engine: which rule applies to a recipient, and what to do
+//! given the key lookup outcomes. Everything here is pure except
+//! [`Policy::load`], which reads the policy directory.
+//!
+//! * [`rule`]: the rule language and policy file format;
+//! * [`glob`]: address patterns;
+//! * [`decision`]: per-recipient decisions and per-transaction grouping;
+//! * [`reply`]: the one place SMTP reply texts are written (the milter
+//!   uses it as it is).
+
+pub mod decision;
+pub mod glob;
+pub mod reply;
+pub mod rule;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::address::Address;
+use crate::config::{Config, ConfigError, DEFAULT_POLICY_DIR, Location};
+
+pub use decision::{
+    Action, Admission, KeyOutcome, MethodOutcome, PassReason, RecipientDecision, Settings,
+    Transaction, decide,
+};
+pub use reply::Reply;
+pub use rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
+
+/// Direction of one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The recipient's domain is in `local_domains`: encryption at rest.
+    Inbound,
+    /// Any other recipient.
+    Outbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        })
+    }
+}
+
+/// What the milter knows about the SMTP connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionFacts {
+    /// The MTA's `{daemon_name}` macro, when sent.
+    pub daemon_name: Option<String>,
+    /// Whether the client authenticated (`{auth_authen}` set).
+    pub authenticated: bool,
+}
+
+/// The facts a rule is matched against.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The recipient.
+    pub recipient: &'a Address,
+    /// The envelope sender; `None` for the null sender `<>`.
+    pub sender: Option<&'a Address>,
+    /// The recipient's direction.
+    pub direction: Direction,
+    /// Connection facts.
+    pub conn: &'a ConnectionFacts,
+}
+
+/// A policy that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy directory cannot be listed.
+    #[error("{}: cannot read policy directory: {source}", dir.display())]
+    ReadDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A policy file cannot be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A rule or file is invalid.
+    #[error("{location}: {}{message}", rule.as_ref().map(|r| format!("rule {r:?}: ")).unwrap_or_default())]
+    Invalid {
+        /// File and line.
+        location: Location,
+        /// The rule's name, when the error is inside a rule.
+        rule: Option<String>,
+        /// What is wrong (names the key when there is one).
+        message: String,
+    },
+}
+
+impl PolicyError {
+    pub(crate) fn from_config(e: ConfigError, rule: Option<String>) -> Self {
+        match e {
+            ConfigError::Invalid {
+                location,
+                key,
+                message,
+            } => PolicyError::Invalid {
+                location,
+                rule,
+                message: match key {
+                    Some(k) => format!("key `{k}`: {message}"),
+                    None => message,
+                },
+            },
+            ConfigError::Read { path, source } => PolicyError::Read { path, source },
+            ConfigError::NotFound { path } => PolicyError::Read {
+                path,
+                source: io::Error::from(io::ErrorKind::NotFound),
+            },
+        }
+    }
+}
+
+/// A rule that can never apply because an earlier one matches everything
+/// it matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadowed {
+    /// Index of the unreachable rule in [`Policy::rules`].
+    pub rule: usize,
+    /// Index of the earlier rule that takes all its recipients.
+    pub by: usize,
+}
+
+/// The rule that applied, and why.
+#[derive(Clone, Debug)]
+pub struct Match<'a> {
+    /// The rule.
+    pub rule: &'a Rule,
+    /// Its index in [`Policy::rules`], `None` for the built-in default.
+    pub index: Option<usize>,
+    /// One line per condition that held.
+    pub why: Vec<String>,
+    /// Earlier rules that did not apply, with the first failed condition.
+    pub skipped: Vec<(&'a Rule, String)>,
+}
+
+/// The loaded rules, the built-in default, and the settings decisions need.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    default_rule: Rule,
+    local_domains: Vec<String>,
+    settings: Settings,
+}
+
+impl Policy {
+    /// A policy from rules already parsed (first match wins).
+    pub fn new(rules: Vec<Rule>, local_domains: Vec<String>, settings: Settings) -> Self {
+        Policy {
+            rules,
+            default_rule: Rule::builtin_default(),
+            local_domains: local_domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_lowercase())
+                .collect(),
+            settings,
+        }
+    }
+
+    /// Reads `config.policy_dir`. A missing directory is fine only when it
+    /// is the default one (then the built-in rule alone applies, and the
+    /// second value says so); a directory the administrator named must
+    /// exist, so that a typo cannot silently drop required rules.
+    pub fn load(config: &Config) -> Result<(Policy, Option<String>), PolicyError> {
+        let settings = Settings {
+            allow_insecure: config.dns.allow_insecure,
+            smime_cipher: config.smime.cipher,
+        };
+        let dir = &config.policy_dir;
+        let (rules, note) = if !dir.exists()
+            && dir.as_path() == std::path::Path::new(DEFAULT_POLICY_DIR)
+        {
+            (
+                Vec::new(),
+                Some(format!(
+                    "policy directory {} does not exist: only the built-in default rule applies",
+                    dir.display()
+                )),
+            )
+        } else {
+            (rule::load_dir(dir)?, None)
+        };
+        Ok((
+            Policy::new(rules, config.local_domains.clone(), settings),
+            note,
+        ))
+    }
+
+    /// The rules in evaluation order (without the built-in default).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule applied when none matches.
+    pub fn default_rule(&self) -> &Rule {
+        &self.default_rule
+    }
+
+    /// The decision settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Inbound when the recipient's domain is exactly one of
+    /// `local_domains` (case-insensitive; subdomains only when listed).
+    pub fn direction_of(&self, recipient: &Address) -> Direction {
+        if self.local_domains.iter().any(|d| d == recipient.domain()) {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
+
+    /// The first rule that applies (or the built-in default), and why.
+    pub fn select<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
+        let mut skipped = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            match r.check(q) {
+                Ok(why) => {
+                    return Match {
+                        rule: r,
+                        index: Some(i),
+                        why,
+                        skipped,
+                    };
+                }
+                Err(why_not) => skipped.push((r, why_not)),
+            }
+        }
+        Match {
+            rule: &self.default_rule,
+            index: None,
+            why: vec!["no rule matched".to_owned()],
+            skipped,
+        }
+    }
+
+    /// Selects the rule and decides: the whole engine for one recipient.
+    pub fn decide<K>(
+        &self,
+        q: &Query<'_>,
+        outcomes: Vec<MethodOutcome<K>>,
+    ) -> RecipientDecision<K> {
+        decide(self.select(q).rule, q.recipient, outcomes, &self.settings)
+    }
+
+    /// Rules that can never apply, each with the earlier rule that hides it.
+    pub fn shadowed(&self) -> Vec<Shadowed> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter_map(|(j, r)| {
+                self.rules[..j]
+                    .iter()
+                    .position(|e| r.is_shadowed_by(e))
+                    .map(|i| Shadowed { rule: j, by: i })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,307 @@
+//! `check-config` and `policy explain`, run as the real binary.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"));
+    // The binary reads AUTOENCRYPT_* from its environment: start clean.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTOENCRYPT_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A config file using `policy_dir` and extra lines.
+fn config(dir: &Path, policy_dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("c.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "policy_dir = {:?}\nlocal_domains = [\"example.org\"]\n{extra}",
+            policy_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn check_config_accepts_the_shipped_policies() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &shipped(), "");
+    let (code, out, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(out.contains("socket = \"inet:127.0.0.1:10040\""), "{out}");
+    assert!(out.contains("built-in default"), "{out}");
+    assert!(
+        out.contains(&format!("{}:2", cfg.display())),
+        "local_domains origin: {out}"
+    );
+    // Rules in file order, the built-in default last.
+    let pos = |s: &str| {
+        out.find(s)
+            .unwrap_or_else(|| panic!("{s} missing in {out}"))
+    };
+    assert!(pos("local users: encrypt at rest") < pos("role accounts"));
+    assert!(pos("role accounts") < pos("partner bank"));
+    assert!(pos("partner bank") < pos("\"built-in default\""));
+    assert!(out.contains("reject (550 5.7.1)"), "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+}
+
+#[test]
+fn check_config_reports_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let pol = d.path().join("pol");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("10-x.toml"),
+        "[[rule]]\nname = \"bad\"\nmode = \"required\"\non_lookup_error = \"pass\"\n",
+    )
+    .unwrap();
+    let cfg = config(d.path(), &pol, "");
+    let (code, out, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(&format!(
+            "{}:4: rule \"bad\": key `on_lookup_error`",
+            pol.join("10-x.toml").display()
+        )),
+        "{err}"
+    );
+
+    // An error in the configuration file itself.
+    std::fs::write(&cfg, "socket = \"unix:/x\"\n[dns]\ntimeout_ms = \"fast\"\n").unwrap();
+    let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{}:3: key `dns.timeout_ms`", cfg.display())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+
+    // A --config that does not exist.
+    let (code, _, err) = run(bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(d.path().join("nope.toml")));
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn check_config_warns_on_shadowed_rules_and_allow_insecure() {
+    let d = tempfile::tempdir().unwrap();
+    let pol = d.path().join("pol");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("a.toml"),
+        "[[rule]]\nname = \"everything\"\nrecipient = \"*@*\"\n\n[[rule]]\nname = \"partner\"\ndirection = \"outbound\"\nrecipient = \"*@partner.example\"\nmode = \"required\"\n",
+    )
+    .unwrap();
+    let cfg = config(d.path(), &pol, "[dns]\nallow_insecure = true\n");
+    let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:5: rule \"partner\" can never match",
+            pol.join("a.toml").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("\"everything\""), "{err}");
+    assert!(err.contains("dns.allow_insecure = true"), "{err}");
+
+    // The environment can switch it on too, and is named as the origin.
+    let cfg = config(d.path(), &shipped(), "");
+    let (code, out, err) = run(bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env("AUTOENCRYPT_DNS__ALLOW_INSECURE", "true"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("environment variable AUTOENCRYPT_DNS__ALLOW_INSECURE"),
+        "{err}"
+    );
+    assert!(out.contains("dns.allow_insecure = true"), "{out}");
+}
+
+#[test]
+fn check_config_env_error_names_the_variable() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &shipped(), "");
+    let (code, _, err) = run(bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env("AUTOENCRYPT_LIMITS__MAX_MESSAGE_BYTES", "big"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("AUTOENCRYPT_LIMITS__MAX_MESSAGE_BYTES"),
+        "{err}"
+    );
+}
+
+fn explain(args: &[&str]) -> (i32, String, String) {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &shipped(), "");
+    run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("policy")
+        .arg("explain")
+        .args(args))
+}
+
+#[test]
+fn explain_required_partner_without_lookup() {
+    let (code, out, err) = explain(&["--to", "Alice@Partner-Bank.Example", "--no-lookup"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("direction: outbound (from local_domains)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("matched rule \"partner bank: S/MIME first, reject without key\""),
+        "{out}"
+    );
+    assert!(out.contains("strict-partners.toml:"), "{out}");
+    assert!(out.contains("matches *@partner-bank.example"), "{out}");
+    assert!(
+        out.contains("skipped rule \"local users: encrypt at rest, OpenPGP first\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("if a usable key for every method: encrypt with smime (aes-256-gcm)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("if no key for any method: reject: 550 5.7.1 Encryption to <Alice@partner-bank.example> is required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("if every lookup times out: tempfail: 451 4.7.1"),
+        "{out}"
+    );
+    assert!(!out.contains(": pass"), "required never passes: {out}");
+}
+
+#[test]
+fn explain_inbound_skip_list_and_default() {
+    let (code, out, _) = explain(&["--to", "bob@example.org", "--no-lookup"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("direction: inbound"), "{out}");
+    assert!(out.contains("local users: encrypt at rest"), "{out}");
+    assert!(
+        out.contains("if no key for any method: pass unencrypted"),
+        "{out}"
+    );
+
+    let (_, out, _) = explain(&[
+        "--to",
+        "abuse@partner-bank.example",
+        "--direction",
+        "outbound",
+    ]);
+    assert!(out.contains("matched rule \"role accounts\""), "{out}");
+    assert!(
+        out.contains("decision: pass unencrypted: the rule never encrypts"),
+        "{out}"
+    );
+
+    let (_, out, _) = explain(&[
+        "--to",
+        "x@elsewhere.example",
+        "--from",
+        "me@example.org",
+        "--no-lookup",
+    ]);
+    assert!(out.contains("matched rule \"built-in default\""), "{out}");
+    assert!(out.contains("no rule matched"), "{out}");
+}
+
+#[test]
+fn explain_performs_the_lookup() {
+    // No keys.directory: said so, and "no key" decides.
+    let (code, out, _) = explain(&["--to", "carol@lawfirm.example"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("keys.directory is empty"), "{out}");
+    assert!(out.contains("decision: tempfail: 450 4.7.1"), "{out}");
+
+    // A key directory with an unreadable "key": refused, so no usable key.
+    let d = tempfile::tempdir().unwrap();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("carol@lawfirm.example.asc"), "not a key").unwrap();
+    let cfg = config(
+        d.path(),
+        &shipped(),
+        &format!("[keys]\ndirectory = {:?}\n", keys.display().to_string()),
+    );
+    let (code, out, err) = run(bin().arg("--config").arg(&cfg).args([
+        "policy",
+        "explain",
+        "--to",
+        "carol@lawfirm.example",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("key lookup: local key directory"), "{out}");
+    assert!(
+        out.contains("openpgp: key found but not usable; refused: file"),
+        "{out}"
+    );
+    assert!(out.contains("decision: tempfail: 450 4.7.1"), "{out}");
+
+    // A file where the key should be is unreadable: a lookup failure.
+    std::fs::remove_file(keys.join("carol@lawfirm.example.asc")).unwrap();
+    std::fs::create_dir(keys.join("carol@lawfirm.example.asc")).unwrap();
+    let (_, out, _) = run(bin().arg("--config").arg(&cfg).args([
+        "policy",
+        "explain",
+        "--to",
+        "carol@lawfirm.example",
+    ]));
+    assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
+}
+
+#[test]
+fn explain_usage_errors_exit_1() {
+    let (code, _, err) = explain(&["--to", "not-an-address"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--to"), "{err}");
+    let (code, _, _) = explain(&["--to", "a@b.example", "--direction", "sideways"]);
+    assert_ne!(code, 0);
+    let (code, _, err) = run(bin().args([
+        "--config",
+        "/nonexistent/x.toml",
+        "policy",
+        "explain",
+        "--to",
+        "a@b.example",
+    ]));
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/x.toml"), "{err}");
+}
