@@ -1,5 +1,8 @@
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
-#![allow(clippy::unwrap_used, reason = "benchmark set-up: a failure should stop the run")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark set-up: a failure should stop the run"
+)]
 //! Encryption throughput of the whole end-of-message step (classify,
 //! inner entity, encrypt, render the new body) for 10 KB, 1 MB and 25 MB
 //! messages, per method. Results and the machine go into BENCHMARKS.md.
@@ -9,11 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use autoencrypt_milter::backend::{EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher};
+use autoencrypt_milter::Address;
+use autoencrypt_milter::backend::{
+    EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
+};
 use autoencrypt_milter::message::Message;
 use autoencrypt_milter::message::rewrite::apply_edits;
 use autoencrypt_milter::pipeline::{Prepared, prepare};
-use autoencrypt_milter::Address;
 
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
@@ -36,18 +41,27 @@ fn smime_cert() -> Vec<u8> {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().email(ADDR).build(&b.x509v3_context(None, None)).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email(ADDR)
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
     b.append_extension(san).unwrap();
-    b.append_extension(KeyUsage::new().key_encipherment().build().unwrap()).unwrap();
-    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap()).unwrap();
+    b.append_extension(KeyUsage::new().key_encipherment().build().unwrap())
+        .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     b.build().to_der().unwrap()
 }
 
 fn openpgp_cert() -> Vec<u8> {
-    let (cert, _) = CertBuilder::general_purpose(Some(format!("Bench <{ADDR}>"))).generate().unwrap();
+    let (cert, _) = CertBuilder::general_purpose(Some(format!("Bench <{ADDR}>")))
+        .generate()
+        .unwrap();
     cert.to_vec().unwrap()
 }
 
@@ -79,9 +93,22 @@ fn message(size: usize) -> Vec<u8> {
     m.into_bytes()
 }
 
-fn run_once(raw: &[u8], registry: &Registry, method: Method, to: &[Recipient], opts: &EncryptOptions) -> usize {
+fn run_once(
+    raw: &[u8],
+    registry: &Registry,
+    method: Method,
+    to: &[Recipient],
+    opts: &EncryptOptions,
+) -> usize {
     let msg = Message::parse(raw);
-    let prepared = prepare(&msg.headers, &raw[msg.body_offset..], registry.get(method), to, opts).unwrap();
+    let prepared = prepare(
+        &msg.headers,
+        &raw[msg.body_offset..],
+        registry.get(method),
+        to,
+        opts,
+    )
+    .unwrap();
     let Prepared::Encrypted { edits, entity } = prepared else {
         unreachable!("bench message is plain")
     };
@@ -108,23 +135,46 @@ fn bench(c: &mut Criterion) {
     let smime = [recipient(&registry, Method::Smime, smime_cert())];
     let pgp = [recipient(&registry, Method::OpenPgp, openpgp_cert())];
     let cases: [(&str, Method, &[Recipient], SmimeCipher); 3] = [
-        ("smime-aes256cbc", Method::Smime, &smime, SmimeCipher::Aes256Cbc),
-        ("smime-aes256gcm", Method::Smime, &smime, SmimeCipher::Aes256Gcm),
-        ("openpgp-cv25519", Method::OpenPgp, &pgp, SmimeCipher::Aes256Cbc),
+        (
+            "smime-aes256cbc",
+            Method::Smime,
+            &smime,
+            SmimeCipher::Aes256Cbc,
+        ),
+        (
+            "smime-aes256gcm",
+            Method::Smime,
+            &smime,
+            SmimeCipher::Aes256Gcm,
+        ),
+        (
+            "openpgp-cv25519",
+            Method::OpenPgp,
+            &pgp,
+            SmimeCipher::Aes256Cbc,
+        ),
     ];
-    for (size_name, size) in [("10KB", 10 * 1024), ("1MB", 1024 * 1024), ("25MB", 25 * 1024 * 1024)] {
+    for (size_name, size) in [
+        ("10KB", 10 * 1024),
+        ("1MB", 1024 * 1024),
+        ("25MB", 25 * 1024 * 1024),
+    ] {
         let raw = message(size);
         let mut group = c.benchmark_group(format!("encrypt/{size_name}"));
         group.throughput(Throughput::Bytes(raw.len() as u64));
         if size > 1024 * 1024 {
-            group.sample_size(10).measurement_time(Duration::from_secs(10));
+            group
+                .sample_size(10)
+                .measurement_time(Duration::from_secs(10));
         }
         for (name, method, to, cipher) in cases {
             let opts = EncryptOptions {
                 smime_cipher: cipher,
                 ..EncryptOptions::default()
             };
-            group.bench_function(name, |b| b.iter(|| black_box(run_once(black_box(&raw), &registry, method, to, &opts))));
+            group.bench_function(name, |b| {
+                b.iter(|| black_box(run_once(black_box(&raw), &registry, method, to, &opts)))
+            });
         }
         group.finish();
     }

@@ -116,7 +116,8 @@ impl Address {
     /// case-insensitively as nearly every mail system does in practice
     /// (used to match a key's user ID or certificate to the recipient).
     pub fn matches_loosely(&self, other: &Address) -> bool {
-        self.domain == other.domain && self.local_unquoted().to_lowercase() == other.local_unquoted().to_lowercase()
+        self.domain == other.domain
+            && self.local_unquoted().to_lowercase() == other.local_unquoted().to_lowercase()
     }
 }
 
@@ -153,7 +154,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "nobody", "@example.org", "a@", "a@b@c", "\"a@b", "a b@exa mple.org"] {
+        for bad in [
+            "",
+            "nobody",
+            "@example.org",
+            "a@",
+            "a@b@c",
+            "\"a@b",
+            "a b@exa mple.org",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

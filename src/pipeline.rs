@@ -1,65 +1,13 @@
-//! The steps between "a message and its recipients" and "an encrypted
-//! message", shared by the offline `encrypt` command and the milter:
-//! validate the keys a source found, classify, build the inner entity,
-//! encrypt, and compute the header edits.
+//! The end-of-message steps between "a message and its validated
+//! recipients" and "an encrypted message", shared by the offline `encrypt`
+//! command and the milter: classify, stream the inner entity, encrypt, and
+//! compute the header edits. (Validating found keys belongs to the policy
+//! engine: [`crate::policy::KeyOutcome::from_lookup`].)
 
-use std::time::SystemTime;
-
-use crate::address::Address;
-use crate::backend::{
-    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, KeyRejected, Recipient,
-};
-use crate::keys::Lookup;
+use crate::backend::{BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, Recipient};
 use crate::message::HeaderField;
 use crate::message::classify::{Classification, EncryptedKind, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader, outer_edits};
-
-/// What one method's lookup yields for one address once its keys have
-/// been through the backend's validation.
-#[derive(Debug)]
-pub enum KeyStatus {
-    /// At least one key may be used.
-    Usable(Vec<Recipient>),
-    /// No key: proven absent, or every key found was refused.
-    NoKey {
-        /// Refusals, one per key found (empty when nothing was found).
-        rejected: Vec<KeyRejected>,
-    },
-    /// The zone is unsigned; its keys are not trusted.
-    Insecure,
-    /// The lookup did not complete or did not validate: never "no key".
-    Error(String),
-}
-
-/// Validates every key of `lookup` for `addr` with `backend`.
-pub fn key_status(
-    backend: &dyn EncryptionBackend,
-    lookup: &Lookup,
-    addr: &Address,
-    now: SystemTime,
-) -> KeyStatus {
-    match lookup {
-        Lookup::Found { keys, .. } => {
-            let mut usable = Vec::new();
-            let mut rejected = Vec::new();
-            for key in keys {
-                match backend.validate(key, addr, now) {
-                    Ok(r) => usable.push(r),
-                    Err(e) => rejected.push(e),
-                }
-            }
-            if usable.is_empty() {
-                KeyStatus::NoKey { rejected }
-            } else {
-                KeyStatus::Usable(usable)
-            }
-        }
-        Lookup::NotFound => KeyStatus::NoKey { rejected: Vec::new() },
-        Lookup::Insecure => KeyStatus::Insecure,
-        Lookup::Bogus(why) => KeyStatus::Error(format!("DNSSEC bogus: {why}")),
-        Lookup::Failed(why) => KeyStatus::Error(format!("lookup failed: {why}")),
-    }
-}
 
 /// The result of the end-of-message step.
 pub enum Prepared {

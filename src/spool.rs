@@ -59,7 +59,10 @@ impl Spool {
 
     /// A reader over everything written, from the start.
     pub fn reader(&self) -> SpoolReader<'_> {
-        SpoolReader { spool: self, pos: 0 }
+        SpoolReader {
+            spool: self,
+            pos: 0,
+        }
     }
 
     /// Everything written, in memory (tests and small bodies).
@@ -114,7 +117,9 @@ impl Read for SpoolReader<'_> {
         let n = match &self.spool.file {
             Some(f) => f.read_at(buf, self.pos)?,
             None => {
-                let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(self.spool.mem.len());
+                let start = usize::try_from(self.pos)
+                    .unwrap_or(usize::MAX)
+                    .min(self.spool.mem.len());
                 let rest = &self.spool.mem[start..];
                 let n = rest.len().min(buf.len());
                 buf[..n].copy_from_slice(&rest[..n]);

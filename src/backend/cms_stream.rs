@@ -7,7 +7,10 @@
 //! this module calls `CMS_encrypt(..., CMS_STREAM)` and
 //! `i2d_CMS_bio_stream` directly, exactly as `openssl cms -encrypt
 //! -stream` does, with a BIO that bridges to Rust I/O.
-#![allow(unsafe_code, reason = "FFI to OpenSSL's streaming CMS API, which the openssl crate does not wrap")]
+#![allow(
+    unsafe_code,
+    reason = "FFI to OpenSSL's streaming CMS API, which the openssl crate does not wrap"
+)]
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::io::{self, Read, Write};
@@ -178,10 +181,16 @@ unsafe fn bridge<'a>(bio: *mut ffi::BIO) -> Option<&'a mut Bridge<'a>> {
 
 unsafe extern "C" fn bridge_write(bio: *mut ffi::BIO, buf: *const c_char, len: c_int) -> c_int {
     // SAFETY: OpenSSL passes a valid buffer of `len` bytes.
-    let Some(b) = (unsafe { bridge(bio) }) else { return -1 };
-    let Ok(n) = usize::try_from(len) else { return -1 };
+    let Some(b) = (unsafe { bridge(bio) }) else {
+        return -1;
+    };
+    let Ok(n) = usize::try_from(len) else {
+        return -1;
+    };
     let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) };
-    let Some(w) = b.writer.as_mut() else { return -1 };
+    let Some(w) = b.writer.as_mut() else {
+        return -1;
+    };
     match catch_unwind(AssertUnwindSafe(|| w.write_all(data))) {
         Ok(Ok(())) => len,
         Ok(Err(e)) => {
@@ -197,10 +206,16 @@ unsafe extern "C" fn bridge_write(bio: *mut ffi::BIO, buf: *const c_char, len: c
 
 unsafe extern "C" fn bridge_read(bio: *mut ffi::BIO, buf: *mut c_char, len: c_int) -> c_int {
     // SAFETY: OpenSSL passes a writable buffer of `len` bytes.
-    let Some(b) = (unsafe { bridge(bio) }) else { return -1 };
-    let Ok(n) = usize::try_from(len) else { return -1 };
+    let Some(b) = (unsafe { bridge(bio) }) else {
+        return -1;
+    };
+    let Ok(n) = usize::try_from(len) else {
+        return -1;
+    };
     let data = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) };
-    let Some(r) = b.reader.as_mut() else { return -1 };
+    let Some(r) = b.reader.as_mut() else {
+        return -1;
+    };
     loop {
         match catch_unwind(AssertUnwindSafe(|| r.read(data))) {
             Ok(Ok(got)) => return c_int::try_from(got).unwrap_or(-1),
@@ -217,12 +232,19 @@ unsafe extern "C" fn bridge_read(bio: *mut ffi::BIO, buf: *mut c_char, len: c_in
     }
 }
 
-unsafe extern "C" fn bridge_ctrl(bio: *mut ffi::BIO, cmd: c_int, _num: c_long, _ptr: *mut c_void) -> c_long {
+unsafe extern "C" fn bridge_ctrl(
+    bio: *mut ffi::BIO,
+    cmd: c_int,
+    _num: c_long,
+    _ptr: *mut c_void,
+) -> c_long {
     if cmd != ffi::BIO_CTRL_FLUSH {
         return 0;
     }
     // SAFETY: see `bridge`.
-    let Some(b) = (unsafe { bridge(bio) }) else { return 0 };
+    let Some(b) = (unsafe { bridge(bio) }) else {
+        return 0;
+    };
     let Some(w) = b.writer.as_mut() else { return 1 };
     match catch_unwind(AssertUnwindSafe(|| w.flush())) {
         Ok(Ok(())) => 1,
@@ -285,7 +307,12 @@ mod tests {
     fn read_error_is_an_error_not_a_short_message() {
         // With no recipients OpenSSL still streams; the read error must win.
         let mut out = Vec::new();
-        let r = encrypt(&no_certs(), Cipher::aes_256_cbc(), &mut Failing(100_000), &mut out);
+        let r = encrypt(
+            &no_certs(),
+            Cipher::aes_256_cbc(),
+            &mut Failing(100_000),
+            &mut out,
+        );
         assert!(r.is_err(), "a failing reader must fail the encryption");
     }
 }

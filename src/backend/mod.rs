@@ -137,7 +137,7 @@ pub struct KeyMaterial {
     /// public key, binary or ASCII-armored.
     pub data: Vec<u8>,
     /// Where it came from, for logs and reasons ("file /x/a.pem",
-    /// "SMIMEA <owner name>").
+    /// "SMIMEA `owner-name`").
     pub origin: String,
 }
 
@@ -334,7 +334,10 @@ impl Registry {
 }
 
 #[cold]
-#[allow(clippy::panic, reason = "Registry::new registers every Method; a test proves it")]
+#[allow(
+    clippy::panic,
+    reason = "Registry::new registers every Method; a test proves it"
+)]
 fn unreachable_backend(method: Method) -> ! {
     panic!("no backend registered for {method}")
 }
@@ -369,7 +372,11 @@ mod tests {
 
     #[test]
     fn cipher_names_round_trip() {
-        for c in [SmimeCipher::Aes128Cbc, SmimeCipher::Aes256Cbc, SmimeCipher::Aes256Gcm] {
+        for c in [
+            SmimeCipher::Aes128Cbc,
+            SmimeCipher::Aes256Cbc,
+            SmimeCipher::Aes256Gcm,
+        ] {
             assert_eq!(c.as_str().parse::<SmimeCipher>().unwrap(), c);
         }
         assert_eq!(SmimeCipher::default(), SmimeCipher::Aes256Cbc);

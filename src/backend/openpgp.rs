@@ -103,7 +103,12 @@ impl EncryptionBackend for OpenPgpBackend {
         Method::OpenPgp
     }
 
-    fn validate(&self, key: &KeyMaterial, addr: &Address, now: SystemTime) -> Result<Recipient, KeyRejected> {
+    fn validate(
+        &self,
+        key: &KeyMaterial,
+        addr: &Address,
+        now: SystemTime,
+    ) -> Result<Recipient, KeyRejected> {
         let reject = |reason| KeyRejected {
             origin: key.origin.clone(),
             reason,
@@ -111,7 +116,8 @@ impl EncryptionBackend for OpenPgpBackend {
         if key.method != Method::OpenPgp {
             return Err(reject(RejectReason::WrongMethod(key.method)));
         }
-        let cert = Cert::from_bytes(&key.data).map_err(|e| reject(RejectReason::Unreadable(e.to_string())))?;
+        let cert = Cert::from_bytes(&key.data)
+            .map_err(|e| reject(RejectReason::Unreadable(e.to_string())))?;
         let subkeys = check_cert(&cert, addr, &self.policy, now).map_err(reject)?;
         Ok(Recipient {
             address: addr.clone(),
@@ -124,7 +130,12 @@ impl EncryptionBackend for OpenPgpBackend {
         })
     }
 
-    fn encrypt(&self, inner: &mut dyn io::Read, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+    fn encrypt(
+        &self,
+        inner: &mut dyn io::Read,
+        to: &[Recipient],
+        opts: &EncryptOptions,
+    ) -> Result<EncryptedEntity, BackendError> {
         let crypto = |e: anyhow_like::Error| BackendError::Crypto {
             method: Method::OpenPgp,
             detail: e.to_string(),
@@ -142,7 +153,10 @@ impl EncryptionBackend for OpenPgpBackend {
                 )));
             };
             let before = recipients.len();
-            for ka in cert.keys().filter(|ka| subkeys.contains(&ka.key().fingerprint())) {
+            for ka in cert
+                .keys()
+                .filter(|ka| subkeys.contains(&ka.key().fingerprint()))
+            {
                 // Announce only SEIPD v1 so that Sequoia never writes v2
                 // packets, which GnuPG 2.2 cannot read.
                 recipients.push(PgpRecipient::new(
@@ -152,13 +166,18 @@ impl EncryptionBackend for OpenPgpBackend {
                 ));
             }
             if recipients.len() == before {
-                return Err(BackendError::Recipients(format!("{}: validated subkeys vanished", r.address)));
+                return Err(BackendError::Recipients(format!(
+                    "{}: validated subkeys vanished",
+                    r.address
+                )));
             }
         }
         let mut ciphertext = Spool::new(opts.spool_threshold);
         {
             let message = Message::new(&mut ciphertext);
-            let message = Encryptor::for_recipients(message, recipients).build().map_err(crypto)?;
+            let message = Encryptor::for_recipients(message, recipients)
+                .build()
+                .map_err(crypto)?;
             let mut literal = LiteralWriter::new(message)
                 .format(DataFormat::Binary)
                 .build()
@@ -185,9 +204,14 @@ impl EncryptionBackend for OpenPgpBackend {
             method: Method::OpenPgp,
             fields: vec![(
                 "Content-Type",
-                format!("multipart/encrypted; protocol=\"application/pgp-encrypted\";\n boundary=\"{boundary}\""),
+                format!(
+                    "multipart/encrypted; protocol=\"application/pgp-encrypted\";\n boundary=\"{boundary}\""
+                ),
             )],
-            body: Box::new(PgpMimeBody { boundary, ciphertext }),
+            body: Box::new(PgpMimeBody {
+                boundary,
+                ciphertext,
+            }),
         })
     }
 }
@@ -234,8 +258,12 @@ impl EntityBody for PgpMimeBody {
              {e}"
         )?;
         {
-            let mut eol_out = EolWriter { inner: &mut *out, eol };
-            let mut w = armor::Writer::new(&mut eol_out, armor::Kind::Message).map_err(io::Error::other)?;
+            let mut eol_out = EolWriter {
+                inner: &mut *out,
+                eol,
+            };
+            let mut w =
+                armor::Writer::new(&mut eol_out, armor::Kind::Message).map_err(io::Error::other)?;
             io::copy(&mut self.ciphertext.reader(), &mut w)?;
             w.finalize()?;
         }

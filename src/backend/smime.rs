@@ -15,8 +15,9 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509, X509ExtendedKeyUsage, X509KeyUsage};
 
 use super::{
-    cms_stream, BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
-    KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher, unix_seconds,
+    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
+    KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher, cms_stream,
+    unix_seconds,
 };
 use crate::address::Address;
 use crate::message::Eol;
@@ -76,12 +77,19 @@ pub fn certificate_addresses(cert: &X509) -> Vec<String> {
 
 /// Checks a certificate for encrypting to `addr` at `now`.
 pub fn check_certificate(cert: &X509, addr: &Address, now: SystemTime) -> Result<(), RejectReason> {
-    let now_asn1 = Asn1Time::from_unix(unix_seconds(now)).map_err(|e| RejectReason::Unreadable(first_error(&e)))?;
+    let now_asn1 = Asn1Time::from_unix(unix_seconds(now))
+        .map_err(|e| RejectReason::Unreadable(first_error(&e)))?;
     if cert.not_after() < now_asn1 {
-        return Err(RejectReason::Expired(format!("notAfter {}", cert.not_after())));
+        return Err(RejectReason::Expired(format!(
+            "notAfter {}",
+            cert.not_after()
+        )));
     }
     if cert.not_before() > now_asn1 {
-        return Err(RejectReason::NotYetValid(format!("notBefore {}", cert.not_before())));
+        return Err(RejectReason::NotYetValid(format!(
+            "notBefore {}",
+            cert.not_before()
+        )));
     }
     let pkey = cert
         .public_key()
@@ -117,7 +125,12 @@ impl EncryptionBackend for SmimeBackend {
         Method::Smime
     }
 
-    fn validate(&self, key: &KeyMaterial, addr: &Address, now: SystemTime) -> Result<Recipient, KeyRejected> {
+    fn validate(
+        &self,
+        key: &KeyMaterial,
+        addr: &Address,
+        now: SystemTime,
+    ) -> Result<Recipient, KeyRejected> {
         let reject = |reason| KeyRejected {
             origin: key.origin.clone(),
             reason,
@@ -135,7 +148,12 @@ impl EncryptionBackend for SmimeBackend {
         })
     }
 
-    fn encrypt(&self, inner: &mut dyn io::Read, to: &[Recipient], opts: &EncryptOptions) -> Result<EncryptedEntity, BackendError> {
+    fn encrypt(
+        &self,
+        inner: &mut dyn io::Read,
+        to: &[Recipient],
+        opts: &EncryptOptions,
+    ) -> Result<EncryptedEntity, BackendError> {
         let crypto = |e: openssl::error::ErrorStack| BackendError::Crypto {
             method: Method::Smime,
             detail: e.to_string(),
@@ -178,10 +196,15 @@ impl EncryptionBackend for SmimeBackend {
             fields: vec![
                 (
                     "Content-Type",
-                    format!("application/pkcs7-mime; smime-type={smime_type};\n name=\"smime.p7m\""),
+                    format!(
+                        "application/pkcs7-mime; smime-type={smime_type};\n name=\"smime.p7m\""
+                    ),
                 ),
                 ("Content-Transfer-Encoding", "base64".to_owned()),
-                ("Content-Disposition", "attachment; filename=\"smime.p7m\"".to_owned()),
+                (
+                    "Content-Disposition",
+                    "attachment; filename=\"smime.p7m\"".to_owned(),
+                ),
             ],
             body: Box::new(Base64Body(der)),
         })
@@ -256,7 +279,12 @@ mod tests {
         assert!(lines[..3].iter().all(|l| l.len() == 76));
         assert!(lines[3].len() < 76);
         let joined: String = lines.concat();
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(joined).unwrap(), data);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(joined)
+                .unwrap(),
+            data
+        );
         let mut empty = Vec::new();
         write_base64_lines(&[], Eol::Lf, &mut empty).unwrap();
         assert!(empty.is_empty());
@@ -264,7 +292,10 @@ mod tests {
 
     #[test]
     fn garbage_is_unreadable() {
-        assert!(matches!(parse_certificate(b"not a cert"), Err(RejectReason::Unreadable(_))));
+        assert!(matches!(
+            parse_certificate(b"not a cert"),
+            Err(RejectReason::Unreadable(_))
+        ));
         assert!(matches!(
             parse_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
             Err(RejectReason::Unreadable(_))

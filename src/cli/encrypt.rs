@@ -12,7 +12,8 @@ use crate::keys::directory::DirectorySource;
 use crate::message::Message;
 use crate::message::classify::{Classification, classify};
 use crate::message::rewrite::{apply_edits, inner_reader, write_header};
-use crate::pipeline::{KeyStatus, Prepared, encrypt_entity, key_status};
+use crate::pipeline::{Prepared, encrypt_entity};
+use crate::policy::KeyOutcome;
 
 /// Arguments of `encrypt`.
 #[derive(Debug, clap::Args)]
@@ -83,7 +84,9 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
     // The inner entity is streamed from the input and the ciphertext
     // spooled, so the message is held in memory once.
     let mut inner = inner_reader(&msg.headers, body);
-    let Prepared::Encrypted { edits, entity } = encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)? else {
+    let Prepared::Encrypted { edits, entity } =
+        encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)?
+    else {
         // encrypt_entity never classifies; nothing else to do.
         return Ok(ExitCode::SUCCESS);
     };
@@ -103,7 +106,10 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
         Method::Smime => format!("smime, {}", args.cipher),
         Method::OpenPgp => "openpgp".to_owned(),
     };
-    eprintln!("autoencrypt-milter: encrypted ({detail}) to {}", summary.join(", "));
+    eprintln!(
+        "autoencrypt-milter: encrypted ({detail}) to {}",
+        summary.join(", ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -126,26 +132,23 @@ fn choose(
         let mut all = Vec::new();
         for addr in addrs {
             let lookup = source.lookup_sync(addr, method);
-            match key_status(backend, &lookup, addr, now) {
-                KeyStatus::Usable(rs) => all.extend(rs),
-                KeyStatus::NoKey { rejected } if rejected.is_empty() => {
-                    problems.push(format!("{addr}: no key for {method}"));
-                    continue 'method;
+            let problem = match KeyOutcome::from_lookup(lookup, |k| backend.validate(k, addr, now))
+            {
+                KeyOutcome::Found { usable, .. } if !usable.is_empty() => {
+                    all.extend(usable);
+                    continue;
                 }
-                KeyStatus::NoKey { rejected } => {
+                KeyOutcome::Found { rejected, .. } => {
                     let reasons: Vec<String> = rejected.iter().map(ToString::to_string).collect();
-                    problems.push(format!("{addr}: {method} key refused: {}", reasons.join("; ")));
-                    continue 'method;
+                    format!("{addr}: {method} key refused: {}", reasons.join("; "))
                 }
-                KeyStatus::Insecure => {
-                    problems.push(format!("{addr}: {method} key source is insecure"));
-                    continue 'method;
-                }
-                KeyStatus::Error(why) => {
-                    problems.push(format!("{addr}: {method}: {why}"));
-                    continue 'method;
-                }
-            }
+                KeyOutcome::NotFound => format!("{addr}: no key for {method}"),
+                KeyOutcome::Insecure => format!("{addr}: {method} key source is insecure"),
+                KeyOutcome::Bogus(why) => format!("{addr}: {method}: DNSSEC bogus: {why}"),
+                KeyOutcome::Failed(why) => format!("{addr}: {method}: lookup failed: {why}"),
+            };
+            problems.push(problem);
+            continue 'method;
         }
         return Ok((method, all));
     }

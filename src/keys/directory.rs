@@ -111,9 +111,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(src.lookup_sync(&a, Method::OpenPgp), Lookup::Found { .. }));
+        assert!(matches!(
+            src.lookup_sync(&a, Method::OpenPgp),
+            Lookup::Found { .. }
+        ));
         let b = Address::parse("bob@example.org").unwrap();
-        assert!(matches!(src.lookup_sync(&b, Method::Smime), Lookup::NotFound));
+        assert!(matches!(
+            src.lookup_sync(&b, Method::Smime),
+            Lookup::NotFound
+        ));
     }
 
     #[test]
@@ -123,7 +129,10 @@ mod tests {
         std::fs::create_dir(d.path().join("carol@example.org.pem")).unwrap();
         let src = DirectorySource::new(d.path());
         let c = Address::parse("carol@example.org").unwrap();
-        assert!(matches!(src.lookup_sync(&c, Method::Smime), Lookup::Failed(_)));
+        assert!(matches!(
+            src.lookup_sync(&c, Method::Smime),
+            Lookup::Failed(_)
+        ));
     }
 
     #[test]
@@ -131,6 +140,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = DirectorySource::new(d.path());
         let evil = Address::parse("\"../../etc/passwd\"@example.org").unwrap();
-        assert!(matches!(src.lookup_sync(&evil, Method::Smime), Lookup::NotFound));
+        assert!(matches!(
+            src.lookup_sync(&evil, Method::Smime),
+            Lookup::NotFound
+        ));
     }
 }

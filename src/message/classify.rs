@@ -55,8 +55,12 @@ impl Classification {
     }
 }
 
-const OID_ENVELOPED: &[u8] = &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x03];
-const OID_SIGNED: &[u8] = &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02];
+const OID_ENVELOPED: &[u8] = &[
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x03,
+];
+const OID_SIGNED: &[u8] = &[
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02,
+];
 const OID_AUTH_ENVELOPED: &[u8] = &[
     0x06, 0x0B, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x10, 0x01, 0x17,
 ];
@@ -97,7 +101,11 @@ fn classify_entity(headers: &[HeaderField], body: &[u8], depth: usize) -> Classi
         }
         ("multipart", "signed") => Classification::Plain { signed: true },
         ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
-            match ct.param("smime-type").map(str::to_ascii_lowercase).as_deref() {
+            match ct
+                .param("smime-type")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 Some("enveloped-data" | "authenveloped-data") => {
                     Classification::Encrypted(EncryptedKind::Smime)
                 }
@@ -117,7 +125,10 @@ fn classify_entity(headers: &[HeaderField], body: &[u8], depth: usize) -> Classi
             if depth >= MAX_DEPTH {
                 return plain;
             }
-            match ct.param("boundary").and_then(|b| first_part(body, b.as_bytes())) {
+            match ct
+                .param("boundary")
+                .and_then(|b| first_part(body, b.as_bytes()))
+            {
                 Some((part_headers, part_body)) => {
                     match classify_entity(&part_headers, part_body, depth + 1) {
                         // Only inline PGP carries over from a first part; an
@@ -252,7 +263,9 @@ mod tests {
     fn pgp_mime_and_other_multipart_encrypted() {
         let c = classify_raw(b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=x\n\n--x\n");
         assert_eq!(c, Classification::Encrypted(EncryptedKind::PgpMime));
-        let c = classify_raw(b"Content-Type: multipart/encrypted; protocol=\"application/x-other\"; boundary=x\n\n");
+        let c = classify_raw(
+            b"Content-Type: multipart/encrypted; protocol=\"application/x-other\"; boundary=x\n\n",
+        );
         assert!(c.is_encrypted());
     }
 
@@ -263,7 +276,10 @@ mod tests {
             Classification::Encrypted(EncryptedKind::InlinePgp)
         );
         let nested = b"Content-Type: multipart/mixed; boundary=\"a\"\n\npreamble\n--a\nContent-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\n-----BEGIN PGP MESSAGE-----\n--b--\n--a--\n";
-        assert_eq!(classify_raw(nested), Classification::Encrypted(EncryptedKind::InlinePgp));
+        assert_eq!(
+            classify_raw(nested),
+            Classification::Encrypted(EncryptedKind::InlinePgp)
+        );
         // Armor further down the text is a quotation, not an encrypted message.
         assert_eq!(
             classify_raw(b"Subject: x\n\nSee:\n-----BEGIN PGP MESSAGE-----\n"),
@@ -275,15 +291,37 @@ mod tests {
 
     #[test]
     fn smime_by_type_parameter_and_by_oid() {
-        assert!(classify_raw(b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n\nMIIB\n").is_encrypted());
-        assert!(classify_raw(b"Content-Type: application/x-pkcs7-mime; smime-type=authEnveloped-data\n\n").is_encrypted());
+        assert!(
+            classify_raw(
+                b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n\nMIIB\n"
+            )
+            .is_encrypted()
+        );
+        assert!(
+            classify_raw(
+                b"Content-Type: application/x-pkcs7-mime; smime-type=authEnveloped-data\n\n"
+            )
+            .is_encrypted()
+        );
         // No smime-type: 30 80 06 09 2a864886f70d010703 = EnvelopedData.
-        let env = base64::engine::general_purpose::STANDARD.encode([0x30, 0x80, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x03, 0xA0]);
-        let raw = format!("Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: base64\n\n{env}\n");
+        let env = base64::engine::general_purpose::STANDARD.encode([
+            0x30, 0x80, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x03, 0xA0,
+        ]);
+        let raw = format!(
+            "Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: base64\n\n{env}\n"
+        );
         assert!(classify_raw(raw.as_bytes()).is_encrypted());
-        let sig = base64::engine::general_purpose::STANDARD.encode([0x30, 0x82, 0x01, 0x00, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02, 0xA0]);
-        let raw = format!("Content-Type: application/pkcs7-mime; name=smime.p7m\nContent-Transfer-Encoding: base64\n\n{sig}\n");
-        assert_eq!(classify_raw(raw.as_bytes()), Classification::Plain { signed: true });
+        let sig = base64::engine::general_purpose::STANDARD.encode([
+            0x30, 0x82, 0x01, 0x00, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07,
+            0x02, 0xA0,
+        ]);
+        let raw = format!(
+            "Content-Type: application/pkcs7-mime; name=smime.p7m\nContent-Transfer-Encoding: base64\n\n{sig}\n"
+        );
+        assert_eq!(
+            classify_raw(raw.as_bytes()),
+            Classification::Plain { signed: true }
+        );
     }
 
     #[test]
@@ -305,12 +343,18 @@ mod tests {
 
     #[test]
     fn plain_mail_is_plain() {
-        assert_eq!(classify_raw(b"Subject: hi\n\nhello\n"), Classification::Plain { signed: false });
+        assert_eq!(
+            classify_raw(b"Subject: hi\n\nhello\n"),
+            Classification::Plain { signed: false }
+        );
         assert_eq!(
             classify_raw(b"Content-Type: multipart/mixed; boundary=q\n\n--q\nContent-Type: text/plain\n\nhi\n--q\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\n\nx\n--q--\n"),
             Classification::Plain { signed: false }
         );
         // Broken multipart (no boundary) is plain, not a crash.
-        assert_eq!(classify_raw(b"Content-Type: multipart/mixed\n\n--q\n"), Classification::Plain { signed: false });
+        assert_eq!(
+            classify_raw(b"Content-Type: multipart/mixed\n\n--q\n"),
+            Classification::Plain { signed: false }
+        );
     }
 }

@@ -155,7 +155,9 @@ impl<'a> Tokens<'a> {
             while self.pos < self.s.len() && self.s[self.pos] != b';' {
                 self.pos += 1;
             }
-            let v = String::from_utf8_lossy(&self.s[start..self.pos]).trim().to_owned();
+            let v = String::from_utf8_lossy(&self.s[start..self.pos])
+                .trim()
+                .to_owned();
             (!v.is_empty()).then_some(v)
         }
     }
@@ -205,10 +207,16 @@ fn join_continuations(raw: Vec<(String, String)>) -> Vec<(String, String)> {
             None => (name.clone(), false),
         };
         let (base, section) = match base.rsplit_once('*') {
-            Some((b, n)) if n.chars().all(|c| c.is_ascii_digit()) => (b.to_owned(), n.parse::<u32>().ok()),
+            Some((b, n)) if n.chars().all(|c| c.is_ascii_digit()) => {
+                (b.to_owned(), n.parse::<u32>().ok())
+            }
             _ => (base, None),
         };
-        let value = if extended { decode_2231(&value, section.unwrap_or(0) == 0) } else { value };
+        let value = if extended {
+            decode_2231(&value, section.unwrap_or(0) == 0)
+        } else {
+            value
+        };
         match (section, out.iter_mut().find(|(n, _)| *n == base)) {
             (Some(n), Some((_, v))) if n > 0 => v.push_str(&value),
             (_, Some(_)) => {} // duplicate parameter: the first one wins
@@ -267,7 +275,8 @@ mod tests {
 
     #[test]
     fn quoted_pairs_and_junk() {
-        let ct = ContentType::parse(r#"text/plain; junk; name="a \"b\".txt"; charset=utf-8"#).unwrap();
+        let ct =
+            ContentType::parse(r#"text/plain; junk; name="a \"b\".txt"; charset=utf-8"#).unwrap();
         assert_eq!(ct.param("name"), Some(r#"a "b".txt"#));
         assert_eq!(ct.param("charset"), Some("utf-8"));
         assert!(ContentType::parse("text").is_none());
@@ -276,7 +285,8 @@ mod tests {
 
     #[test]
     fn rfc2231_continuations() {
-        let ct = ContentType::parse("application/octet-stream; name*0=\"sm\"; name*1=\"ime.p7m\"").unwrap();
+        let ct = ContentType::parse("application/octet-stream; name*0=\"sm\"; name*1=\"ime.p7m\"")
+            .unwrap();
         assert_eq!(ct.param("name"), Some("smime.p7m"));
         let d = ContentType::parse_disposition("attachment; filename*=utf-8''x%20y.p7m").unwrap();
         assert_eq!(d.kind, "attachment");

@@ -123,7 +123,9 @@ impl Message {
             }
             match field_name(line) {
                 Some(colon) => {
-                    let name = String::from_utf8_lossy(&line[..colon]).trim_end().to_owned();
+                    let name = String::from_utf8_lossy(&line[..colon])
+                        .trim_end()
+                        .to_owned();
                     headers.push(HeaderField {
                         name,
                         value: line[colon + 1..].to_vec(),
@@ -264,7 +266,9 @@ mod tests {
         let parts: Vec<&'static [u8]> = vec![b"a\r", b"\nb\n", b"\n", b"c\rd", b"\r", b"x\n"];
         let whole: Vec<u8> = parts.concat();
         let mut out = Vec::new();
-        CrlfReader::new(Chunks(parts)).read_to_end(&mut out).unwrap();
+        CrlfReader::new(Chunks(parts))
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, to_crlf(&whole));
     }
 

@@ -160,8 +160,15 @@ pub fn apply_edits(headers: &mut Vec<HeaderField>, edits: &[HeaderEdit], eol: Eo
     }
 }
 
-fn nth_mut<'a>(headers: &'a mut [HeaderField], name: &str, index: usize) -> Option<&'a mut HeaderField> {
-    headers.iter_mut().filter(|h| h.is(name)).nth(index.saturating_sub(1))
+fn nth_mut<'a>(
+    headers: &'a mut [HeaderField],
+    name: &str,
+    index: usize,
+) -> Option<&'a mut HeaderField> {
+    headers
+        .iter_mut()
+        .filter(|h| h.is(name))
+        .nth(index.saturating_sub(1))
 }
 
 /// A new field value as raw bytes: leading space, folds with `eol`.
@@ -198,7 +205,10 @@ mod tests {
         vec![
             ("Content-Type", ct.to_owned()),
             ("Content-Transfer-Encoding", "base64".to_owned()),
-            ("Content-Disposition", "attachment; filename=\"smime.p7m\"".to_owned()),
+            (
+                "Content-Disposition",
+                "attachment; filename=\"smime.p7m\"".to_owned(),
+            ),
         ]
     }
 
@@ -246,11 +256,17 @@ mod tests {
     #[test]
     fn edits_fold_with_the_messages_line_ending() {
         let m = Message::parse(b"Content-Type: text/plain\r\nMIME-Version: 1.0\r\n\r\n");
-        let edits = outer_edits(&m.headers, &[("Content-Type", "multipart/encrypted;\n boundary=x".into())]);
+        let edits = outer_edits(
+            &m.headers,
+            &[("Content-Type", "multipart/encrypted;\n boundary=x".into())],
+        );
         let mut h = m.headers.clone();
         apply_edits(&mut h, &edits, Eol::Crlf);
         let mut out = Vec::new();
         write_header(&h, Eol::Crlf, &mut out).unwrap();
-        assert_eq!(out, b"Content-Type: multipart/encrypted;\r\n boundary=x\r\nMIME-Version: 1.0\r\n\r\n");
+        assert_eq!(
+            out,
+            b"Content-Type: multipart/encrypted;\r\n boundary=x\r\nMIME-Version: 1.0\r\n\r\n"
+        );
     }
 }
