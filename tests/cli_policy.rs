@@ -245,14 +245,26 @@ fn explain_inbound_skip_list_and_default() {
 
 #[test]
 fn explain_performs_the_lookup() {
-    // No keys.directory: said so, and "no key" decides.
-    let (code, out, _) = explain(&["--to", "carol@lawfirm.example"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("keys.directory is empty"), "{out}");
-    assert!(out.contains("decision: tempfail: 450 4.7.1"), "{out}");
-
-    // A key directory with an unreadable "key": refused, so no usable key.
+    // No keys.directory, and no resolver listening: DNS is really asked,
+    // and a failed lookup defers the recipient (it is never "no key").
     let d = tempfile::tempdir().unwrap();
+    let dead = config(
+        d.path(),
+        &shipped(),
+        "[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+    );
+    let (code, out, err) = run(bin().arg("--config").arg(&dead).args([
+        "policy",
+        "explain",
+        "--to",
+        "carol@lawfirm.example",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("key lookup: DNS (validate mode)"), "{out}");
+    assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
+
+    // A key directory with an unreadable "key": refused, so no usable key;
+    // DNS is not asked once the directory has an answer.
     let keys = d.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     std::fs::write(keys.join("carol@lawfirm.example.asc"), "not a key").unwrap();

@@ -174,6 +174,17 @@ impl fmt::Debug for Recipient {
     }
 }
 
+/// What `lookup` shows about a key: safe to print, no key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// Same form as [`Recipient::fingerprint`].
+    pub fingerprint: String,
+    /// Algorithm and size (`RSA 2048`, `EC prime256v1`, `EdDSA/ECDH cv25519`).
+    pub algorithm: String,
+    /// Expiry, or `never`.
+    pub expires: String,
+}
+
 /// The parsed key inside a [`Recipient`]; each backend reads its own variant.
 pub(crate) enum RecipientKey {
     Smime(openssl::x509::X509),
@@ -231,6 +242,14 @@ pub enum RejectReason {
     /// OpenPGP: the standard policy rejects the certificate.
     #[error("rejected by policy: {0}")]
     Policy(String),
+    /// A DNS record that cannot give an encryption key by itself (SMIMEA
+    /// with only a hash, or a CA usage).
+    #[error("record present, no usable certificate: {0}")]
+    UnusableRecord(String),
+    /// SMIMEA usage 1 (PKIX-EE): the certificate does not verify against
+    /// the system trust store.
+    #[error("PKIX-EE certificate does not chain to a trusted CA: {0}")]
+    Untrusted(String),
 }
 
 /// Encryption failed although the keys were valid: an internal error,

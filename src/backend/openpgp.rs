@@ -16,8 +16,8 @@ use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient as
 use openpgp::types::{DataFormat, Features, RevocationStatus};
 
 use super::{
-    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
-    KeyRejected, Method, Recipient, RecipientKey, RejectReason,
+    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyFacts,
+    KeyMaterial, KeyRejected, Method, Recipient, RecipientKey, RejectReason,
 };
 use crate::address::Address;
 use crate::message::Eol;
@@ -88,6 +88,39 @@ pub fn check_cert(
         return Err(RejectReason::NoEncryptionKey);
     }
     Ok(subkeys)
+}
+
+/// Fingerprint, primary key algorithm and expiry of a certificate.
+pub fn describe(data: &[u8]) -> Option<KeyFacts> {
+    let cert = Cert::from_bytes(data).ok()?;
+    let policy = StandardPolicy::new();
+    let pk = cert.primary_key().key();
+    let bits = pk
+        .mpis()
+        .bits()
+        .map(|b| format!(" {b}"))
+        .unwrap_or_default();
+    let expires = cert
+        .with_policy(&policy, None)
+        .ok()
+        .and_then(|vc| vc.primary_key().key_expiration_time())
+        .map(humantime_utc)
+        .unwrap_or_else(|| "never".to_owned());
+    Some(KeyFacts {
+        fingerprint: cert.fingerprint().to_hex(),
+        algorithm: format!("{}{bits}", pk.pk_algo()),
+        expires,
+    })
+}
+
+/// The binary transferable public key (what an OPENPGPKEY record holds)
+/// from an armored or binary key; secret key material is never included.
+pub fn binary_public_key(data: &[u8]) -> Result<Vec<u8>, RejectReason> {
+    use openpgp::serialize::SerializeInto;
+    let cert = Cert::from_bytes(data).map_err(|e| RejectReason::Unreadable(e.to_string()))?;
+    // Cert::to_vec serializes public parts only.
+    cert.to_vec()
+        .map_err(|e| RejectReason::Unreadable(e.to_string()))
 }
 
 /// A time as OpenSSL prints it (`Jan  1 00:00:00 2020 GMT`).

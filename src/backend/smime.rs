@@ -15,9 +15,9 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509, X509ExtendedKeyUsage, X509KeyUsage};
 
 use super::{
-    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyMaterial,
-    KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher, cms_stream,
-    unix_seconds,
+    BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, EntityBody, KeyFacts,
+    KeyMaterial, KeyRejected, Method, Recipient, RecipientKey, RejectReason, SmimeCipher,
+    cms_stream, unix_seconds,
 };
 use crate::address::Address;
 use crate::message::Eol;
@@ -58,6 +58,30 @@ fn first_error(e: &openssl::error::ErrorStack) -> String {
         .first()
         .map(|e| e.reason().unwrap_or("malformed").to_owned())
         .unwrap_or_else(|| "malformed".to_owned())
+}
+
+/// Fingerprint, algorithm and expiry of a certificate (PEM or DER).
+pub fn describe(data: &[u8]) -> Option<KeyFacts> {
+    let cert = parse_certificate(data).ok()?;
+    let pkey = cert.public_key().ok()?;
+    let algorithm = match pkey.id() {
+        Id::RSA => format!("RSA {}", pkey.bits()),
+        Id::EC => {
+            let curve = pkey
+                .ec_key()
+                .ok()
+                .and_then(|k| k.group().curve_name())
+                .and_then(|n| n.short_name().ok())
+                .unwrap_or("unknown curve");
+            format!("EC {curve}")
+        }
+        other => format!("{other:?}"),
+    };
+    Some(KeyFacts {
+        fingerprint: fingerprint(&cert),
+        algorithm,
+        expires: cert.not_after().to_string(),
+    })
 }
 
 /// The addresses a certificate is issued for: subjectAltName rfc822Name

@@ -3,6 +3,7 @@
 //! error with a one-line reason on stderr, 2 a lookup that could not be
 //! completed.
 
+mod dns_cmds;
 mod encrypt;
 mod policy_cmds;
 
@@ -39,6 +40,12 @@ pub enum Command {
     /// Inspect the policy engine.
     #[command(subcommand)]
     Policy(policy_cmds::PolicyCommand),
+    /// Look up addresses' SMIMEA and OPENPGPKEY records: owner names,
+    /// DNSSEC status, keys and whether they are usable. Exit 0 found,
+    /// 1 not found, 2 lookup could not be completed.
+    Lookup(dns_cmds::LookupArgs),
+    /// Print the zone-file record that publishes a certificate or key.
+    Record(dns_cmds::RecordArgs),
 }
 
 /// Parses the command line and runs it.
@@ -56,13 +63,18 @@ pub fn run() -> ExitCode {
         Command::Encrypt(args) => encrypt::run(&args),
         Command::CheckConfig => policy_cmds::check_config(&cli.config),
         Command::Policy(cmd) => policy_cmds::run(&cli.config, &cmd),
+        Command::Lookup(args) => dns_cmds::lookup(&cli.config, &args),
+        Command::Record(args) => dns_cmds::record(&args),
     }
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,hickory_net=error,hickory_proto=error,hickory_resolver=error",
+        )
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,7 +12,9 @@ use crate::address::Address;
 use crate::backend::{Method, Registry};
 use crate::config::{Config, FileRequirement, LoadedConfig};
 use crate::keys::directory::DirectorySource;
+use crate::keys::dns::{DnsSettings, DnsSource};
 use crate::keys::{FailReason, Security};
+use crate::keys::{KeySource, Sources};
 use crate::policy::{
     Action, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Policy, Query,
     RecipientDecision, Treatment, decide,
@@ -248,36 +250,41 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let outcomes = match &loaded.config.keys.directory {
-        None => {
-            println!(
-                "key lookup: no key source: keys.directory is empty, and DNS lookups (SMIMEA, OPENPGPKEY) \
-                 are not built yet; every method counts as \"no key published\""
-            );
-            methods
-                .iter()
-                .map(|&method| MethodOutcome {
-                    method,
-                    outcome: KeyOutcome::NotFound,
-                })
-                .collect()
-        }
-        Some(dir) => {
-            println!("key lookup: local key directory {}", dir.display());
-            let src = DirectorySource::new(dir);
-            let registry = Registry::new();
-            let now = SystemTime::now();
-            methods
-                .iter()
-                .map(|&method| MethodOutcome {
-                    method,
-                    outcome: KeyOutcome::from_lookup(src.lookup_sync(&to, method), |k| {
-                        registry.get(method).validate(k, &to, now)
-                    }),
-                })
-                .collect::<Vec<_>>()
-        }
+    let dns = match DnsSource::new(DnsSettings::from_config(&loaded.config.dns)) {
+        Ok(d) => d,
+        Err(e) => return super::fail(1, e),
     };
+    let sources = Sources {
+        directory: loaded
+            .config
+            .keys
+            .directory
+            .as_ref()
+            .map(DirectorySource::new),
+        dns: Some(dns),
+    };
+    println!("key lookup: {}", sources.describe());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
+    };
+    let registry = Registry::new();
+    let now = SystemTime::now();
+    let outcomes = methods
+        .iter()
+        .map(|&method| {
+            let lookup = runtime.block_on(sources.lookup(&to, method));
+            MethodOutcome {
+                method,
+                outcome: KeyOutcome::from_lookup(lookup, |k| {
+                    registry.get(method).validate(k, &to, now)
+                }),
+            }
+        })
+        .collect::<Vec<_>>();
     let d = decide(m.rule, &to, outcomes, policy.settings());
     for n in &d.notes {
         println!("  {n}");

@@ -78,6 +78,7 @@ impl DirectorySource {
         } else {
             Lookup::Found {
                 keys,
+                unusable: Vec::new(),
                 security: Security::Local,
             }
         }
@@ -103,7 +104,7 @@ mod tests {
         let src = DirectorySource::new(d.path());
         let a = Address::parse("Alice@Example.org").unwrap();
         match src.lookup_sync(&a, Method::Smime) {
-            Lookup::Found { keys, security } => {
+            Lookup::Found { keys, security, .. } => {
                 assert_eq!(security, Security::Local);
                 assert_eq!(keys.len(), 1);
                 assert_eq!(keys[0].data, b"cert");

@@ -3,13 +3,15 @@
 //! is the backend's decision ([`crate::backend::EncryptionBackend::validate`]).
 
 pub mod directory;
+pub mod dns;
+pub mod owner;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::address::Address;
-use crate::backend::{KeyMaterial, Method};
+use crate::backend::{KeyMaterial, KeyRejected, Method};
 
 /// How far a found key is vouched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +49,13 @@ impl fmt::Display for FailReason {
 /// not an error: `Bogus` and `Failed` are never "no key".
 #[derive(Clone, Debug)]
 pub enum Lookup {
-    /// One or more keys (not yet validated).
+    /// One or more records (keys not yet validated).
     Found {
         /// The key material found.
         keys: Vec<KeyMaterial>,
+        /// Records the source could already tell are unusable (an SMIMEA
+        /// with only a hash, or a CA usage), with the reason.
+        unusable: Vec<KeyRejected>,
         /// How it is vouched for.
         security: Security,
     },
@@ -88,4 +93,57 @@ pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Lookup> + Send + 'a>>;
 pub trait KeySource: Send + Sync {
     /// Looks up `addr`'s keys for `method`.
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a>;
+}
+
+/// The key sources in use, asked in order: the local key directory (the
+/// administrator's word) first, then DNS. Only a directory that proves
+/// absence (no file) passes the question on; a directory failure is the
+/// answer, never "no key".
+#[derive(Default)]
+pub struct Sources {
+    /// `keys.directory`.
+    pub directory: Option<directory::DirectorySource>,
+    /// SMIMEA / OPENPGPKEY.
+    pub dns: Option<dns::DnsSource>,
+}
+
+impl Sources {
+    /// A short description for logs and `policy explain`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = &self.directory {
+            parts.push(format!("local key directory {}", d.dir().display()));
+        }
+        if let Some(dns) = &self.dns {
+            parts.push(format!(
+                "DNS ({} mode)",
+                match dns.settings().mode {
+                    crate::config::DnsMode::Validate => "validate",
+                    crate::config::DnsMode::TrustAd => "trust-ad",
+                }
+            ));
+        }
+        if parts.is_empty() {
+            "no key source".to_owned()
+        } else {
+            parts.join(", then ")
+        }
+    }
+}
+
+impl KeySource for Sources {
+    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
+        Box::pin(async move {
+            if let Some(d) = &self.directory {
+                match d.lookup_sync(addr, method) {
+                    Lookup::NotFound => {}
+                    answer => return answer,
+                }
+            }
+            match &self.dns {
+                Some(dns) => dns.lookup(addr, method).await,
+                None => Lookup::NotFound,
+            }
+        })
+    }
 }

@@ -44,9 +44,13 @@ impl<K> KeyOutcome<K> {
         mut validate: impl FnMut(&KeyMaterial) -> Result<K, KeyRejected>,
     ) -> Self {
         match lookup {
-            Lookup::Found { keys, security } => {
+            Lookup::Found {
+                keys,
+                unusable,
+                security,
+            } => {
                 let mut usable = Vec::new();
-                let mut rejected = Vec::new();
+                let mut rejected = unusable;
                 for k in &keys {
                     match validate(k) {
                         Ok(r) => usable.push(r),

@@ -1,0 +1,229 @@
+//! `lookup` (what DNS says about an address's keys) and `record` (the
+//! zone-file line an operator publishes).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+
+use crate::address::Address;
+use crate::backend::{KeyMaterial, Method, Registry, openpgp, smime};
+use crate::config::{Config, FileRequirement};
+use crate::keys::Lookup;
+use crate::keys::dns::{Answer, DnsSettings, DnsSource, Validation};
+use crate::keys::owner::owner_name;
+use crate::policy::KeyOutcome;
+
+/// Arguments of `lookup`.
+#[derive(Debug, clap::Args)]
+pub struct LookupArgs {
+    /// Addresses to look up.
+    #[arg(value_name = "ADDRESS", required = true)]
+    pub addresses: Vec<String>,
+}
+
+/// Arguments of `record`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("key").required(true).args(["smimea", "openpgpkey"])))]
+pub struct RecordArgs {
+    /// An S/MIME certificate (PEM or DER): print an SMIMEA record.
+    #[arg(long, value_name = "CERT")]
+    pub smimea: Option<PathBuf>,
+    /// An OpenPGP public key (armored or binary): print an OPENPGPKEY record.
+    #[arg(long, value_name = "KEY")]
+    pub openpgpkey: Option<PathBuf>,
+    /// The address the record is for.
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+}
+
+/// `record`: the zone-file line, in the record type's own syntax and in
+/// the generic RFC 3597 form for servers that do not know the type.
+pub fn record(args: &RecordArgs) -> ExitCode {
+    match record_lines(args) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(1, e),
+    }
+}
+
+fn record_lines(args: &RecordArgs) -> Result<Vec<String>, String> {
+    let addr = Address::parse(&args.address).map_err(|e| e.to_string())?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (method, rdata, presentation) = match (&args.smimea, &args.openpgpkey) {
+        (Some(path), _) => {
+            let cert = smime::parse_certificate(&read(path)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let der = cert.to_der().map_err(|e| e.to_string())?;
+            // Usage 3 (DANE-EE), selector 0 (full certificate), matching 0
+            // (the certificate itself): what a sender can encrypt to.
+            let mut rdata = vec![3u8, 0, 0];
+            rdata.extend_from_slice(&der);
+            let text = format!("SMIMEA 3 0 0 {}", hex(&der));
+            (Method::Smime, rdata, text)
+        }
+        (None, Some(path)) => {
+            let binary = openpgp::binary_public_key(&read(path)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = format!(
+                "OPENPGPKEY {}",
+                base64::engine::general_purpose::STANDARD.encode(&binary)
+            );
+            (Method::OpenPgp, binary, text)
+        }
+        (None, None) => return Err("give --smimea CERT or --openpgpkey KEY".into()),
+    };
+    let owner = owner_name(&addr, method)
+        .map_err(|e| e.to_string())?
+        .to_ascii();
+    let type_number = match method {
+        Method::Smime => 53,
+        Method::OpenPgp => 61,
+    };
+    Ok(vec![
+        format!("; {addr} ({method})"),
+        format!("{owner} IN {presentation}"),
+        format!("; the same in RFC 3597 generic syntax, for servers that do not know the type:"),
+        format!(
+            "{owner} IN TYPE{type_number} \\# {} {}",
+            rdata.len(),
+            hex(&rdata)
+        ),
+    ])
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// `lookup`: for each address, the owner names, each record type's
+/// answer and DNSSEC status, and every key with its facts. Exit 0 when
+/// every address has a usable key, 1 when one has none, 2 when a lookup
+/// could not be completed.
+pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
+    let loaded = match Config::load(config, FileRequirement::for_path(config)) {
+        Ok(l) => l,
+        Err(e) => return super::fail(1, e),
+    };
+    let addrs = match args
+        .addresses
+        .iter()
+        .map(|a| Address::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(a) => a,
+        Err(e) => return super::fail(1, e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
+    };
+    let source = match DnsSource::new(DnsSettings::from_config(&loaded.config.dns)) {
+        Ok(s) => s,
+        Err(e) => return super::fail(1, e),
+    };
+    let registry = Registry::new();
+    let mut worst = 0u8;
+    for addr in &addrs {
+        let status = runtime.block_on(report(&source, &registry, &loaded.config, addr));
+        worst = worst.max(status);
+    }
+    ExitCode::from(worst)
+}
+
+/// Prints one address's report; returns its exit status.
+async fn report(source: &DnsSource, registry: &Registry, config: &Config, addr: &Address) -> u8 {
+    println!("{addr}");
+    let now = SystemTime::now();
+    let (smime, openpgp) = tokio::join!(
+        source.lookup_detailed(addr, Method::Smime),
+        source.lookup_detailed(addr, Method::OpenPgp)
+    );
+    let mut usable_any = false;
+    let mut incomplete = false;
+    for (method, detailed) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
+        for asked in &detailed.asked {
+            println!(
+                "  {:<8} {}  {}",
+                method.as_str(),
+                asked.name,
+                describe_answer(&asked.answer)
+            );
+        }
+        if let Lookup::Bogus(_) | Lookup::Failed(_) = detailed.lookup {
+            incomplete = true;
+        }
+        let backend = registry.get(method);
+        let keys: Vec<KeyMaterial> = match &detailed.lookup {
+            Lookup::Found { keys, .. } => keys.clone(),
+            _ => Vec::new(),
+        };
+        match KeyOutcome::from_lookup(detailed.lookup, |k| backend.validate(k, addr, now)) {
+            KeyOutcome::Found {
+                usable, rejected, ..
+            } => {
+                usable_any |= !usable.is_empty();
+                for r in &usable {
+                    println!(
+                        "           usable: {} {}",
+                        r.origin,
+                        facts(method, &keys, &r.fingerprint)
+                    );
+                }
+                for r in &rejected {
+                    println!("           not usable: {r}");
+                }
+            }
+            KeyOutcome::Insecure if !config.dns.allow_insecure => {
+                println!("           unsigned zone: keys are not used (dns.allow_insecure is off)");
+            }
+            _ => {}
+        }
+    }
+    if incomplete {
+        2
+    } else if usable_any {
+        0
+    } else {
+        1
+    }
+}
+
+fn describe_answer(a: &Answer) -> String {
+    let v = |v: &Validation| match v {
+        Validation::Secure => "DNSSEC secure",
+        Validation::Insecure => "DNSSEC insecure",
+    };
+    match a {
+        Answer::Records {
+            records,
+            validation,
+        } => format!("{} record(s), {}", records.len(), v(validation)),
+        Answer::Empty {
+            validation: Validation::Secure,
+            ..
+        } => "no record (authenticated denial)".into(),
+        Answer::Empty { .. } => "no record (denial not authenticated)".into(),
+        Answer::Bogus(why) => format!("DNSSEC bogus: {why}"),
+        Answer::Failed(why) => format!("lookup failed: {why}"),
+    }
+}
+
+/// Algorithm and expiry of the key with `fingerprint`.
+fn facts(method: Method, keys: &[KeyMaterial], fingerprint: &str) -> String {
+    keys.iter()
+        .find_map(|k| match method {
+            Method::Smime => smime::describe(&k.data).filter(|d| d.fingerprint == fingerprint),
+            Method::OpenPgp => openpgp::describe(&k.data).filter(|d| d.fingerprint == fingerprint),
+        })
+        .map(|d| format!("[{}] {}, expires {}", d.fingerprint, d.algorithm, d.expires))
+        .unwrap_or_else(|| format!("[{fingerprint}]"))
+}
