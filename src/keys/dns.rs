@@ -509,18 +509,26 @@ fn validating_resolver(
     opts.cache_size = 1024;
     opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     let anchors = match &settings.trust_anchor {
-        Some(path) => TrustAnchors::from_file(path).map_err(|e| DnsSetupError::TrustAnchor {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?,
+        Some(path) => {
+            let bad = |reason: String| DnsSetupError::TrustAnchor {
+                path: path.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            // hickory reads DNSKEY records only (no DS), and an anchor file
+            // without any would silently validate nothing.
+            if !text.lines().any(|l| {
+                !l.trim_start().starts_with(';') && l.to_ascii_uppercase().contains("DNSKEY")
+            }) {
+                return Err(bad(
+                    "no DNSKEY records in it (DS records are not supported here)".into(),
+                ));
+            }
+            text.parse::<TrustAnchors>()
+                .map_err(|e| bad(e.to_string()))?
+        }
         None => TrustAnchors::default(),
     };
-    if anchors.is_empty() {
-        return Err(DnsSetupError::TrustAnchor {
-            path: settings.trust_anchor.clone().unwrap_or_default(),
-            reason: "no DNSKEY or DS records in it".into(),
-        });
-    }
     Resolver::builder_with_config(
         ResolverConfig::from_name_servers(name_servers),
         TokioRuntimeProvider::default(),
@@ -572,7 +580,10 @@ async fn validated_query(
                 },
             }
         }
-        Err(e) => net_error_answer(&e, name),
+        Err(e) => {
+            tracing::debug!("{name} {rtype}: {e:?}");
+            net_error_answer(&e, name)
+        }
     }
 }
 
@@ -603,11 +614,29 @@ fn net_error_answer(e: &NetError, name: &Name) -> Answer {
                 other => Answer::Bogus(format!("denial of {name} is {other}")),
             }
         }
-        // A denial without a proof: nothing vouches for it.
-        NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => Answer::Empty {
-            validation: Validation::Insecure,
-            negative_ttl: nr.negative_ttl,
-        },
+        // hickory validates the denial's SOA and NSEC/NSEC3 records and
+        // marks each with its proof: the weakest one decides.
+        NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => {
+            let weakest = nr
+                .authorities
+                .iter()
+                .flat_map(|a| a.iter())
+                .map(|r| r.proof)
+                .min_by_key(|p| proof_rank(*p));
+            match weakest {
+                Some(Proof::Secure) => Answer::Empty {
+                    validation: Validation::Secure,
+                    negative_ttl: nr.negative_ttl,
+                },
+                Some(Proof::Insecure) => Answer::Empty {
+                    validation: Validation::Insecure,
+                    negative_ttl: nr.negative_ttl,
+                },
+                // Bogus, indeterminate, or no records at all to prove the
+                // denial: not a provable "no key".
+                _ => Answer::Bogus(format!("denial of {name} cannot be validated")),
+            }
+        }
         NetError::Dns(HickoryDnsError::DnssecBogus) => {
             Answer::Bogus(format!("validation of {name} failed"))
         }
