@@ -8,6 +8,7 @@ pub mod address;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod keys;
 pub mod message;
 pub mod pipeline;

@@ -11,13 +11,20 @@ use std::path::PathBuf;
 /// Default threshold (`limits.spool_threshold_bytes`).
 pub const DEFAULT_THRESHOLD: usize = 4 * 1024 * 1024;
 
+/// Bytes gathered before one write to the spool file: OpenSSL hands
+/// over a few KiB at a time, and a system call each would dominate.
+const WRITE_BUFFER: usize = 256 * 1024;
+
 /// A write-once, read-many byte store.
 #[derive(Debug)]
 pub struct Spool {
     threshold: usize,
     dir: Option<PathBuf>,
+    /// The contents while in memory; the write buffer once on disk.
     mem: Vec<u8>,
     file: Option<File>,
+    /// Bytes already in the file (the rest is in `mem`).
+    file_len: u64,
     len: u64,
 }
 
@@ -30,6 +37,7 @@ impl Spool {
             dir: None,
             mem: Vec::new(),
             file: None,
+            file_len: 0,
             len: 0,
         }
     }
@@ -78,8 +86,20 @@ impl Spool {
             None => tempfile::tempfile()?,
         };
         file.write_all(&self.mem)?;
-        self.mem = Vec::new();
+        self.file_len = self.mem.len() as u64;
+        self.mem = Vec::with_capacity(WRITE_BUFFER);
         self.file = Some(file);
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(f) = &mut self.file
+            && !self.mem.is_empty()
+        {
+            f.write_all(&self.mem)?;
+            self.file_len += self.mem.len() as u64;
+            self.mem.clear();
+        }
         Ok(())
     }
 }
@@ -89,19 +109,16 @@ impl Write for Spool {
         if self.file.is_none() && self.mem.len() + buf.len() > self.threshold {
             self.spill()?;
         }
-        match &mut self.file {
-            Some(f) => f.write_all(buf)?,
-            None => self.mem.extend_from_slice(buf),
+        if self.file.is_some() && self.mem.len() + buf.len() > WRITE_BUFFER {
+            self.write_out()?;
         }
+        self.mem.extend_from_slice(buf);
         self.len += buf.len() as u64;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
+        self.write_out()
     }
 }
 
@@ -114,13 +131,25 @@ pub struct SpoolReader<'a> {
 
 impl Read for SpoolReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &self.spool.file {
-            Some(f) => f.read_at(buf, self.pos)?,
-            None => {
-                let start = usize::try_from(self.pos)
+        let spool = self.spool;
+        let n = match &spool.file {
+            Some(f) if self.pos < spool.file_len => {
+                let left = usize::try_from(spool.file_len - self.pos).unwrap_or(usize::MAX);
+                let want = buf.len().min(left);
+                f.read_at(&mut buf[..want], self.pos)?
+            }
+            _ => {
+                // In memory: everything, or the part not yet written out.
+                let offset = self.pos
+                    - if spool.file.is_some() {
+                        spool.file_len
+                    } else {
+                        0
+                    };
+                let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
-                    .min(self.spool.mem.len());
-                let rest = &self.spool.mem[start..];
+                    .min(spool.mem.len());
+                let rest = &spool.mem[start..];
                 let n = rest.len().min(buf.len());
                 buf[..n].copy_from_slice(&rest[..n]);
                 n
@@ -141,6 +170,21 @@ mod tests {
         s.write_all(b"0123456789").unwrap();
         assert!(!s.is_on_disk());
         assert_eq!(s.to_vec().unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn reads_across_the_file_and_the_write_buffer() {
+        let mut s = Spool::new(8);
+        let data: Vec<u8> = (0..WRITE_BUFFER * 2 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for chunk in data.chunks(4096) {
+            s.write_all(chunk).unwrap();
+        }
+        assert!(s.is_on_disk());
+        assert_eq!(s.to_vec().unwrap(), data);
+        s.flush().unwrap();
+        assert_eq!(s.to_vec().unwrap(), data);
     }
 
     #[test]

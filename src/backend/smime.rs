@@ -2,10 +2,9 @@
 //! AuthEnvelopedData with AES-256-GCM (RFC 5083/5084); RSA recipients by
 //! key transport, EC recipients by key agreement.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -238,81 +237,15 @@ impl EncryptionBackend for SmimeBackend {
 /// The CMS object rendered as base64 in 76-character lines while writing.
 struct Base64Body(Spool);
 
-/// Input bytes per 76-character base64 line.
-const LINE_INPUT: usize = 57;
-
 impl EntityBody for Base64Body {
     fn write_to(&self, eol: Eol, out: &mut dyn Write) -> io::Result<()> {
-        // Whole lines per read, so line breaks fall where they would if the
-        // data were encoded in one piece.
-        let mut reader = self.0.reader();
-        let mut buf = vec![0u8; LINE_INPUT * 1024];
-        loop {
-            let mut filled = 0;
-            while filled < buf.len() {
-                match reader.read(&mut buf[filled..])? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            if filled == 0 {
-                return Ok(());
-            }
-            write_base64_lines(&buf[..filled], eol, out)?;
-            if filled < buf.len() {
-                return Ok(());
-            }
-        }
+        crate::encoding::copy_base64_lines(&mut self.0.reader(), 76, eol, out, |_| {})
     }
-}
-
-/// Writes `data` as base64, 76 characters a line, each line ended by `eol`.
-pub fn write_base64_lines(data: &[u8], eol: Eol, out: &mut dyn Write) -> io::Result<()> {
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let eol = eol.as_bytes();
-    // Encode a batch of lines at a time: few write calls, bounded buffer.
-    const LINES_PER_BATCH: usize = 1024;
-    let mut buf = vec![0u8; LINES_PER_BATCH * (76 + 2)];
-    for batch in data.chunks(LINE_INPUT * LINES_PER_BATCH) {
-        let mut n = 0;
-        for line in batch.chunks(LINE_INPUT) {
-            let written = engine
-                .encode_slice(line, &mut buf[n..n + 76])
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            n += written;
-            buf[n..n + eol.len()].copy_from_slice(eol);
-            n += eol.len();
-        }
-        out.write_all(&buf[..n])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_lines_are_76_wide_and_decode() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(57 * 3 + 10).collect();
-        let mut out = Vec::new();
-        write_base64_lines(&data, Eol::Crlf, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
-        assert_eq!(lines.len(), 4);
-        assert!(lines[..3].iter().all(|l| l.len() == 76));
-        assert!(lines[3].len() < 76);
-        let joined: String = lines.concat();
-        assert_eq!(
-            base64::engine::general_purpose::STANDARD
-                .decode(joined)
-                .unwrap(),
-            data
-        );
-        let mut empty = Vec::new();
-        write_base64_lines(&[], Eol::Lf, &mut empty).unwrap();
-        assert!(empty.is_empty());
-    }
 
     #[test]
     fn garbage_is_unreadable() {

@@ -171,14 +171,14 @@ fn field_name(line: &[u8]) -> Option<usize> {
 }
 
 pub(crate) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    ::memchr::memchr(needle, hay)
 }
 
 /// Copies `data` converting every line ending to CRLF: bare LF becomes
 /// CRLF, existing CRLF stays, and a bare CR stays as it is (it is not a
 /// line ending). MIME canonical form, RFC 2049 §4.
 pub fn to_crlf(data: &[u8]) -> Vec<u8> {
-    let lf = data.iter().filter(|&&b| b == b'\n').count();
+    let lf = ::memchr::memchr_iter(b'\n', data).count();
     let mut out = Vec::with_capacity(data.len() + lf);
     append_crlf(&mut out, data, false);
     out
@@ -188,15 +188,19 @@ pub fn to_crlf(data: &[u8]) -> Vec<u8> {
 /// says whether the byte before `data` (in an earlier call) was a CR, so
 /// that a CRLF split across two chunks is not doubled.
 pub fn append_crlf(out: &mut Vec<u8>, data: &[u8], after_cr: bool) {
-    let mut prev_cr = after_cr;
+    // memchr finds the line feeds; the bytes between are copied whole.
     let mut start = 0;
-    for (i, &b) in data.iter().enumerate() {
-        if b == b'\n' && !prev_cr {
+    for i in ::memchr::memchr_iter(b'\n', data) {
+        let prev_cr = if i == 0 {
+            after_cr
+        } else {
+            data[i - 1] == b'\r'
+        };
+        if !prev_cr {
             out.extend_from_slice(&data[start..i]);
             out.extend_from_slice(b"\r\n");
             start = i + 1;
         }
-        prev_cr = b == b'\r';
     }
     out.extend_from_slice(&data[start..]);
 }

@@ -77,7 +77,7 @@ pub fn inner_reader<'a, R: io::Read + 'a>(headers: &[HeaderField], body: R) -> i
 /// The whole inner entity (header section and canonical body).
 pub fn inner_entity(headers: &[HeaderField], body: &[u8]) -> Vec<u8> {
     let mut out = inner_header(headers);
-    let lf = body.iter().filter(|&&b| b == b'\n').count();
+    let lf = ::memchr::memchr_iter(b'\n', body).count();
     out.reserve_exact(body.len() + lf);
     append_crlf(&mut out, body, false);
     out
