@@ -141,6 +141,25 @@ pub struct KeyMaterial {
     pub origin: String,
 }
 
+impl KeyMaterial {
+    /// A refusal of this key.
+    pub fn reject(&self, reason: RejectReason) -> KeyRejected {
+        KeyRejected {
+            origin: self.origin.clone(),
+            reason,
+        }
+    }
+
+    /// Refuses material meant for another backend.
+    pub(crate) fn expect_method(&self, method: Method) -> Result<(), KeyRejected> {
+        if self.method == method {
+            Ok(())
+        } else {
+            Err(self.reject(RejectReason::WrongMethod(self.method)))
+        }
+    }
+}
+
 /// A key that passed validation, ready to encrypt to.
 pub struct Recipient {
     /// The address the key was validated for.

@@ -143,13 +143,8 @@ impl EncryptionBackend for OpenPgpBackend {
         addr: &Address,
         now: SystemTime,
     ) -> Result<Recipient, KeyRejected> {
-        let reject = |reason| KeyRejected {
-            origin: key.origin.clone(),
-            reason,
-        };
-        if key.method != Method::OpenPgp {
-            return Err(reject(RejectReason::WrongMethod(key.method)));
-        }
+        key.expect_method(Method::OpenPgp)?;
+        let reject = |reason| key.reject(reason);
         let cert = Cert::from_bytes(&key.data)
             .map_err(|e| reject(RejectReason::Unreadable(e.to_string())))?;
         let subkeys = check_cert(&cert, addr, &self.policy, now).map_err(reject)?;

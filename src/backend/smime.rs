@@ -154,13 +154,8 @@ impl EncryptionBackend for SmimeBackend {
         addr: &Address,
         now: SystemTime,
     ) -> Result<Recipient, KeyRejected> {
-        let reject = |reason| KeyRejected {
-            origin: key.origin.clone(),
-            reason,
-        };
-        if key.method != Method::Smime {
-            return Err(reject(RejectReason::WrongMethod(key.method)));
-        }
+        key.expect_method(Method::Smime)?;
+        let reject = |reason| key.reject(reason);
         let cert = parse_certificate(&key.data).map_err(reject)?;
         check_certificate(&cert, addr, now).map_err(reject)?;
         Ok(Recipient {
