@@ -398,6 +398,16 @@ async fn keys_from_dns_encrypt_and_decrypt() {
 }
 
 fn lookup_cli(env: &DnsEnv, mode: &str, addrs: &[&str]) -> (i32, String) {
+    lookup_cli_with(env, mode, addrs, None)
+}
+
+/// `lookup` with `SSL_CERT_FILE` (OpenSSL's default trust store) set.
+fn lookup_cli_with(
+    env: &DnsEnv,
+    mode: &str,
+    addrs: &[&str],
+    trust_store: Option<&std::path::Path>,
+) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     let server = if mode == "validate" {
@@ -414,13 +424,12 @@ fn lookup_cli(env: &DnsEnv, mode: &str, addrs: &[&str]) -> (i32, String) {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("lookup")
-        .args(addrs)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"));
+    cmd.arg("--config").arg(&cfg).arg("lookup").args(addrs);
+    if let Some(store) = trust_store {
+        cmd.env("SSL_CERT_FILE", store);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -470,6 +479,36 @@ fn lookup_command_reports_and_exits_by_outcome() {
         // One address that cannot be looked up makes the whole run 2.
         let (code, out) = lookup_cli(&env, mode, &[&both.address, "bogus@autoencrypt.test"]);
         assert_eq!(code, 2, "{mode}: {out}");
+    }
+}
+
+/// SMIMEA usage 1 (PKIX-EE): the certificate is used only when it also
+/// verifies against the system trust store (here OpenSSL's default store,
+/// pointed at the test CA with `SSL_CERT_FILE`).
+#[test]
+fn pkix_ee_needs_a_trusted_chain() {
+    let env = DnsEnv::start();
+    let ca = env.dir().join("users/pkix/ca.pem");
+    let empty = env.dir().join("empty-store.pem");
+    std::fs::write(&empty, "").unwrap();
+    for mode in ["validate", "trust-ad"] {
+        let (code, out) = lookup_cli_with(&env, mode, &["pkix@autoencrypt.test"], Some(&ca));
+        assert_eq!(code, 0, "{mode}: {out}");
+        assert!(out.contains("usable: SMIMEA 1 0 0"), "{out}");
+        // The same record without the CA in the store: refused.
+        let (code, out) = lookup_cli_with(&env, mode, &["pkix@autoencrypt.test"], Some(&empty));
+        assert_eq!(code, 1, "{mode}: {out}");
+        assert!(
+            out.contains("PKIX-EE certificate does not chain to a trusted CA"),
+            "{out}"
+        );
+        // Self-signed under usage 1: never trusted.
+        let (code, out) = lookup_cli_with(&env, mode, &["pkixself@autoencrypt.test"], Some(&ca));
+        assert_eq!(code, 1, "{mode}: {out}");
+        assert!(
+            out.contains("PKIX-EE certificate does not chain to a trusted CA"),
+            "{out}"
+        );
     }
 }
 
