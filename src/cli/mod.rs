@@ -53,18 +53,32 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            eprintln!(
-                "autoencrypt-milter: the milter service is not built yet; \
-                 use `autoencrypt-milter encrypt` for offline encryption"
-            );
-            ExitCode::from(1)
-        }
+        Command::Serve => serve(&cli.config),
         Command::Encrypt(args) => encrypt::run(&args),
         Command::CheckConfig => policy_cmds::check_config(&cli.config),
         Command::Policy(cmd) => policy_cmds::run(&cli.config, &cmd),
         Command::Lookup(args) => dns_cmds::lookup(&cli.config, &args),
         Command::Record(args) => dns_cmds::record(&args),
+    }
+}
+
+/// `serve`: load everything, then run the milter until SIGTERM/SIGINT.
+fn serve(config: &std::path::Path) -> ExitCode {
+    let engine = match crate::milter::Engine::load(config) {
+        Ok(e) => e,
+        Err(e) => return fail(1, e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("starting the runtime: {e}")),
+    };
+    let shared = std::sync::Arc::new(crate::milter::Shared::new(engine, config.to_path_buf()));
+    match runtime.block_on(crate::milter::serve(shared)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
     }
 }
 

@@ -74,6 +74,16 @@ impl Reply {
         Reply::new(452, "4.5.3", "Too many recipients".to_owned())
     }
 
+    /// `552 5.3.4`: a message that a `required` rule must encrypt is larger
+    /// than `limits.max_message_bytes`; retrying will not make it fit.
+    pub fn too_big_to_encrypt() -> Reply {
+        Reply {
+            code: 552,
+            enhanced: "5.3.4",
+            text: "Message too big to encrypt".into(),
+        }
+    }
+
     /// `451 4.3.0`: a bug or I/O error; never an unencrypted pass where a
     /// rule required encryption.
     pub fn internal_error() -> Reply {

@@ -1,0 +1,249 @@
+//! indymilter stages → [`Session`] calls, and verdicts → replies and
+//! actions. No decisions are made here.
+
+use std::ffi::CStr;
+use std::io::Read;
+use std::sync::Arc;
+
+use indymilter::{
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
+    ProtoOpts, SetErrorReply, Status,
+};
+
+use super::Shared;
+use super::session::{EomVerdict, RcptVerdict, Session};
+use crate::message::rewrite::HeaderEdit;
+use crate::policy::Reply;
+
+/// The actions the milter needs; an MTA that cannot do them is refused
+/// at negotiation.
+pub fn required_actions() -> Actions {
+    Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY
+}
+
+/// The callbacks for one milter, sharing `shared`.
+pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
+    let on_connect = shared.clone();
+    Callbacks::new()
+        .on_negotiate(|cx, _actions, _opts| Box::pin(negotiate(cx)))
+        .on_connect(move |cx, _host, _socket| {
+            let shared = on_connect.clone();
+            Box::pin(async move {
+                let mut session = Session::new(shared.engine());
+                if let Some(d) = macro_str(cx, c"{daemon_name}") {
+                    session.set_daemon_name(&d);
+                }
+                cx.data = Some(session);
+                shared.connection_opened();
+                Status::Continue
+            })
+        })
+        .on_mail(|cx, args| Box::pin(mail(cx, args)))
+        .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
+        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
+        .on_eom(|cx| Box::pin(eom(cx)))
+        .on_abort(|cx| Box::pin(abort(cx)))
+        .on_close({
+            let shared = shared.clone();
+            move |cx| {
+                let shared = shared.clone();
+                Box::pin(async move {
+                    if cx.data.take().is_some() {
+                        shared.connection_closed();
+                    }
+                    Status::Continue
+                })
+            }
+        })
+}
+
+async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
+    cx.requested_actions = required_actions();
+    // Header values exactly as received, leading space included.
+    cx.requested_opts |= ProtoOpts::LEADING_SPACE;
+    cx.requested_macros
+        .insert(MacroStage::Connect, c"{daemon_name} {client_addr}".into());
+    cx.requested_macros
+        .insert(MacroStage::Mail, c"i {auth_authen}".into());
+    cx.requested_macros.insert(MacroStage::Rcpt, c"i".into());
+    cx.requested_macros.insert(MacroStage::Eom, c"i".into());
+    Status::Continue
+}
+
+fn macro_str<T: Send>(cx: &Context<T>, name: &CStr) -> Option<String> {
+    cx.macros
+        .get(name)
+        .map(|v| v.to_string_lossy().into_owned())
+}
+
+fn note_queue_id(cx: &mut Context<Session>) {
+    if let Some(id) = macro_str(cx, c"i")
+        && let Some(s) = cx.data.as_mut()
+    {
+        s.set_queue_id(&id);
+    }
+}
+
+/// Sets the reply and returns the status that carries it.
+fn refuse(reply: &mut impl SetErrorReply, r: &Reply, qid: &str) -> Status {
+    if let Err(e) = reply.set_error_reply(&r.code().to_string(), Some(r.enhanced()), [r.text()]) {
+        tracing::error!("{qid}: cannot set reply {r:?}: {e}");
+    }
+    if r.is_permanent() {
+        Status::Reject
+    } else {
+        Status::Tempfail
+    }
+}
+
+fn first_arg(args: &[std::ffi::CString]) -> String {
+    args.first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn mail(cx: &mut Context<Session>, args: Vec<std::ffi::CString>) -> Status {
+    note_queue_id(cx);
+    let authenticated = macro_str(cx, c"{auth_authen}").is_some_and(|a| !a.is_empty());
+    match cx.data.as_mut() {
+        Some(s) => {
+            s.mail(&first_arg(&args), authenticated);
+            Status::Continue
+        }
+        None => refuse(&mut cx.reply, &Reply::internal_error(), "NOQUEUE"),
+    }
+}
+
+async fn rcpt(cx: &mut Context<Session>, args: Vec<std::ffi::CString>) -> Status {
+    note_queue_id(cx);
+    let Some(s) = cx.data.as_mut() else {
+        return refuse(&mut cx.reply, &Reply::internal_error(), "NOQUEUE");
+    };
+    match s.rcpt(&first_arg(&args)).await {
+        RcptVerdict::Accept => Status::Continue,
+        RcptVerdict::Refuse(r) => {
+            let qid = s.queue_id().to_owned();
+            refuse(&mut cx.reply, &r, &qid)
+        }
+    }
+}
+
+async fn header(
+    cx: &mut Context<Session>,
+    name: std::ffi::CString,
+    value: std::ffi::CString,
+) -> Status {
+    if let Some(s) = cx.data.as_mut() {
+        s.header(&name.to_string_lossy(), value.as_bytes());
+    }
+    Status::Continue
+}
+
+async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
+    let Some(s) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    match s.body(&chunk) {
+        Ok(()) => Status::Continue,
+        Err(e) => {
+            let qid = s.queue_id().to_owned();
+            tracing::error!("{qid}: spooling the body: {e}");
+            s.abort();
+            refuse(&mut cx.reply, &Reply::internal_error(), &qid)
+        }
+    }
+}
+
+async fn abort(cx: &mut Context<Session>) -> Status {
+    if let Some(s) = cx.data.as_mut() {
+        s.abort();
+    }
+    Status::Continue
+}
+
+async fn eom(cx: &mut EomContext<Session>) -> Status {
+    if let Some(id) = cx
+        .macros
+        .get(c"i")
+        .map(|v| v.to_string_lossy().into_owned())
+        && let Some(s) = cx.data.as_mut()
+    {
+        s.set_queue_id(&id);
+    }
+    let Some(s) = cx.data.as_mut() else {
+        return refuse(&mut cx.reply, &Reply::internal_error(), "NOQUEUE");
+    };
+    let qid = s.queue_id().to_owned();
+    let verdict = s.eom().await;
+    let engine = s.engine();
+    match verdict {
+        EomVerdict::Unchanged(why) => {
+            tracing::info!("{qid}: not encrypted: {why}");
+            engine.count_message(None);
+            Status::Continue
+        }
+        EomVerdict::Refuse(r) => {
+            tracing::info!("{qid}: refused: {} {} {}", r.code(), r.enhanced(), r.text());
+            refuse(&mut cx.reply, &r, &qid)
+        }
+        EomVerdict::Encrypt {
+            edits,
+            body,
+            method,
+            recipients,
+        } => match apply(cx, &edits, &body).await {
+            Ok(()) => {
+                tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
+                engine.count_message(Some(method));
+                Status::Continue
+            }
+            Err(e) => {
+                // The MTA discards every change of a tempfailed message:
+                // nothing half-encrypted, nothing in the clear.
+                tracing::error!("{qid}: applying the encrypted message: {e}");
+                refuse(&mut cx.reply, &Reply::internal_error(), &qid)
+            }
+        },
+    }
+}
+
+/// Sends the header edits, then the new body in chunks.
+async fn apply(
+    cx: &EomContext<Session>,
+    edits: &[HeaderEdit],
+    body: &crate::spool::Spool,
+) -> Result<(), String> {
+    let a = &cx.actions;
+    for edit in edits {
+        match edit {
+            HeaderEdit::Change { name, index, value } => {
+                let index = i32::try_from(*index).map_err(|e| e.to_string())?;
+                a.change_header(name.as_str(), index, Some(format!(" {value}")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            HeaderEdit::Delete { name, index } => {
+                let index = i32::try_from(*index).map_err(|e| e.to_string())?;
+                a.change_header(name.as_str(), index, None::<&str>)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            HeaderEdit::Add { name, value } => {
+                a.add_header(name.as_str(), format!(" {value}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut reader = body.reader();
+    // The milter protocol carries at most 64 KiB per message.
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        a.replace_body(&buf[..n]).await.map_err(|e| e.to_string())?;
+    }
+}

@@ -1,0 +1,296 @@
+//! The milter service: the engine a connection works with (configuration,
+//! policy, key sources), reloading it on SIGHUP, listening on the
+//! configured socket, and stopping gracefully.
+//!
+//! * `session.rs`: per-connection and per-message state and decisions;
+//! * `callbacks.rs`: milter stages → session calls, verdicts → replies.
+//!   SMTP reply texts come from [`crate::policy::reply`].
+
+pub mod callbacks;
+pub mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::backend::{Method, Registry};
+use crate::config::{Config, ConfigError, FileRequirement, Socket};
+use crate::keys::Sources;
+use crate::keys::directory::DirectorySource;
+use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::policy::{Policy, PolicyError};
+
+/// How long in-flight messages may take to finish after SIGTERM.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Everything a connection needs, fixed for the connection's lifetime.
+pub struct Engine {
+    /// The effective configuration.
+    pub config: Config,
+    /// The rules.
+    pub policy: Policy,
+    /// Where keys come from.
+    pub sources: Sources,
+    /// The encryption backends.
+    pub registry: Arc<Registry>,
+}
+
+/// Why the engine cannot be built (at start or on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The DNS key source cannot be set up.
+    #[error(transparent)]
+    Dns(#[from] DnsSetupError),
+}
+
+impl Engine {
+    /// Reads the configuration at `path`, the policy files and sets up the
+    /// key sources.
+    pub fn load(path: &Path) -> Result<Engine, EngineError> {
+        let loaded = Config::load(path, FileRequirement::for_path(path))?;
+        Engine::from_config(loaded.config)
+    }
+
+    /// An engine for an already loaded configuration.
+    pub fn from_config(config: Config) -> Result<Engine, EngineError> {
+        let (policy, note) = Policy::load(&config)?;
+        if let Some(note) = note {
+            tracing::warn!("{note}");
+        }
+        let sources = Sources {
+            directory: config.keys.directory.as_ref().map(DirectorySource::new),
+            dns: Some(DnsSource::new(DnsSettings::from_config(&config.dns))?),
+        };
+        Ok(Engine {
+            config,
+            policy,
+            sources,
+            registry: Arc::new(Registry::new()),
+        })
+    }
+
+    pub(crate) fn metrics_size(&self, _bytes: u64) {}
+
+    pub(crate) fn metrics_encryption(&self, _method: Method, _took: Duration) {}
+
+    pub(crate) fn metrics_lookup(
+        &self,
+        _method: Method,
+        _lookup: &crate::keys::Lookup,
+        _took: Duration,
+    ) {
+    }
+
+    pub(crate) fn count_message(&self, _encrypted: Option<Method>) {}
+}
+
+/// The engine in force, swapped on reload; connections keep the engine
+/// they started with.
+pub struct Shared {
+    engine: RwLock<Arc<Engine>>,
+    config_path: PathBuf,
+    connections: AtomicI64,
+}
+
+impl Shared {
+    /// Wraps the first engine.
+    pub fn new(engine: Engine, config_path: PathBuf) -> Self {
+        Shared {
+            engine: RwLock::new(Arc::new(engine)),
+            config_path,
+            connections: AtomicI64::new(0),
+        }
+    }
+
+    /// The engine for a new connection.
+    pub fn engine(&self) -> Arc<Engine> {
+        match self.engine.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads configuration and policy. A bad new configuration is
+    /// logged and the old one kept.
+    pub fn reload(&self) -> Result<(), EngineError> {
+        let new = Engine::load(&self.config_path)?;
+        let mut slot = match self.engine.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(new);
+        Ok(())
+    }
+
+    /// Open MTA connections.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The milter socket cannot be opened, or the milter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the socket failed.
+    #[error("cannot listen on {socket}: {source}")]
+    Bind {
+        /// The socket as configured.
+        socket: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The milter stopped with an error.
+    #[error("milter failed: {0}")]
+    Run(std::io::Error),
+}
+
+/// A TCP listener that sets TCP_NODELAY on every connection, so that the
+/// replies at end of message are not held back by Nagle's algorithm
+/// waiting for the MTA's delayed ACK.
+pub struct NoDelayListener(pub tokio::net::TcpListener);
+
+impl indymilter::Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<Self::Io>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        })
+    }
+}
+
+/// indymilter settings from the configuration.
+pub fn milter_config() -> indymilter::Config {
+    indymilter::Config {
+        max_connections: 256,
+        actions: callbacks::required_actions(),
+        connection_timeout: Duration::from_secs(300),
+    }
+}
+
+/// Runs the milter on `listener` until `shutdown` completes.
+pub async fn run_on<L: indymilter::Listener>(
+    listener: L,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future,
+) -> Result<(), ServeError> {
+    indymilter::run(
+        listener,
+        callbacks::build(shared),
+        milter_config(),
+        shutdown,
+    )
+    .await
+    .map_err(ServeError::Run)
+}
+
+/// Binds the configured socket and runs until SIGTERM or SIGINT; SIGHUP
+/// reloads configuration and policy.
+pub async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
+    let socket = shared.engine().config.socket.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(signals(shared.clone(), stop_tx));
+    let mut rx = stop_rx.clone();
+    let shutdown = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut rx = stop_rx;
+    let deadline = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        tracing::warn!("shutdown deadline passed; closing connections with messages in progress");
+    };
+    tokio::select! {
+        r = listen(&socket, shared, shutdown) => r,
+        () = deadline => Ok(()),
+    }
+}
+
+async fn listen(
+    socket: &Socket,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future,
+) -> Result<(), ServeError> {
+    let bind_err = |source| ServeError::Bind {
+        socket: socket.to_string(),
+        source,
+    };
+    match socket {
+        Socket::Inet { host, port } => {
+            let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                .await
+                .map_err(bind_err)?;
+            tracing::info!("listening on {socket}");
+            run_on(NoDelayListener(l), shared, shutdown).await
+        }
+        Socket::Inet6 { addr, port } => {
+            let l = tokio::net::TcpListener::bind((*addr, *port))
+                .await
+                .map_err(bind_err)?;
+            tracing::info!("listening on {socket}");
+            run_on(NoDelayListener(l), shared, shutdown).await
+        }
+        Socket::Unix(path) => {
+            // A socket left by a previous run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // The MTA (another user) must be able to connect.
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+            }
+            tracing::info!("listening on {socket}");
+            let r = run_on(l, shared, shutdown).await;
+            let _ = std::fs::remove_file(path);
+            r
+        }
+    }
+}
+
+async fn signals(shared: Arc<Shared>, stop: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match shared.reload() {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing messages in progress");
+    let _ = stop.send(true);
+}

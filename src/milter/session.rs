@@ -1,0 +1,368 @@
+//! Per-connection and per-message state, and what happens at each stage.
+//! Knows nothing of the milter protocol: `callbacks.rs` translates stages
+//! into these calls and the verdicts back into replies and actions.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::address::Address;
+use crate::backend::{EncryptOptions, Method, Recipient};
+use crate::keys::KeySource;
+use crate::message::HeaderField;
+use crate::message::classify::{Classification, SCAN_LIMIT, classify};
+use crate::message::rewrite::{HeaderEdit, inner_reader};
+use crate::pipeline::{Prepared, encrypt_entity};
+use crate::policy::{
+    Action, Admission, ConnectionFacts, KeyOutcome, MethodOutcome, Query, RecipientDecision, Reply,
+    Transaction, Treatment,
+};
+use crate::spool::Spool;
+
+use super::Engine;
+
+/// What to answer at RCPT.
+#[derive(Debug)]
+pub enum RcptVerdict {
+    /// Accept the recipient into this transaction.
+    Accept,
+    /// Refuse it with this reply (550/450/451/452).
+    Refuse(Reply),
+}
+
+/// What to do at the end of the message.
+pub enum EomVerdict {
+    /// Deliver as received; the reason is logged.
+    Unchanged(String),
+    /// Apply these header edits and replace the body.
+    Encrypt {
+        /// Header edits, in order.
+        edits: Vec<HeaderEdit>,
+        /// The new body, CRLF line endings.
+        body: Spool,
+        /// Method used.
+        method: Method,
+        /// Number of recipients it is encrypted to.
+        recipients: usize,
+    },
+    /// Refuse the message.
+    Refuse(Reply),
+}
+
+/// One SMTP transaction in progress.
+struct MessageState {
+    sender: Option<Address>,
+    txn: Transaction,
+    accepted: Vec<RecipientDecision<Recipient>>,
+    headers: Vec<HeaderField>,
+    body: Spool,
+}
+
+/// One MTA connection.
+pub struct Session {
+    engine: Arc<Engine>,
+    conn: ConnectionFacts,
+    queue_id: Option<String>,
+    msg: Option<MessageState>,
+}
+
+impl Session {
+    /// A new connection, bound to the engine (configuration, policy, key
+    /// sources) current when it was opened.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Session {
+            engine,
+            conn: ConnectionFacts::default(),
+            queue_id: None,
+            msg: None,
+        }
+    }
+
+    /// The engine this connection works with.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// The queue id for log lines (`NOQUEUE` until the MTA names it).
+    pub fn queue_id(&self) -> &str {
+        self.queue_id.as_deref().unwrap_or("NOQUEUE")
+    }
+
+    /// Records the MTA's queue id (macro `i`).
+    pub fn set_queue_id(&mut self, id: &str) {
+        if !id.is_empty() {
+            self.queue_id = Some(id.to_owned());
+        }
+    }
+
+    /// Records `{daemon_name}`.
+    pub fn set_daemon_name(&mut self, name: &str) {
+        if !name.is_empty() {
+            self.conn.daemon_name = Some(name.to_owned());
+        }
+    }
+
+    /// Starts a transaction (MAIL FROM). `authenticated` is whether
+    /// `{auth_authen}` is set.
+    pub fn mail(&mut self, sender: &str, authenticated: bool) {
+        self.conn.authenticated = authenticated;
+        let sender = sender.trim();
+        let sender = if sender.is_empty() || sender == "<>" {
+            None
+        } else {
+            Address::parse(sender).ok()
+        };
+        self.msg = Some(MessageState {
+            sender,
+            txn: Transaction::new(),
+            accepted: Vec::new(),
+            headers: Vec::new(),
+            body: Spool::new(
+                usize::try_from(self.engine.config.limits.spool_threshold_bytes)
+                    .unwrap_or(usize::MAX),
+            ),
+        });
+    }
+
+    /// A recipient (RCPT TO): look its keys up, decide, and fit it into the
+    /// transaction.
+    pub async fn rcpt(&mut self, rcpt: &str) -> RcptVerdict {
+        let engine = self.engine.clone();
+        let qid = self.queue_id().to_owned();
+        let Some(msg) = self.msg.as_mut() else {
+            tracing::warn!("{qid}: RCPT without MAIL; refusing");
+            return RcptVerdict::Refuse(Reply::internal_error());
+        };
+        let addr = match Address::parse(rcpt) {
+            Ok(a) => a,
+            Err(e) => {
+                // Cannot be looked up, so cannot be proven not to need
+                // encryption: defer rather than deliver in the clear.
+                tracing::warn!("{qid}: {e}");
+                return RcptVerdict::Refuse(Reply::internal_error());
+            }
+        };
+        let direction = engine.policy.direction_of(&addr);
+        let q = Query {
+            recipient: &addr,
+            sender: msg.sender.as_ref(),
+            direction,
+            conn: &self.conn,
+        };
+        let rule = engine.policy.select(&q).rule;
+        let methods: Vec<Method> = match &rule.treatment {
+            Treatment::NeverEncrypt => Vec::new(),
+            Treatment::Encrypt { methods, .. } => methods.clone(),
+        };
+        let outcomes = look_up(&engine, &addr, &methods).await;
+        let decision = engine.policy.decide(&q, outcomes);
+        for note in &decision.notes {
+            tracing::info!("{qid}: rcpt {addr} ({direction}): {note}");
+        }
+        match msg.txn.admit(&decision) {
+            Admission::Accept => {
+                tracing::info!(
+                    "{qid}: rcpt {addr} ({direction}): rule \"{}\": {}",
+                    decision.rule,
+                    action_summary(&decision.action)
+                );
+                msg.accepted.push(decision);
+                RcptVerdict::Accept
+            }
+            Admission::Defer(reply) | Admission::Refuse(reply) => {
+                tracing::info!(
+                    "{qid}: rcpt {addr} ({direction}): rule \"{}\": {} {} {}",
+                    decision.rule,
+                    reply.code(),
+                    reply.enhanced(),
+                    reply.text()
+                );
+                RcptVerdict::Refuse(reply)
+            }
+        }
+    }
+
+    /// A header field as received. `value` is everything after the colon
+    /// (the MTA is asked to keep the leading space).
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        if let Some(msg) = self.msg.as_mut() {
+            msg.headers.push(HeaderField::new(name, value));
+        }
+    }
+
+    /// A body chunk (CRLF line endings, as on the wire).
+    pub fn body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self.msg.as_mut() {
+            Some(msg) => msg.body.write_all(chunk),
+            None => Ok(()),
+        }
+    }
+
+    /// The transaction was aborted: forget it (its spool file goes with it).
+    pub fn abort(&mut self) {
+        self.msg = None;
+    }
+
+    /// End of message: classify, encrypt per the transaction's decision.
+    pub async fn eom(&mut self) -> EomVerdict {
+        let qid = self.queue_id().to_owned();
+        let Some(mut msg) = self.msg.take() else {
+            return EomVerdict::Refuse(Reply::internal_error());
+        };
+        let engine = self.engine.clone();
+        let size = msg.body.len();
+        engine.metrics_size(size);
+        let Some(method) = msg.txn.method() else {
+            return EomVerdict::Unchanged("no recipient needs encryption".into());
+        };
+        let required = msg
+            .accepted
+            .iter()
+            .any(|d| matches!(d.action, Action::Encrypt { required: true, .. }));
+
+        let mut prefix = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(SCAN_LIMIT));
+        if let Err(e) = msg
+            .body
+            .reader()
+            .take(SCAN_LIMIT as u64)
+            .read_to_end(&mut prefix)
+        {
+            tracing::error!("{qid}: reading the spooled body: {e}");
+            return EomVerdict::Refuse(Reply::internal_error());
+        }
+        if let Classification::Encrypted(kind) = classify(&msg.headers, &prefix) {
+            return EomVerdict::Unchanged(format!("already encrypted ({kind:?})"));
+        }
+        if size > engine.config.limits.max_message_bytes {
+            return if required {
+                EomVerdict::Refuse(Reply::too_big_to_encrypt())
+            } else {
+                EomVerdict::Unchanged(format!(
+                    "{size} bytes exceeds limits.max_message_bytes; opportunistic, passed"
+                ))
+            };
+        }
+        // Every accepted recipient can use `method`: take its keys.
+        let mut to = Vec::new();
+        for d in msg.accepted.drain(..) {
+            if let Action::Encrypt { choices, .. } = d.action
+                && let Some((_, keys)) = choices.into_iter().find(|(m, _)| *m == method)
+            {
+                to.extend(keys);
+            }
+        }
+        if to.is_empty() {
+            tracing::error!("{qid}: encryption decided but no keys for {method}");
+            return EomVerdict::Refuse(Reply::internal_error());
+        }
+        let recipients = to.len();
+        if engine.config.dry_run {
+            return EomVerdict::Unchanged(format!(
+                "dry run: would encrypt with {method} to {recipients} key(s)"
+            ));
+        }
+        let opts = EncryptOptions {
+            smime_cipher: msg.txn.smime_cipher().unwrap_or_default(),
+            spool_threshold: usize::try_from(engine.config.limits.spool_threshold_bytes)
+                .unwrap_or(usize::MAX),
+        };
+        let headers = std::mem::take(&mut msg.headers);
+        let body = std::mem::replace(&mut msg.body, Spool::new(0));
+        let registry = engine.registry.clone();
+        let started = Instant::now();
+        // CPU-bound: off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let backend = registry.get(method);
+            let mut inner = inner_reader(&headers, body.reader());
+            let prepared = encrypt_entity(&headers, &mut inner, backend, &to, &opts)?;
+            let Prepared::Encrypted { edits, entity } = prepared else {
+                return Err(crate::backend::BackendError::Recipients(
+                    "nothing to encrypt".into(),
+                ));
+            };
+            let mut rendered = Spool::new(opts.spool_threshold);
+            entity
+                .body
+                .write_to(crate::message::Eol::Crlf, &mut rendered)?;
+            Ok((edits, rendered))
+        })
+        .await;
+        engine.metrics_encryption(method, started.elapsed());
+        match result {
+            Ok(Ok((edits, body))) => EomVerdict::Encrypt {
+                edits,
+                body,
+                method,
+                recipients,
+            },
+            Ok(Err(e)) => {
+                tracing::error!("{qid}: encryption failed: {e}");
+                EomVerdict::Refuse(Reply::internal_error())
+            }
+            Err(e) => {
+                tracing::error!("{qid}: encryption task failed: {e}");
+                EomVerdict::Refuse(Reply::internal_error())
+            }
+        }
+    }
+}
+
+/// Looks `addr` up for every method, concurrently, and validates the keys.
+async fn look_up(
+    engine: &Engine,
+    addr: &Address,
+    methods: &[Method],
+) -> Vec<MethodOutcome<Recipient>> {
+    let now = SystemTime::now();
+    let one = |method: Method| async move {
+        let started = Instant::now();
+        let lookup = engine.sources.lookup(addr, method).await;
+        engine.metrics_lookup(method, &lookup, started.elapsed());
+        let backend = engine.registry.get(method);
+        MethodOutcome {
+            method,
+            outcome: KeyOutcome::from_lookup(lookup, |k| backend.validate(k, addr, now)),
+        }
+    };
+    match methods {
+        [] => Vec::new(),
+        [a] => vec![one(*a).await],
+        [a, b] => {
+            let (x, y) = tokio::join!(one(*a), one(*b));
+            vec![x, y]
+        }
+        more => {
+            let mut v = Vec::with_capacity(more.len());
+            for m in more {
+                v.push(one(*m).await);
+            }
+            v
+        }
+    }
+}
+
+fn action_summary<K>(a: &Action<K>) -> String {
+    match a {
+        Action::Encrypt {
+            choices, required, ..
+        } => {
+            let methods: Vec<String> = choices
+                .iter()
+                .map(|(m, k)| format!("{m} ({} key(s))", k.len()))
+                .collect();
+            format!(
+                "encrypt ({}) with {}",
+                if *required {
+                    "required"
+                } else {
+                    "opportunistic"
+                },
+                methods.join(" or ")
+            )
+        }
+        Action::Pass(why) => format!("pass: {why}"),
+        Action::Reject(r) | Action::TempFail(r) => {
+            format!("{} {} {}", r.code(), r.enhanced(), r.text())
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The milter driven like an MTA (`indymilter-test`), with keys from the
+//! real DNSSEC test environment: RCPT decisions and replies (550, 451,
+//! 452 split), encryption at end of message with the result decrypted by
+//! openssl and gpg, and protocol edge cases: several messages on one
+//! connection, abort mid-message, odd folding, a recipient refused and the
+//! transaction continued, 8-bit bodies split across chunks.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+#[path = "env/mod.rs"]
+mod env;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoencrypt_milter::config::{Config, DnsMode};
+use autoencrypt_milter::milter::{Engine, NoDelayListener, Shared, run_on};
+use common::{
+    Gpg, Scratch, SmimeId, check_pgp_mime_output, check_smime_output, expected_inner_entity,
+    smime_decrypt,
+};
+use env::DnsEnv;
+use indymilter::{MacroStage, ProtoOpts};
+use indymilter_test::{EomAction, EomActions, Status, TestConnection};
+use tokio::sync::oneshot;
+
+const POLICY: &str = r#"
+[[rule]]
+name = "partners must be encrypted"
+recipient = ["none@autoencrypt.test", "bogus@autoencrypt.test"]
+mode = "required"
+on_missing_key = "reject"
+on_lookup_error = "tempfail"
+
+[[rule]]
+name = "pgp first for pgp users"
+recipient = ["pgp*@autoencrypt.test"]
+methods = ["openpgp", "smime"]
+"#;
+
+struct Milter {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    _policy: tempfile::TempDir,
+}
+
+impl Drop for Milter {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
+    let mut config = Config::default();
+    config.policy_dir = policy.path().to_path_buf();
+    config.dns.mode = DnsMode::TrustAd;
+    config.dns.resolvers = vec![env.resolver()];
+    config.dns.timeout_ms = 2000;
+    config.limits.spool_threshold_bytes = 64 * 1024;
+    tweak(&mut config);
+    let engine = Engine::from_config(config).expect("engine");
+    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = run_on(NoDelayListener(listener), shared, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Milter {
+        addr,
+        stop: Some(tx),
+        _policy: policy,
+    }
+}
+
+async fn open(m: &Milter) -> TestConnection {
+    let mut c = TestConnection::configure()
+        .exact_leading_space(true)
+        .read_timeout(Duration::from_secs(30))
+        .open_tcp(m.addr)
+        .await
+        .unwrap();
+    c.macros(MacroStage::Connect, [("{daemon_name}", "smtpd")])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.connect(
+            "client.example",
+            "127.0.0.1:4567".parse::<SocketAddr>().unwrap()
+        )
+        .await
+        .unwrap(),
+        Status::Continue
+    );
+    // The milter has no use for HELO, DATA and end-of-header and says so at
+    // negotiation; an MTA then does not send them.
+    let opts = c.negotiated_opts();
+    assert!(
+        opts.contains(ProtoOpts::NO_HELO | ProtoOpts::NO_DATA | ProtoOpts::NO_EOH),
+        "{opts:?}"
+    );
+    assert!(opts.contains(ProtoOpts::LEADING_SPACE), "{opts:?}");
+    c
+}
+
+/// A message as the MTA passes it: header fields (name, raw value with the
+/// leading space), CRLF body.
+struct Msg {
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Msg {
+    fn simple(to: &str, body: &str) -> Msg {
+        Msg {
+            headers: vec![
+                ("From", " sender@example.net".into()),
+                ("To", format!(" {to}")),
+                ("Subject", " milter test".into()),
+                ("MIME-Version", " 1.0".into()),
+                ("Content-Type", " text/plain; charset=utf-8".into()),
+                ("Content-Transfer-Encoding", " 8bit".into()),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// The message as one byte string (what the recipient would get
+    /// without the milter).
+    fn raw(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (n, val) in &self.headers {
+            v.extend_from_slice(n.as_bytes());
+            v.push(b':');
+            v.extend_from_slice(val.replace('\n', "\r\n").as_bytes());
+            v.extend_from_slice(b"\r\n");
+        }
+        v.extend_from_slice(b"\r\n");
+        v.extend_from_slice(&self.body);
+        v
+    }
+
+    /// Applies the milter's actions as an MTA would.
+    fn apply(&self, eom: &EomActions) -> Vec<u8> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
+        let mut body: Option<Vec<u8>> = None;
+        let nth = |h: &Vec<(String, String)>, name: &str, index: i32| {
+            h.iter()
+                .enumerate()
+                .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
+                .nth(usize::try_from(index - 1).unwrap())
+                .map(|(i, _)| i)
+        };
+        for a in &eom.actions {
+            match a {
+                EomAction::AddHeader { name, value } => {
+                    headers.push((
+                        name.to_str().unwrap().to_owned(),
+                        value.to_str().unwrap().to_owned(),
+                    ));
+                }
+                EomAction::ChangeHeader { name, index, value } => {
+                    let i = nth(&headers, name.to_str().unwrap(), *index)
+                        .expect("changed header exists");
+                    headers[i].1 = value.to_str().unwrap().to_owned();
+                }
+                EomAction::DeleteHeader { name, index } => {
+                    let i = nth(&headers, name.to_str().unwrap(), *index)
+                        .expect("deleted header exists");
+                    headers.remove(i);
+                }
+                EomAction::ReplaceBody { chunk } => {
+                    body.get_or_insert_with(Vec::new).extend_from_slice(chunk)
+                }
+                other => panic!("unexpected action {other:?}"),
+            }
+        }
+        let mut v = Vec::new();
+        for (n, val) in &headers {
+            v.extend_from_slice(n.as_bytes());
+            v.push(b':');
+            v.extend_from_slice(val.replace("\r\n", "\n").replace('\n', "\r\n").as_bytes());
+            v.extend_from_slice(b"\r\n");
+        }
+        v.extend_from_slice(b"\r\n");
+        v.extend_from_slice(body.as_deref().unwrap_or(&self.body));
+        v
+    }
+}
+
+/// MAIL, RCPTs (statuses returned), then DATA..EOM when any was accepted.
+async fn transaction(
+    c: &mut TestConnection,
+    qid: &str,
+    rcpts: &[&str],
+    msg: &Msg,
+    chunk: usize,
+) -> (Vec<Status>, Option<(EomActions, Status)>) {
+    c.macros(MacroStage::Mail, [("i", qid)]).await.unwrap();
+    assert_eq!(
+        c.mail(["<sender@example.net>"]).await.unwrap(),
+        Status::Continue
+    );
+    let mut statuses = Vec::new();
+    for r in rcpts {
+        statuses.push(c.rcpt([format!("<{r}>")]).await.unwrap());
+    }
+    if !statuses.contains(&Status::Continue) {
+        return (statuses, None);
+    }
+    for (n, v) in &msg.headers {
+        assert_eq!(c.header(*n, v.as_str()).await.unwrap(), Status::Continue);
+    }
+    for piece in msg.body.chunks(chunk) {
+        assert_eq!(c.body(piece.to_vec()).await.unwrap(), Status::Continue);
+    }
+    c.macros(MacroStage::Eom, [("i", qid)]).await.unwrap();
+    (statuses, Some(c.eom().await.unwrap()))
+}
+
+fn reply_of(s: &Status) -> String {
+    match s {
+        Status::Reject { message: Some(m) } | Status::Tempfail { message: Some(m) } => {
+            m.to_string_lossy().into_owned()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn smime_id(env: &DnsEnv, user: &str) -> SmimeId {
+    let u = env.user(user);
+    let cert_path = u.cert.clone().unwrap();
+    let key_path = u.key.clone().unwrap();
+    SmimeId {
+        cert: openssl::x509::X509::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap(),
+        key: openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&key_path).unwrap()).unwrap(),
+        cert_path,
+        key_path,
+    }
+}
+
+fn decrypt_smime(env: &DnsEnv, user: &str, input: &[u8], output: &[u8]) -> Vec<u8> {
+    let der = check_smime_output(input, output, false);
+    smime_decrypt(&Scratch::new(), &der, "DER", &smime_id(env, user)).unwrap()
+}
+
+fn decrypt_pgp(env: &DnsEnv, user: &str, input: &[u8], output: &[u8]) -> Vec<u8> {
+    let armored = check_pgp_mime_output(input, output);
+    let gpg = Gpg::new();
+    gpg.import(&std::fs::read(env.user(user).pgp_secret.as_ref().unwrap()).unwrap());
+    gpg.decrypt(&armored).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypts_per_recipient_method_and_decrypts() {
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let mut c = open(&m).await;
+
+    // S/MIME preferred by the default rule.
+    let msg = Msg::simple("both@autoencrypt.test", "Grüße\r\nline two\r\n");
+    let (st, eom) = transaction(&mut c, "Q1", &["both@autoencrypt.test"], &msg, 7).await;
+    assert_eq!(st, [Status::Continue]);
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    let out = msg.apply(&actions);
+    assert_eq!(
+        decrypt_smime(&env, "both", &msg.raw(), &out),
+        expected_inner_entity(&msg.raw())
+    );
+
+    // A second message on the same connection: OpenPGP by its rule.
+    let msg = Msg::simple("pgp@autoencrypt.test", "second message\r\n");
+    let (st, eom) = transaction(&mut c, "Q2", &["pgp@autoencrypt.test"], &msg, 4096).await;
+    assert_eq!(st, [Status::Continue]);
+    let (actions, _) = eom.unwrap();
+    let out = msg.apply(&actions);
+    assert_eq!(
+        decrypt_pgp(&env, "pgp", &msg.raw(), &out),
+        expected_inner_entity(&msg.raw())
+    );
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcpt_replies_never_downgrade() {
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let mut c = open(&m).await;
+    let msg = Msg::simple("x", "body\r\n");
+    // required + authenticated denial: 550 5.7.1.
+    // required + bogus: 451 4.7.1, never "no key".
+    // S/MIME-only after an S/MIME recipient: accepted; OpenPGP-only: 452.
+    // No key at all (opportunistic): plaintext, which cannot share: 452.
+    let rcpts = [
+        "none@autoencrypt.test",
+        "bogus@autoencrypt.test",
+        "smime@autoencrypt.test",
+        "pgp@autoencrypt.test",
+        "nobody-here@example.invalid",
+        "both@autoencrypt.test",
+    ];
+    let (st, eom) = transaction(&mut c, "Q3", &rcpts, &msg, 4096).await;
+    assert!(reply_of(&st[0]).starts_with("550 5.7.1"), "{:?}", st[0]);
+    assert!(matches!(st[0], Status::Reject { .. }));
+    assert!(reply_of(&st[1]).starts_with("451 4.7.1"), "{:?}", st[1]);
+    assert_eq!(st[2], Status::Continue);
+    assert!(reply_of(&st[3]).starts_with("452 4.5.3"), "{:?}", st[3]);
+    // example.invalid: the DNS answer is a failure or a denial; either way
+    // it cannot join an encrypted transaction.
+    assert!(matches!(st[4], Status::Tempfail { .. }), "{:?}", st[4]);
+    assert_eq!(st[5], Status::Continue, "both@ can share S/MIME");
+    // The transaction continued after the refusals and is encrypted to the
+    // accepted recipients: each one's key decrypts it.
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    let out = msg.apply(&actions);
+    let inner = expected_inner_entity(&msg.raw());
+    assert_eq!(decrypt_smime(&env, "smime", &msg.raw(), &out), inner);
+    assert_eq!(decrypt_smime(&env, "both", &msg.raw(), &out), inner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_folding_8bit_chunks_and_already_encrypted() {
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let mut c = open(&m).await;
+
+    // Aborted mid-body: nothing of it survives into the next message.
+    c.macros(MacroStage::Mail, [("i", "Q4")]).await.unwrap();
+    c.mail(["<a@example.net>"]).await.unwrap();
+    assert_eq!(
+        c.rcpt(["<both@autoencrypt.test>"]).await.unwrap(),
+        Status::Continue
+    );
+    c.header("Subject", " aborted").await.unwrap();
+    c.body(b"half a body".to_vec()).await.unwrap();
+    c.abort().await.unwrap();
+
+    // Odd folding, a Latin-1 body, a UTF-8 character split across chunks.
+    let mut body = b"caf\xe9 \xc3".to_vec();
+    body.extend_from_slice(b"\xa9t\xc3\xa9\r\n");
+    let msg = Msg {
+        headers: vec![
+            ("From", " a@example.net".into()),
+            ("Subject", " folded\n\tover\n  three lines".into()),
+            (
+                "Content-Type",
+                " text/plain;\n\tcharset=\"iso-8859-1\"".into(),
+            ),
+            ("X-Empty", "".into()),
+        ],
+        body,
+    };
+    let (st, eom) = transaction(&mut c, "Q5", &["smime@autoencrypt.test"], &msg, 5).await;
+    assert_eq!(st, [Status::Continue]);
+    let (actions, _) = eom.unwrap();
+    let out = msg.apply(&actions);
+    assert_eq!(
+        decrypt_smime(&env, "smime", &msg.raw(), &out),
+        expected_inner_entity(&msg.raw())
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("aborted"));
+
+    // Already encrypted: no actions at all.
+    let enc = Msg {
+        headers: vec![
+            ("From", " a@example.net".into()),
+            (
+                "Content-Type",
+                " multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b".into(),
+            ),
+        ],
+        body: b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b--\r\n"
+            .to_vec(),
+    };
+    let (_, eom) = transaction(&mut c, "Q6", &["both@autoencrypt.test"], &enc, 4096).await;
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    assert!(actions.actions.is_empty(), "{actions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_and_large_body_spooled() {
+    let env = DnsEnv::start();
+    let dry = start(&env, |c| c.dry_run = true).await;
+    let mut c = open(&dry).await;
+    let msg = Msg::simple("both@autoencrypt.test", "dry\r\n");
+    let (st, eom) = transaction(&mut c, "Q7", &["both@autoencrypt.test"], &msg, 4096).await;
+    assert_eq!(st, [Status::Continue]);
+    assert!(eom.unwrap().0.actions.is_empty(), "dry run changes nothing");
+
+    // A body far above the 64 KiB spool threshold, in 64 KiB chunks.
+    let m = start(&env, |_| {}).await;
+    let mut c = open(&m).await;
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,-\r\n";
+    let big = Msg::simple("both@autoencrypt.test", &line.repeat(40_000));
+    let (_, eom) = transaction(&mut c, "Q8", &["both@autoencrypt.test"], &big, 65_535).await;
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    let out = big.apply(&actions);
+    assert_eq!(
+        decrypt_smime(&env, "both", &big.raw(), &out),
+        expected_inner_entity(&big.raw())
+    );
+}
