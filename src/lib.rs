@@ -11,6 +11,7 @@ pub mod config;
 pub mod encoding;
 pub mod keys;
 pub mod message;
+pub mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod policy;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoencrypt_milter::config::{Config, DnsMode};
+use autoencrypt_milter::metrics::Metrics;
 use autoencrypt_milter::milter::{Engine, NoDelayListener, Shared, run_on};
 use common::{
     Gpg, Scratch, SmimeId, check_pgp_mime_output, check_smime_output, expected_inner_entity,
@@ -47,6 +48,7 @@ methods = ["openpgp", "smime"]
 
 struct Milter {
     addr: SocketAddr,
+    metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     _policy: tempfile::TempDir,
 }
@@ -62,14 +64,17 @@ impl Drop for Milter {
 async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
-    let mut config = Config::default();
-    config.policy_dir = policy.path().to_path_buf();
+    let mut config = Config {
+        policy_dir: policy.path().to_path_buf(),
+        ..Config::default()
+    };
     config.dns.mode = DnsMode::TrustAd;
     config.dns.resolvers = vec![env.resolver()];
     config.dns.timeout_ms = 2000;
     config.limits.spool_threshold_bytes = 64 * 1024;
     tweak(&mut config);
-    let engine = Engine::from_config(config).expect("engine");
+    let metrics = Metrics::new();
+    let engine = Engine::from_config(config, metrics.clone()).expect("engine");
     let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -82,6 +87,7 @@ async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
     });
     Milter {
         addr,
+        metrics,
         stop: Some(tx),
         _policy: policy,
     }
@@ -297,6 +303,17 @@ async fn encrypts_per_recipient_method_and_decrypts() {
         decrypt_pgp(&env, "pgp", &msg.raw(), &out),
         expected_inner_entity(&msg.raw())
     );
+
+    // What Prometheus would see.
+    let text = m.metrics.render();
+    for line in [
+        "autoencrypt_encrypted_total{method=\"smime\"} 1",
+        "autoencrypt_encrypted_total{method=\"openpgp\"} 1",
+        "autoencrypt_messages_total{direction=\"outbound\",outcome=\"encrypted\"} 2",
+        "autoencrypt_connections_active 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
     c.close().await.unwrap();
 }
 

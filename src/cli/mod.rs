@@ -51,8 +51,12 @@ pub enum Command {
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `serve` logs at the configured level once the configuration is read.
+    if !matches!(command, Command::Serve) {
+        init_logging("warn");
+    }
+    match command {
         Command::Serve => serve(&cli.config),
         Command::Encrypt(args) => encrypt::run(&args),
         Command::CheckConfig => policy_cmds::check_config(&cli.config),
@@ -64,10 +68,21 @@ pub fn run() -> ExitCode {
 
 /// `serve`: load everything, then run the milter until SIGTERM/SIGINT.
 fn serve(config: &std::path::Path) -> ExitCode {
-    let engine = match crate::milter::Engine::load(config) {
-        Ok(e) => e,
-        Err(e) => return fail(1, e),
-    };
+    let loaded =
+        match crate::config::Config::load(config, crate::config::FileRequirement::for_path(config))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                init_logging("warn");
+                return fail(1, e);
+            }
+        };
+    init_logging(loaded.config.log_level.as_str());
+    let engine =
+        match crate::milter::Engine::from_config(loaded.config, crate::metrics::Metrics::new()) {
+            Ok(e) => e,
+            Err(e) => return fail(1, e),
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,12 +97,13 @@ fn serve(config: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the level.
-fn init_logging() {
+/// Logs go to stderr (journald under systemd); `RUST_LOG` overrides
+/// `level`. The DNS library's own chatter is kept to errors.
+fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "warn,hickory_net=error,hickory_proto=error,hickory_resolver=error",
-        )
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},hickory_net=error,hickory_proto=error,hickory_resolver=error,indymilter=warn"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

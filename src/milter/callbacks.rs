@@ -13,6 +13,7 @@ use indymilter::{
 use super::Shared;
 use super::session::{EomVerdict, RcptVerdict, Session};
 use crate::message::rewrite::HeaderEdit;
+use crate::metrics::Outcome;
 use crate::policy::Reply;
 
 /// The actions the milter needs; an MTA that cannot do them is refused
@@ -23,7 +24,7 @@ pub fn required_actions() -> Actions {
 
 /// The callbacks for one milter, sharing `shared`.
 pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
-    let on_connect = shared.clone();
+    let on_connect = shared;
     Callbacks::new()
         .on_negotiate(|cx, _actions, _opts| Box::pin(negotiate(cx)))
         .on_connect(move |cx, _host, _socket| {
@@ -34,7 +35,6 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
                     session.set_daemon_name(&d);
                 }
                 cx.data = Some(session);
-                shared.connection_opened();
                 Status::Continue
             })
         })
@@ -44,17 +44,12 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
         .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
-        .on_close({
-            let shared = shared.clone();
-            move |cx| {
-                let shared = shared.clone();
-                Box::pin(async move {
-                    if cx.data.take().is_some() {
-                        shared.connection_closed();
-                    }
-                    Status::Continue
-                })
-            }
+        .on_close(|cx| {
+            Box::pin(async move {
+                // Dropping the session closes its spool and its metrics guard.
+                cx.data = None;
+                Status::Continue
+            })
         })
 }
 
@@ -176,15 +171,19 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     };
     let qid = s.queue_id().to_owned();
     let verdict = s.eom().await;
-    let engine = s.engine();
     match verdict {
-        EomVerdict::Unchanged(why) => {
-            tracing::info!("{qid}: not encrypted: {why}");
-            engine.count_message(None);
+        EomVerdict::Unchanged { reason, outcome } => {
+            tracing::info!("{qid}: not encrypted: {reason}");
+            s.count(outcome);
             Status::Continue
         }
         EomVerdict::Refuse(r) => {
             tracing::info!("{qid}: refused: {} {} {}", r.code(), r.enhanced(), r.text());
+            s.count(if r.is_permanent() {
+                Outcome::Rejected
+            } else {
+                Outcome::Tempfailed
+            });
             refuse(&mut cx.reply, &r, &qid)
         }
         EomVerdict::Encrypt {
@@ -195,13 +194,19 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         } => match apply(cx, &edits, &body).await {
             Ok(()) => {
                 tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
-                engine.count_message(Some(method));
+                if let Some(s) = cx.data.as_ref() {
+                    s.count(Outcome::Encrypted);
+                    s.engine().metrics.encrypted(method);
+                }
                 Status::Continue
             }
             Err(e) => {
                 // The MTA discards every change of a tempfailed message:
                 // nothing half-encrypted, nothing in the clear.
                 tracing::error!("{qid}: applying the encrypted message: {e}");
+                if let Some(s) = cx.data.as_ref() {
+                    s.count(Outcome::Tempfailed);
+                }
                 refuse(&mut cx.reply, &Reply::internal_error(), &qid)
             }
         },

@@ -10,15 +10,15 @@ pub mod callbacks;
 pub mod session;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::backend::{Method, Registry};
+use crate::backend::Registry;
 use crate::config::{Config, ConfigError, FileRequirement, Socket};
 use crate::keys::Sources;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 
 /// How long in-flight messages may take to finish after SIGTERM.
@@ -34,6 +34,8 @@ pub struct Engine {
     pub sources: Sources,
     /// The encryption backends.
     pub registry: Arc<Registry>,
+    /// Metrics (shared by every engine of the process).
+    pub metrics: Metrics,
 }
 
 /// Why the engine cannot be built (at start or on reload).
@@ -53,13 +55,13 @@ pub enum EngineError {
 impl Engine {
     /// Reads the configuration at `path`, the policy files and sets up the
     /// key sources.
-    pub fn load(path: &Path) -> Result<Engine, EngineError> {
+    pub fn load(path: &Path, metrics: Metrics) -> Result<Engine, EngineError> {
         let loaded = Config::load(path, FileRequirement::for_path(path))?;
-        Engine::from_config(loaded.config)
+        Engine::from_config(loaded.config, metrics)
     }
 
     /// An engine for an already loaded configuration.
-    pub fn from_config(config: Config) -> Result<Engine, EngineError> {
+    pub fn from_config(config: Config, metrics: Metrics) -> Result<Engine, EngineError> {
         let (policy, note) = Policy::load(&config)?;
         if let Some(note) = note {
             tracing::warn!("{note}");
@@ -73,22 +75,9 @@ impl Engine {
             policy,
             sources,
             registry: Arc::new(Registry::new()),
+            metrics,
         })
     }
-
-    pub(crate) fn metrics_size(&self, _bytes: u64) {}
-
-    pub(crate) fn metrics_encryption(&self, _method: Method, _took: Duration) {}
-
-    pub(crate) fn metrics_lookup(
-        &self,
-        _method: Method,
-        _lookup: &crate::keys::Lookup,
-        _took: Duration,
-    ) {
-    }
-
-    pub(crate) fn count_message(&self, _encrypted: Option<Method>) {}
 }
 
 /// The engine in force, swapped on reload; connections keep the engine
@@ -96,7 +85,6 @@ impl Engine {
 pub struct Shared {
     engine: RwLock<Arc<Engine>>,
     config_path: PathBuf,
-    connections: AtomicI64,
 }
 
 impl Shared {
@@ -105,7 +93,6 @@ impl Shared {
         Shared {
             engine: RwLock::new(Arc::new(engine)),
             config_path,
-            connections: AtomicI64::new(0),
         }
     }
 
@@ -120,26 +107,13 @@ impl Shared {
     /// Re-reads configuration and policy. A bad new configuration is
     /// logged and the old one kept.
     pub fn reload(&self) -> Result<(), EngineError> {
-        let new = Engine::load(&self.config_path)?;
+        let new = Engine::load(&self.config_path, self.engine().metrics.clone())?;
         let mut slot = match self.engine.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         *slot = Arc::new(new);
         Ok(())
-    }
-
-    /// Open MTA connections.
-    pub fn connections(&self) -> i64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn connection_opened(&self) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -206,9 +180,29 @@ pub async fn run_on<L: indymilter::Listener>(
 /// Binds the configured socket and runs until SIGTERM or SIGINT; SIGHUP
 /// reloads configuration and policy.
 pub async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
-    let socket = shared.engine().config.socket.clone();
+    let engine = shared.engine();
+    let socket = engine.config.socket.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(signals(shared.clone(), stop_tx));
+    if let Some(addr) = engine.config.metrics_listen {
+        let listener = crate::metrics::bind(addr)
+            .await
+            .map_err(|e| ServeError::Bind {
+                socket: format!("metrics_listen {addr}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            engine.metrics.clone(),
+            || true,
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
+    drop(engine);
     let mut rx = stop_rx.clone();
     let shutdown = async move {
         let _ = rx.wait_for(|stop| *stop).await;

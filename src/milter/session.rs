@@ -12,10 +12,11 @@ use crate::keys::KeySource;
 use crate::message::HeaderField;
 use crate::message::classify::{Classification, SCAN_LIMIT, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader};
+use crate::metrics::{ConnectionGuard, Outcome};
 use crate::pipeline::{Prepared, encrypt_entity};
 use crate::policy::{
-    Action, Admission, ConnectionFacts, KeyOutcome, MethodOutcome, Query, RecipientDecision, Reply,
-    Transaction, Treatment,
+    Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Query,
+    RecipientDecision, Reply, Transaction, Treatment,
 };
 use crate::spool::Spool;
 
@@ -33,7 +34,12 @@ pub enum RcptVerdict {
 /// What to do at the end of the message.
 pub enum EomVerdict {
     /// Deliver as received; the reason is logged.
-    Unchanged(String),
+    Unchanged {
+        /// Why (for the log).
+        reason: String,
+        /// How it counts in `messages_total`.
+        outcome: Outcome,
+    },
     /// Apply these header edits and replace the body.
     Encrypt {
         /// Header edits, in order.
@@ -51,6 +57,7 @@ pub enum EomVerdict {
 
 /// One SMTP transaction in progress.
 struct MessageState {
+    directions: Vec<Direction>,
     sender: Option<Address>,
     txn: Transaction,
     accepted: Vec<RecipientDecision<Recipient>>,
@@ -64,17 +71,31 @@ pub struct Session {
     conn: ConnectionFacts,
     queue_id: Option<String>,
     msg: Option<MessageState>,
+    /// Directions of the last message that reached its end, for counting.
+    finished: Vec<Direction>,
+    _connection: ConnectionGuard,
 }
 
 impl Session {
     /// A new connection, bound to the engine (configuration, policy, key
     /// sources) current when it was opened.
     pub fn new(engine: Arc<Engine>) -> Self {
+        let guard = engine.metrics.connection_opened();
         Session {
             engine,
             conn: ConnectionFacts::default(),
             queue_id: None,
             msg: None,
+            finished: Vec::new(),
+            _connection: guard,
+        }
+    }
+
+    /// Counts the last message in `messages_total`, once per direction of
+    /// its accepted recipients.
+    pub fn count(&self, outcome: Outcome) {
+        for d in &self.finished {
+            self.engine.metrics.message(*d, outcome);
         }
     }
 
@@ -113,6 +134,7 @@ impl Session {
             Address::parse(sender).ok()
         };
         self.msg = Some(MessageState {
+            directions: Vec::new(),
             sender,
             txn: Transaction::new(),
             accepted: Vec::new(),
@@ -167,6 +189,9 @@ impl Session {
                     action_summary(&decision.action)
                 );
                 msg.accepted.push(decision);
+                if !msg.directions.contains(&direction) {
+                    msg.directions.push(direction);
+                }
                 RcptVerdict::Accept
             }
             Admission::Defer(reply) | Admission::Refuse(reply) => {
@@ -211,9 +236,11 @@ impl Session {
         };
         let engine = self.engine.clone();
         let size = msg.body.len();
-        engine.metrics_size(size);
+        engine.metrics.message_size(size);
+        self.finished = std::mem::take(&mut msg.directions);
+        let unchanged = |reason: String, outcome| EomVerdict::Unchanged { reason, outcome };
         let Some(method) = msg.txn.method() else {
-            return EomVerdict::Unchanged("no recipient needs encryption".into());
+            return unchanged("no recipient needs encryption".into(), Outcome::Passed);
         };
         let required = msg
             .accepted
@@ -231,15 +258,19 @@ impl Session {
             return EomVerdict::Refuse(Reply::internal_error());
         }
         if let Classification::Encrypted(kind) = classify(&msg.headers, &prefix) {
-            return EomVerdict::Unchanged(format!("already encrypted ({kind:?})"));
+            return unchanged(
+                format!("already encrypted ({kind:?})"),
+                Outcome::AlreadyEncrypted,
+            );
         }
         if size > engine.config.limits.max_message_bytes {
             return if required {
                 EomVerdict::Refuse(Reply::too_big_to_encrypt())
             } else {
-                EomVerdict::Unchanged(format!(
-                    "{size} bytes exceeds limits.max_message_bytes; opportunistic, passed"
-                ))
+                unchanged(
+                    format!("{size} bytes exceeds limits.max_message_bytes; opportunistic, passed"),
+                    Outcome::Passed,
+                )
             };
         }
         // Every accepted recipient can use `method`: take its keys.
@@ -257,9 +288,10 @@ impl Session {
         }
         let recipients = to.len();
         if engine.config.dry_run {
-            return EomVerdict::Unchanged(format!(
-                "dry run: would encrypt with {method} to {recipients} key(s)"
-            ));
+            return unchanged(
+                format!("dry run: would encrypt with {method} to {recipients} key(s)"),
+                Outcome::Passed,
+            );
         }
         let opts = EncryptOptions {
             smime_cipher: msg.txn.smime_cipher().unwrap_or_default(),
@@ -287,7 +319,7 @@ impl Session {
             Ok((edits, rendered))
         })
         .await;
-        engine.metrics_encryption(method, started.elapsed());
+        engine.metrics.encryption(method, started.elapsed());
         match result {
             Ok(Ok((edits, body))) => EomVerdict::Encrypt {
                 edits,
@@ -317,7 +349,7 @@ async fn look_up(
     let one = |method: Method| async move {
         let started = Instant::now();
         let lookup = engine.sources.lookup(addr, method).await;
-        engine.metrics_lookup(method, &lookup, started.elapsed());
+        engine.metrics.lookup(method, &lookup, started.elapsed());
         let backend = engine.registry.get(method);
         MethodOutcome {
             method,

@@ -1,0 +1,175 @@
+//! Operations on the real binary with real signals: SIGHUP reloads the
+//! policy (and keeps the old one when the new one is broken), SIGTERM stops
+//! the milter cleanly.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use indymilter_test::{Status, TestConnection};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "milter did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The RCPT status for `to` on a fresh connection.
+async fn rcpt_status(port: u16, to: &str) -> Status {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut c = TestConnection::open(addr).await.unwrap();
+    c.connect("client", addr).await.unwrap();
+    c.mail(["<a@example.net>"]).await.unwrap();
+    let s = c.rcpt([format!("<{to}>")]).await.unwrap();
+    c.close().await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_keeps_the_old_policy_when_the_new_is_bad_and_sigterm_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let port = free_port();
+    let dead = free_port();
+    let metrics_port = free_port();
+    let config = dir.path().join("c.toml");
+    // Lookups go to a port where nothing listens: they fail, and the
+    // built-in rule answers 451. A rule with `methods = []` skips them.
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nlog_level = \"info\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\npolicy_dir = {:?}\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:{dead}\"]\ntimeout_ms = 300\n",
+            policies.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut m = start(&config, port);
+
+    // The metrics endpoint of the running binary.
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE autoencrypt_messages_total counter"),
+        "{metrics}"
+    );
+    assert!(http_get(metrics_port, "/healthz").starts_with("HTTP/1.1 200"));
+
+    let before = rcpt_status(port, "abuse@example.org").await;
+    assert!(
+        matches!(&before, Status::Tempfail { message: Some(msg) } if msg.to_bytes().starts_with(b"451 4.7.1")),
+        "{before:?}"
+    );
+
+    std::fs::write(
+        policies.join("10-skip.toml"),
+        "[[rule]]\nname = \"skip abuse\"\nrecipient = [\"abuse@*\"]\nmethods = []\n",
+    )
+    .unwrap();
+    signal(&m.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if rcpt_status(port, "abuse@example.org").await == Status::Continue {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not load the new policy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken policy file: the reload fails, the running policy stays.
+    std::fs::write(
+        policies.join("20-broken.toml"),
+        "[[rule]]\nname = \"broken\"\nmode = \"sometimes\"\n",
+    )
+    .unwrap();
+    signal(&m.0, "HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rcpt_status(port, "abuse@example.org").await,
+        Status::Continue
+    );
+
+    // SIGTERM: exits cleanly and stops listening.
+    signal(&m.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = m.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the milter");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(m.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains("reload failed, keeping the old configuration"),
+        "{log}"
+    );
+    assert!(
+        log.contains("20-broken.toml"),
+        "the error names the file: {log}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
