@@ -173,3 +173,57 @@ async fn sighup_reloads_and_keeps_the_old_policy_when_the_new_is_bad_and_sigterm
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("aem")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sock = dir.path().join("m.sock");
+    // A socket file left behind by a crashed run.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(std::fs::metadata(&sock).unwrap().file_type().is_socket());
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"unix:{}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
+            sock.display(),
+            policies.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "milter did not listen on the unix socket"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "milter exited: stale socket not replaced?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the MTA's group must be able to connect");
+    let c = indymilter_test::TestConnection::configure()
+        .open_unix(&sock)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists(), "socket removed on exit");
+}
