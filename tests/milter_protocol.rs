@@ -439,3 +439,23 @@ async fn dry_run_and_large_body_spooled() {
         expected_inner_entity(&big.raw())
     );
 }
+
+/// An MTA that cannot replace bodies or change headers is refused at
+/// negotiation: the milter could never apply its decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_an_mta_that_cannot_replace_bodies() {
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let weak = TestConnection::configure()
+        .available_actions(indymilter::Actions::ADD_HEADER | indymilter::Actions::CHANGE_HEADER)
+        .open_tcp(m.addr)
+        .await;
+    assert!(weak.is_err(), "negotiation must fail without REPLACE_BODY");
+    let full = TestConnection::configure().open_tcp(m.addr).await.unwrap();
+    assert!(full.negotiated_actions().contains(
+        indymilter::Actions::ADD_HEADER
+            | indymilter::Actions::CHANGE_HEADER
+            | indymilter::Actions::REPLACE_BODY
+    ));
+    full.close().await.unwrap();
+}

@@ -227,3 +227,62 @@ async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
     assert!(status.success(), "{status:?}");
     assert!(!sock.exists(), "socket removed on exit");
 }
+
+/// SIGTERM while a message is in progress: the message is finished (its
+/// end-of-message is answered), then the milter exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_message_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    // No lookups: every recipient is passed in the clear by rule.
+    std::fs::write(
+        policies.join("10.toml"),
+        "[[rule]]\nname = \"all plain\"\nmethods = []\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
+            policies.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut m = start(&config, port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut c = TestConnection::open(addr).await.unwrap();
+    c.connect("client", addr).await.unwrap();
+    c.mail(["<a@example.net>"]).await.unwrap();
+    assert_eq!(c.rcpt(["<b@example.org>"]).await.unwrap(), Status::Continue);
+    c.header("Subject", "in flight").await.unwrap();
+
+    signal(&m.0, "TERM");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        m.0.try_wait().unwrap().is_none(),
+        "exited with a message in progress"
+    );
+
+    c.body(b"still here\r\n".to_vec()).await.unwrap();
+    let (_, status) = c.eom().await.unwrap();
+    assert_eq!(
+        status,
+        Status::Continue,
+        "the message in progress was finished"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = m.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit after the message finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}

@@ -30,7 +30,7 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         .on_connect(move |cx, _host, _socket| {
             let shared = on_connect.clone();
             Box::pin(async move {
-                let mut session = Session::new(shared.engine());
+                let mut session = Session::new(shared.engine(), shared.in_flight());
                 if let Some(d) = macro_str(cx, c"{daemon_name}") {
                     session.set_daemon_name(&d);
                 }

@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod session;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -85,6 +86,7 @@ impl Engine {
 pub struct Shared {
     engine: RwLock<Arc<Engine>>,
     config_path: PathBuf,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
         Shared {
             engine: RwLock::new(Arc::new(engine)),
             config_path,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -102,6 +105,12 @@ impl Shared {
             Ok(e) => e.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The counter of transactions in progress (MAIL seen, not yet ended),
+    /// shared by every session.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 
     /// Re-reads configuration and policy. A bad new configuration is
@@ -203,9 +212,15 @@ pub async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
         ));
     }
     drop(engine);
+    // On SIGTERM, messages already in progress are finished before the
+    // sessions are told to end (indymilter ends them at once otherwise).
     let mut rx = stop_rx.clone();
+    let in_flight = shared.in_flight();
     let shutdown = async move {
         let _ = rx.wait_for(|stop| *stop).await;
+        while in_flight.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     };
     let mut rx = stop_rx;
     let deadline = async move {

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::address::Address;
@@ -55,8 +56,26 @@ pub enum EomVerdict {
     Refuse(Reply),
 }
 
+/// Counts a transaction as in progress while it lives (so that shutdown
+/// can wait for it).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One SMTP transaction in progress.
 struct MessageState {
+    _in_flight: InFlight,
     directions: Vec<Direction>,
     sender: Option<Address>,
     txn: Transaction,
@@ -68,6 +87,7 @@ struct MessageState {
 /// One MTA connection.
 pub struct Session {
     engine: Arc<Engine>,
+    in_flight: Arc<AtomicUsize>,
     conn: ConnectionFacts,
     queue_id: Option<String>,
     msg: Option<MessageState>,
@@ -79,10 +99,11 @@ pub struct Session {
 impl Session {
     /// A new connection, bound to the engine (configuration, policy, key
     /// sources) current when it was opened.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, in_flight: Arc<AtomicUsize>) -> Self {
         let guard = engine.metrics.connection_opened();
         Session {
             engine,
+            in_flight,
             conn: ConnectionFacts::default(),
             queue_id: None,
             msg: None,
@@ -134,6 +155,7 @@ impl Session {
             Address::parse(sender).ok()
         };
         self.msg = Some(MessageState {
+            _in_flight: InFlight::new(self.in_flight.clone()),
             directions: Vec::new(),
             sender,
             txn: Transaction::new(),
