@@ -2,11 +2,19 @@
 //! (offline) rates its exposure at most 1.5 of 10, and it is a unit
 //! systemd can parse.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::process::Command;
 
-const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/autoencrypt-milter.service");
+const UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/systemd/autoencrypt-milter.service"
+);
 
 #[test]
 fn unit_exposure_is_low() {
@@ -15,7 +23,11 @@ fn unit_exposure_is_low() {
         .output()
         .expect("systemd-analyze (package systemd) must be installed");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exposure above 1.5:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exposure above 1.5:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("Overall exposure level"), "{text}");
 }
 
