@@ -135,14 +135,7 @@ fn classify(delivered: &[u8]) -> Got {
 
 fn smime_id(env: &DnsEnv, user: &str) -> SmimeId {
     let u = env.user(user);
-    let cert_path = u.cert.clone().unwrap();
-    let key_path = u.key.clone().unwrap();
-    SmimeId {
-        cert: openssl::x509::X509::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap(),
-        key: openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&key_path).unwrap()).unwrap(),
-        cert_path,
-        key_path,
-    }
+    SmimeId::from_files(u.cert.as_ref().unwrap(), u.key.as_ref().unwrap())
 }
 
 fn assert_smime(env: &DnsEnv, user: &str, delivered: &[u8], sent: &[u8]) {

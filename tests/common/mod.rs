@@ -816,6 +816,18 @@ pub struct SmimeId {
 }
 
 impl SmimeId {
+    /// An identity whose certificate and key are PEM files already
+    /// (e.g. from the DNSSEC test environment).
+    pub fn from_files(cert_path: &Path, key_path: &Path) -> Self {
+        SmimeId {
+            cert: X509::from_pem(&std::fs::read(cert_path).expect("read cert")).expect("PEM cert"),
+            key: PKey::private_key_from_pem(&std::fs::read(key_path).expect("read key"))
+                .expect("PEM key"),
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+        }
+    }
+
     /// Generates a self-signed certificate per `spec`; files are named
     /// after `label` in `dir`.
     pub fn generate(dir: &Path, label: &str, spec: &CertSpec) -> Self {

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
+mod script;
+use script::{parse_env_sh, script};
 
 /// The ids of the test users, as [`DnsEnv::user`] takes them.
 pub const USER_IDS: &[&str] = &[
@@ -70,33 +72,6 @@ pub struct DnsEnv {
     vars: BTreeMap<String, String>,
     users: BTreeMap<String, DnsUser>,
     stopped: bool,
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("env")
-        .join(name)
-}
-
-/// Parses `KEY='value'` lines as `dns-up` writes them in `env.sh`.
-fn parse_env_sh(text: &str) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            panic!("env.sh: cannot parse line {line:?}");
-        };
-        let value = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .unwrap_or(value);
-        vars.insert(key.to_string(), value.to_string());
-    }
-    vars
 }
 
 impl DnsEnv {

@@ -36,6 +36,13 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
+#[allow(
+    clippy::duplicate_mod,
+    reason = "a test crate may include both environments; each carries its own copy of these helpers"
+)]
+#[path = "script.rs"]
+mod script;
+use script::{parse_env_sh, script};
 
 /// How long the SMTP client waits for one reply (Postfix's own
 /// `milter_content_timeout` in this environment is 300 s).
@@ -43,33 +50,6 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The hostname the instance calls itself (`myhostname`).
 pub const MYHOSTNAME: &str = "mx.autoencrypt.test";
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("env")
-        .join(name)
-}
-
-/// Parses `KEY='value'` lines as `postfix-up` writes them in `env.sh`.
-fn parse_env_sh(text: &str) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            panic!("env.sh: cannot parse line {line:?}");
-        };
-        let value = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .unwrap_or(value);
-        vars.insert(key.to_string(), value.to_string());
-    }
-    vars
-}
 
 /// A running second Postfix instance; stopped on drop.
 #[derive(Debug)]
