@@ -452,3 +452,47 @@ async fn refuses_an_mta_that_cannot_replace_bodies() {
     ));
     full.close().await.unwrap();
 }
+
+/// Both directions in one instance: recipients in `local_domains` are
+/// inbound (encryption at rest, here OpenPGP first by an inbound rule),
+/// others outbound (the built-in rule, S/MIME first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_and_outbound_in_one_instance() {
+    let env = DnsEnv::start();
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policy.path().join("10-at-rest.toml"),
+        "[[rule]]\nname = \"at rest\"\ndirection = \"inbound\"\nmethods = [\"openpgp\", \"smime\"]\n",
+    )
+    .unwrap();
+    let dir = policy.path().to_path_buf();
+    let m = start(&env, move |c| {
+        c.policy_dir = dir;
+        c.local_domains = vec!["autoencrypt.test".into()];
+    })
+    .await;
+    let mut c = open(&m).await;
+    // Inbound: both@ has both keys; the inbound rule prefers OpenPGP.
+    let msg = Msg::simple("both@autoencrypt.test", "stored encrypted\r\n");
+    let (_, eom) = transaction(&mut c, "Q9", &["both@autoencrypt.test"], &msg, 4096).await;
+    let out = msg.apply(&eom.unwrap().0);
+    assert_eq!(
+        decrypt_pgp(&env, "both", &msg.raw(), &out),
+        expected_inner_entity(&msg.raw())
+    );
+    // Outbound (a domain not in local_domains) on the same connection:
+    // an unsigned zone, so the built-in rule passes it in the clear.
+    let msg = Msg::simple("y@unsigned.autoencrypt.test", "leaves in the clear\r\n");
+    let (st, eom) = transaction(&mut c, "Q10", &["y@unsigned.autoencrypt.test"], &msg, 4096).await;
+    assert_eq!(st, [Status::Continue]);
+    assert!(eom.unwrap().0.actions.is_empty());
+    let text = m.metrics.render();
+    assert!(
+        text.contains("autoencrypt_messages_total{direction=\"inbound\",outcome=\"encrypted\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("autoencrypt_messages_total{direction=\"outbound\",outcome=\"passed\"} 1"),
+        "{text}"
+    );
+}
