@@ -38,6 +38,7 @@ pub const ENV_PREFIX: &str = "AUTOENCRYPT_";
 /// Every configuration key, as a dotted path, in documentation order.
 pub const KEYS: &[&str] = &[
     "socket",
+    "socket_mode",
     "metrics_listen",
     "local_domains",
     "policy_dir",
@@ -61,6 +62,9 @@ pub const KEYS: &[&str] = &[
 pub struct Config {
     /// Where the milter listens for the MTA.
     pub socket: Socket,
+    /// Permissions of a `unix:` socket, octal (`"0660"`: the MTA's user
+    /// must be in the milter's group).
+    pub socket_mode: String,
     /// Address of the /metrics and /healthz endpoint; `None` (written `""`)
     /// disables it.
     #[serde(with = "opt_socket_addr")]
@@ -91,6 +95,7 @@ impl Default for Config {
                 host: "127.0.0.1".to_owned(),
                 port: 10040,
             },
+            socket_mode: "0660".to_owned(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9184))),
             local_domains: Vec::new(),
             policy_dir: PathBuf::from(DEFAULT_POLICY_DIR),
@@ -550,6 +555,15 @@ impl Config {
         if self.policy_dir.as_os_str().is_empty() {
             return Err(invalid("policy_dir", "must not be empty".to_owned()));
         }
+        if parse_mode(&self.socket_mode).is_none() {
+            return Err(invalid(
+                "socket_mode",
+                format!(
+                    "{:?} is not an octal file mode (write \"0660\")",
+                    self.socket_mode
+                ),
+            ));
+        }
         if !(1..=60_000).contains(&self.dns.timeout_ms) {
             return Err(invalid(
                 "dns.timeout_ms",
@@ -563,6 +577,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `socket_mode` as permission bits.
+    pub fn socket_mode_bits(&self) -> u32 {
+        parse_mode(&self.socket_mode).unwrap_or(0o660)
     }
 
     /// Whether `domain` (any case, trailing dot allowed) is one of
@@ -594,6 +613,15 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// An octal permission mode of at most 0777 (`"0660"`, `"660"`).
+fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.trim();
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
 }
 
 /// Where figment says a key came from.

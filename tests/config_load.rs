@@ -249,6 +249,11 @@ fn bad_values_name_line_and_key() {
         ),
         ("dry_run = \"yes\"\n", 1, "dry_run"),
         ("[dns]\ntimeout_ms = 0\n", 2, "dns.timeout_ms"),
+        (
+            "dry_run = false\nsocket_mode = \"0999\"\n",
+            2,
+            "socket_mode",
+        ),
         ("local_domains = [\"*.example.org\"]\n", 1, "local_domains"),
         ("socket = \n", 1, ""),
     ];

@@ -191,7 +191,7 @@ async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
     std::fs::write(
         &config,
         format!(
-            "socket = \"unix:{}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
+            "socket = \"unix:{}\"\nsocket_mode = \"0640\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
             sock.display(),
             policies.display().to_string()
         ),
@@ -216,7 +216,7 @@ async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660, "the MTA's group must be able to connect");
+    assert_eq!(mode, 0o640, "socket_mode is applied");
     let c = indymilter_test::TestConnection::configure()
         .open_unix(&sock)
         .await

@@ -191,6 +191,7 @@ pub async fn run_on<L: indymilter::Listener>(
 pub async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
     let engine = shared.engine();
     let socket = engine.config.socket.clone();
+    let socket_mode = engine.config.socket_mode_bits();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(signals(shared.clone(), stop_tx));
     if let Some(addr) = engine.config.metrics_listen {
@@ -229,13 +230,14 @@ pub async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
         tracing::warn!("shutdown deadline passed; closing connections with messages in progress");
     };
     tokio::select! {
-        r = listen(&socket, shared, shutdown) => r,
+        r = listen(&socket, socket_mode, shared, shutdown) => r,
         () = deadline => Ok(()),
     }
 }
 
 async fn listen(
     socket: &Socket,
+    socket_mode: u32,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future,
 ) -> Result<(), ServeError> {
@@ -270,7 +272,8 @@ async fn listen(
             {
                 use std::os::unix::fs::PermissionsExt;
                 // The MTA (another user) must be able to connect.
-                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+                let _ =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode));
             }
             tracing::info!("listening on {socket}");
             let r = run_on(l, shared, shutdown).await;
