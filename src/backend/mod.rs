@@ -161,6 +161,7 @@ impl KeyMaterial {
 }
 
 /// A key that passed validation, ready to encrypt to.
+#[derive(Clone)]
 pub struct Recipient {
     /// The address the key was validated for.
     pub address: Address,
@@ -205,6 +206,7 @@ pub struct KeyFacts {
 }
 
 /// The parsed key inside a [`Recipient`]; each backend reads its own variant.
+#[derive(Clone)]
 pub(crate) enum RecipientKey {
     Smime(openssl::x509::X509),
     OpenPgp {

@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod dns;
 pub mod owner;
+pub mod validated;
 
 use std::fmt;
 use std::future::Future;

@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, FileRequirement, Socket};
 use crate::keys::Sources;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::keys::validated::ValidationCache;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 
@@ -37,6 +38,8 @@ pub struct Engine {
     pub registry: Arc<Registry>,
     /// Metrics (shared by every engine of the process).
     pub metrics: Metrics,
+    /// Recent key validations (a reload starts afresh).
+    pub validated: ValidationCache,
 }
 
 /// Why the engine cannot be built (at start or on reload).
@@ -77,6 +80,7 @@ impl Engine {
             sources,
             registry: Arc::new(Registry::new()),
             metrics,
+            validated: ValidationCache::new(),
         })
     }
 }

@@ -375,7 +375,9 @@ async fn look_up(
         let backend = engine.registry.get(method);
         MethodOutcome {
             method,
-            outcome: KeyOutcome::from_lookup(lookup, |k| backend.validate(k, addr, now)),
+            outcome: KeyOutcome::from_lookup(lookup, |k| {
+                engine.validated.validate(backend, k, addr, now)
+            }),
         }
     };
     match methods {
