@@ -107,6 +107,8 @@ fn init_logging(level: &str) {
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // No colour codes in journald or log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

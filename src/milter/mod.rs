@@ -307,6 +307,6 @@ async fn signals(shared: Arc<Shared>, stop: tokio::sync::watch::Sender<bool>) {
             _ = int.recv() => break,
         }
     }
-    tracing::info!("shutting down: no new connections; finishing messages in progress");
+    tracing::info!("shutting down: finishing messages in progress (at most 30 s), then closing");
     let _ = stop.send(true);
 }
