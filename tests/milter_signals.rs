@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use indymilter_test::{Status, TestConnection};
 
+mod common;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -285,4 +287,65 @@ async fn sigterm_finishes_the_message_in_progress() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+/// An internal error at end of message (here: the spool's temporary
+/// directory is unusable, so the ciphertext cannot be stored) answers
+/// 451 4.3.0 — the message is deferred, never passed unencrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_error_at_end_of_message_is_451_4_3_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&policies).unwrap();
+    let id = common::SmimeId::generate(
+        dir.path(),
+        "bob",
+        &common::CertSpec::good("bob@example.org", common::KeyKind::Rsa),
+    );
+    id.install_pem(&keys, "bob@example.org");
+    let port = free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[limits]\nspool_threshold_bytes = 16\n",
+            policies.display().to_string(),
+            keys.display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(&config)
+        .env("TMPDIR", dir.path().join("no-such-directory"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "milter did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _m = Running(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut c = TestConnection::open(addr).await.unwrap();
+    c.connect("client", addr).await.unwrap();
+    c.mail(["<a@example.net>"]).await.unwrap();
+    assert_eq!(
+        c.rcpt(["<bob@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    c.data().await.unwrap();
+    c.header("Subject", "x").await.unwrap();
+    // No body: nothing is spooled until the ciphertext, which cannot be.
+    let (actions, status) = c.eom().await.unwrap();
+    assert!(actions.actions.is_empty(), "{actions:?}");
+    match status {
+        Status::Tempfail { message: Some(m) } => {
+            assert!(m.to_bytes().starts_with(b"451 4.3.0"), "{m:?}")
+        }
+        other => panic!("expected 451 4.3.0, got {other:?}"),
+    }
 }
