@@ -25,7 +25,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 mod script;
-use script::{parse_env_sh, script};
+use script::{parse_env_sh, run_down, script};
 
 /// The ids of the test users, as [`DnsEnv::user`] takes them.
 pub const USER_IDS: &[&str] = &[
@@ -258,17 +258,7 @@ impl DnsEnv {
             return;
         }
         self.stopped = true;
-        let down = script("dns-down");
-        match Command::new(&down).arg(self.dir.path()).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "DnsEnv: {} failed ({}): {}",
-                down.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("DnsEnv: cannot run {}: {e}", down.display()),
-        }
+        run_down("dns-down", self.dir.path(), "DnsEnv");
     }
 }
 

@@ -42,7 +42,7 @@ use tempfile::TempDir;
 )]
 #[path = "script.rs"]
 mod script;
-use script::{parse_env_sh, script};
+use script::{parse_env_sh, run_down, script};
 
 /// How long the SMTP client waits for one reply (Postfix's own
 /// `milter_content_timeout` in this environment is 300 s).
@@ -387,17 +387,7 @@ impl PostfixEnv {
             return;
         }
         self.stopped = true;
-        let down = script("postfix-down");
-        match Command::new(&down).arg(self.dir.path()).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "PostfixEnv: {} failed ({}): {}",
-                down.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("PostfixEnv: cannot run {}: {e}", down.display()),
-        }
+        run_down("postfix-down", self.dir.path(), "PostfixEnv");
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A script in tests/env.
 pub fn script(name: &str) -> PathBuf {
@@ -30,4 +31,20 @@ pub fn parse_env_sh(text: &str) -> BTreeMap<String, String> {
         vars.insert(key.to_string(), value.to_string());
     }
     vars
+}
+
+/// Runs a `*-down` script for `dir`; failures are reported, not raised,
+/// because this runs from `Drop`.
+pub fn run_down(name: &str, dir: &Path, who: &str) {
+    let down = script(name);
+    match Command::new(&down).arg(dir).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "{who}: {} failed ({}): {}",
+            down.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("{who}: cannot run {}: {e}", down.display()),
+    }
 }
