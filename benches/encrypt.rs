@@ -10,6 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
+mod support;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use autoencrypt_milter::Address;
@@ -20,49 +22,16 @@ use autoencrypt_milter::message::Message;
 use autoencrypt_milter::message::rewrite::apply_edits;
 use autoencrypt_milter::pipeline::{Prepared, prepare};
 
-use openssl::asn1::Asn1Time;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
-use openssl::x509::{X509Builder, X509NameBuilder};
-use sequoia_openpgp::cert::CertBuilder;
 use sequoia_openpgp::serialize::SerializeInto;
 
 const ADDR: &str = "bench@example.org";
 
 fn smime_cert() -> Vec<u8> {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "bench").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .email(ADDR)
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.append_extension(KeyUsage::new().key_encipherment().build().unwrap())
-        .unwrap();
-    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    b.build().to_der().unwrap()
+    support::smime_cert(ADDR).to_der().unwrap()
 }
 
 fn openpgp_cert() -> Vec<u8> {
-    let (cert, _) = CertBuilder::general_purpose(Some(format!("Bench <{ADDR}>")))
-        .generate()
-        .unwrap();
-    cert.to_vec().unwrap()
+    support::openpgp_cert(ADDR).to_vec().unwrap()
 }
 
 fn recipient(registry: &Registry, method: Method, data: Vec<u8>) -> Recipient {

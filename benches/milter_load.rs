@@ -42,6 +42,8 @@
 //! default 4 MiB), `MILTER_LOAD_KEEP=1` keeps the milter running at the end
 //! of the throughput runs until Enter is pressed (for `perf record -p`).
 
+mod support;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,13 +53,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use openssl::asn1::Asn1Time;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
-use openssl::x509::{X509Builder, X509NameBuilder};
-use sequoia_openpgp::cert::CertBuilder;
 use sequoia_openpgp::serialize::SerializeInto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -108,37 +103,11 @@ impl Kind {
 }
 
 fn smime_cert_pem(addr: &str) -> Vec<u8> {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "bench").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .email(addr)
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.append_extension(KeyUsage::new().key_encipherment().build().unwrap())
-        .unwrap();
-    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    b.build().to_pem().unwrap()
+    support::smime_cert(addr).to_pem().unwrap()
 }
 
 fn openpgp_cert_armored(addr: &str) -> Vec<u8> {
-    let (cert, _) = CertBuilder::general_purpose(Some(format!("Bench <{addr}>")))
-        .generate()
-        .unwrap();
-    cert.armored().to_vec().unwrap()
+    support::openpgp_cert(addr).armored().to_vec().unwrap()
 }
 
 const POLICY: &str = r#"

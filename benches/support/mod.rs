@@ -1,0 +1,46 @@
+//! Key material the benchmarks generate for themselves.
+
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::cert::CertBuilder;
+
+/// A self-signed RSA 2048 S/MIME certificate for `addr`, valid 30 days.
+pub fn smime_cert(addr: &str) -> X509 {
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "bench").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email(addr)
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.append_extension(KeyUsage::new().key_encipherment().build().unwrap())
+        .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+/// A general-purpose (cv25519) OpenPGP certificate for `addr`.
+pub fn openpgp_cert(addr: &str) -> Cert {
+    let (cert, _) = CertBuilder::general_purpose(Some(format!("Bench <{addr}>")))
+        .generate()
+        .unwrap();
+    cert
+}
