@@ -10,7 +10,7 @@
 )]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,10 +43,27 @@ impl Drop for Running {
     }
 }
 
+/// A configuration file in `dir` with its own, empty policy directory.
+/// `settings` are TOML lines: top-level keys first, then tables.
+fn config_in(dir: &Path, settings: &str) -> (PathBuf, PathBuf) {
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let config = dir.join("c.toml");
+    let policy_dir = policies.display().to_string();
+    std::fs::write(&config, format!("policy_dir = {policy_dir:?}\n{settings}")).unwrap();
+    (config, policies)
+}
+
 fn start(config: &Path, port: u16) -> Running {
+    start_with(config, port, &[])
+}
+
+/// The binary with `env` added to its environment, once it listens on `port`.
+fn start_with(config: &Path, port: u16, env: &[(&str, &Path)]) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
         .arg("--config")
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -87,22 +104,17 @@ async fn rcpt_status(port: u16, to: &str) -> Status {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_keeps_the_old_policy_when_the_new_is_bad_and_sigterm_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
     let port = free_port();
     let dead = free_port();
     let metrics_port = free_port();
-    let config = dir.path().join("c.toml");
     // Lookups go to a port where nothing listens: they fail, and the
     // built-in rule answers 451. A rule with `methods = []` skips them.
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"inet:127.0.0.1:{port}\"\nlog_level = \"info\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\npolicy_dir = {:?}\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:{dead}\"]\ntimeout_ms = 300\n",
-            policies.display().to_string()
+    let (config, policies) = config_in(
+        dir.path(),
+        &format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nlog_level = \"info\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:{dead}\"]\ntimeout_ms = 300\n"
         ),
-    )
-    .unwrap();
+    );
     let mut m = start(&config, port);
 
     // The metrics endpoint of the running binary.
@@ -187,18 +199,13 @@ async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
     // A socket file left behind by a crashed run.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(std::fs::metadata(&sock).unwrap().file_type().is_socket());
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"unix:{}\"\nsocket_mode = \"0640\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
-            sock.display(),
-            policies.display().to_string()
+    let (config, _) = config_in(
+        dir.path(),
+        &format!(
+            "socket = \"unix:{}\"\nsocket_mode = \"0640\"\nmetrics_listen = \"\"\n",
+            sock.display()
         ),
-    )
-    .unwrap();
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
         .arg("--config")
         .arg(&config)
@@ -235,22 +242,15 @@ async fn unix_socket_replaces_a_stale_one_and_is_removed_on_exit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_message_in_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let port = free_port();
+    let (config, policies) = config_in(
+        dir.path(),
+        &format!("socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\n"),
+    );
     // No lookups: every recipient is passed in the clear by rule.
     std::fs::write(
         policies.join("10.toml"),
         "[[rule]]\nname = \"all plain\"\nmethods = []\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n",
-            policies.display().to_string()
-        ),
     )
     .unwrap();
     let mut m = start(&config, port);
@@ -296,9 +296,7 @@ async fn sigterm_finishes_the_message_in_progress() {
 async fn internal_error_at_end_of_message_is_451_4_3_0() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let policies = dir.path().join("policies");
     std::fs::create_dir(&keys).unwrap();
-    std::fs::create_dir(&policies).unwrap();
     let id = common::SmimeId::generate(
         dir.path(),
         "bob",
@@ -306,29 +304,15 @@ async fn internal_error_at_end_of_message_is_451_4_3_0() {
     );
     id.install_pem(&keys, "bob@example.org");
     let port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\npolicy_dir = {:?}\n[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[limits]\nspool_threshold_bytes = 16\n",
-            policies.display().to_string(),
+    let (config, _) = config_in(
+        dir.path(),
+        &format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\n[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[limits]\nspool_threshold_bytes = 16\n",
             keys.display().to_string()
         ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
-        .arg("--config")
-        .arg(&config)
-        .env("TMPDIR", dir.path().join("no-such-directory"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "milter did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _m = Running(child);
+    );
+    let no_tmp = dir.path().join("no-such-directory");
+    let _m = start_with(&config, port, &[("TMPDIR", &no_tmp)]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut c = TestConnection::open(addr).await.unwrap();
     c.connect("client", addr).await.unwrap();
