@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 /// Default threshold (`limits.spool_threshold_bytes`).
 pub const DEFAULT_THRESHOLD: usize = 4 * 1024 * 1024;
@@ -19,7 +18,6 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Spool {
     threshold: usize,
-    dir: Option<PathBuf>,
     /// The contents while in memory; the write buffer once on disk.
     mem: Vec<u8>,
     file: Option<File>,
@@ -34,19 +32,10 @@ impl Spool {
     pub fn new(threshold: usize) -> Self {
         Spool {
             threshold,
-            dir: None,
             mem: Vec::new(),
             file: None,
             file_len: 0,
             len: 0,
-        }
-    }
-
-    /// Like [`Spool::new`], with its file in `dir`.
-    pub fn in_dir(threshold: usize, dir: PathBuf) -> Self {
-        Spool {
-            dir: Some(dir),
-            ..Spool::new(threshold)
         }
     }
 
@@ -81,10 +70,7 @@ impl Spool {
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        let mut file = match &self.dir {
-            Some(d) => tempfile::tempfile_in(d)?,
-            None => tempfile::tempfile()?,
-        };
+        let mut file = tempfile::tempfile()?;
         file.write_all(&self.mem)?;
         self.file_len = self.mem.len() as u64;
         self.mem = Vec::with_capacity(WRITE_BUFFER);

@@ -311,15 +311,6 @@ pub struct EncryptedEntity {
     pub body: Box<dyn EntityBody>,
 }
 
-impl EncryptedEntity {
-    /// The body rendered into memory (tests, small messages).
-    pub fn body_bytes(&self, eol: Eol) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        self.body.write_to(eol, &mut v)?;
-        Ok(v)
-    }
-}
-
 /// One encryption method.
 pub trait EncryptionBackend: Send + Sync {
     /// Which method this is.
