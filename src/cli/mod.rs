@@ -83,7 +83,11 @@ fn serve(config: &std::path::Path) -> ExitCode {
             Ok(e) => e,
             Err(e) => return fail(1, e),
         };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread serves every milter connection; encryption runs on the
+    // blocking pool, one message per CPU at a time (`Engine::encryption_slots`).
+    // A work-stealing scheduler cost more than the protocol itself: ~19
+    // futex calls a message waking and parking its workers (BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

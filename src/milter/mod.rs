@@ -40,6 +40,16 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Recent key validations (a reload starts afresh).
     pub validated: ValidationCache,
+    /// Permits for encryptions running at once (one per CPU; kept across
+    /// reloads).
+    pub encryption_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many encryptions run at once: one per CPU. More only time-slice
+/// the same cores, lengthening every message's latency, and starve the
+/// thread that answers the MTA.
+pub fn encryption_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Why the engine cannot be built (at start or on reload).
@@ -81,6 +91,7 @@ impl Engine {
             registry: Arc::new(Registry::new()),
             metrics,
             validated: ValidationCache::new(),
+            encryption_slots: Arc::new(tokio::sync::Semaphore::new(encryption_slots())),
         })
     }
 }
@@ -120,7 +131,9 @@ impl Shared {
     /// Re-reads configuration and policy. A bad new configuration is
     /// logged and the old one kept.
     pub fn reload(&self) -> Result<(), EngineError> {
-        let new = Engine::load(&self.config_path, self.engine().metrics.clone())?;
+        let old = self.engine();
+        let mut new = Engine::load(&self.config_path, old.metrics.clone())?;
+        new.encryption_slots = old.encryption_slots.clone();
         let mut slot = match self.engine.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),

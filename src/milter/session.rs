@@ -323,9 +323,17 @@ impl Session {
         let headers = std::mem::take(&mut msg.headers);
         let body = std::mem::replace(&mut msg.body, Spool::new(0));
         let registry = engine.registry.clone();
+        // Waiting for a slot counts as encryption time in the metrics: it is
+        // latency the message sees.
         let started = Instant::now();
-        // CPU-bound: off the async workers.
+        let Ok(slot) = engine.encryption_slots.clone().acquire_owned().await else {
+            tracing::error!("{qid}: encryption slots closed");
+            return EomVerdict::Refuse(Reply::internal_error());
+        };
+        // CPU-bound: off the thread that serves the milter connections.
         let result = tokio::task::spawn_blocking(move || {
+            // Held while the work runs, even if the connection goes away.
+            let _slot = slot;
             let backend = registry.get(method);
             let mut inner = inner_reader(&headers, body.reader());
             let prepared = encrypt_entity(&headers, &mut inner, backend, &to, &opts)?;
