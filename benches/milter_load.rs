@@ -439,11 +439,18 @@ impl Client {
     }
 
     /// Sends a command (after whatever is pushed already) and expects
-    /// "continue", unless the milter asked for no reply.
+    /// "continue", unless the milter asked for no reply: then, as Postfix
+    /// does, the command stays in the buffer until the next one that
+    /// waits for a reply.
     async fn command(&mut self, kind: u8, payload: &[u8], noreply: u32) {
         self.push(kind, payload);
-        self.flush().await;
-        if self.opts & noreply == 0 {
+        if self.opts & noreply != 0 {
+            // Postfix's buffer fills up, too, and is written out.
+            if self.out.len() >= 65_536 {
+                self.flush().await;
+            }
+        } else {
+            self.flush().await;
             let (k, _) = self.read().await;
             assert_eq!(
                 k,

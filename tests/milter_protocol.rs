@@ -110,7 +110,7 @@ async fn open(m: &Milter) -> TestConnection {
         )
         .await
         .unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     // The milter has no use for HELO and end-of-header and says so at
     // negotiation; an MTA then does not send them. DATA is kept (see
@@ -122,6 +122,21 @@ async fn open(m: &Milter) -> TestConnection {
     );
     assert!(!opts.contains(ProtoOpts::NO_DATA), "{opts:?}");
     assert!(opts.contains(ProtoOpts::LEADING_SPACE), "{opts:?}");
+    // No reply where nothing is ever refused, so the MTA need not wait;
+    // RCPT and DATA keep theirs (RCPT carries the policy's verdict).
+    assert!(
+        opts.contains(
+            ProtoOpts::NOREPLY_CONNECT
+                | ProtoOpts::NOREPLY_MAIL
+                | ProtoOpts::NOREPLY_HEADER
+                | ProtoOpts::NOREPLY_BODY
+        ),
+        "{opts:?}"
+    );
+    assert!(
+        !opts.intersects(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_DATA),
+        "{opts:?}"
+    );
     c
 }
 
@@ -225,7 +240,7 @@ async fn transaction(
     c.macros(MacroStage::Mail, [("i", qid)]).await.unwrap();
     assert_eq!(
         c.mail(["<sender@example.net>"]).await.unwrap(),
-        Status::Continue
+        Status::Noreply
     );
     let mut statuses = Vec::new();
     for r in rcpts {
@@ -236,10 +251,10 @@ async fn transaction(
     }
     assert_eq!(c.data().await.unwrap(), Status::Continue);
     for (n, v) in &msg.headers {
-        assert_eq!(c.header(*n, v.as_str()).await.unwrap(), Status::Continue);
+        assert_eq!(c.header(*n, v.as_str()).await.unwrap(), Status::Noreply);
     }
     for piece in msg.body.chunks(chunk) {
-        assert_eq!(c.body(piece.to_vec()).await.unwrap(), Status::Continue);
+        assert_eq!(c.body(piece.to_vec()).await.unwrap(), Status::Noreply);
     }
     c.macros(MacroStage::Eom, [("i", qid)]).await.unwrap();
     (statuses, Some(c.eom().await.unwrap()))

@@ -326,6 +326,31 @@ async fn internal_error_at_end_of_message_is_451_4_3_0() {
     // No body: nothing is spooled until the ciphertext, which cannot be.
     let (actions, status) = c.eom().await.unwrap();
     assert!(actions.actions.is_empty(), "{actions:?}");
+    assert_451_4_3_0(status);
+
+    // A body that cannot be spooled (past the threshold, the temporary
+    // file cannot be made): the body stage has no reply, so the refusal
+    // comes at the end of the message — and nothing is changed.
+    c.mail(["<a@example.net>"]).await.unwrap();
+    assert_eq!(
+        c.rcpt(["<bob@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    c.data().await.unwrap();
+    c.header("Subject", "y").await.unwrap();
+    assert_eq!(
+        c.body(b"a body longer than sixteen bytes\r\n".to_vec())
+            .await
+            .unwrap(),
+        Status::Noreply
+    );
+    c.body(b"more\r\n".to_vec()).await.unwrap();
+    let (actions, status) = c.eom().await.unwrap();
+    assert!(actions.actions.is_empty(), "{actions:?}");
+    assert_451_4_3_0(status);
+}
+
+fn assert_451_4_3_0(status: Status) {
     match status {
         Status::Tempfail { message: Some(m) } => {
             assert!(m.to_bytes().starts_with(b"451 4.3.0"), "{m:?}")

@@ -82,6 +82,9 @@ struct MessageState {
     accepted: Vec<RecipientDecision<Recipient>>,
     headers: Vec<HeaderField>,
     body: Spool,
+    /// The body could not be spooled; the message is refused at its end
+    /// (the body stage has no reply of its own: see `callbacks.rs`).
+    spool_failed: bool,
 }
 
 /// One MTA connection.
@@ -165,6 +168,7 @@ impl Session {
                 usize::try_from(self.engine.config.limits.spool_threshold_bytes)
                     .unwrap_or(usize::MAX),
             ),
+            spool_failed: false,
         });
     }
 
@@ -237,12 +241,20 @@ impl Session {
         }
     }
 
-    /// A body chunk (CRLF line endings, as on the wire).
+    /// A body chunk (CRLF line endings, as on the wire). After an error
+    /// the rest of the body is ignored, what was spooled is released, and
+    /// [`Session::eom`] refuses the message.
     pub fn body(&mut self, chunk: &[u8]) -> io::Result<()> {
-        match self.msg.as_mut() {
-            Some(msg) => msg.body.write_all(chunk),
-            None => Ok(()),
+        let Some(msg) = self.msg.as_mut() else {
+            return Ok(());
+        };
+        if msg.spool_failed {
+            return Ok(());
         }
+        msg.body.write_all(chunk).inspect_err(|_| {
+            msg.spool_failed = true;
+            msg.body = Spool::new(0);
+        })
     }
 
     /// The transaction was aborted: forget it (its spool file goes with it).
@@ -256,6 +268,10 @@ impl Session {
         let Some(mut msg) = self.msg.take() else {
             return EomVerdict::Refuse(Reply::internal_error());
         };
+        if msg.spool_failed {
+            // Logged when it happened.
+            return EomVerdict::Refuse(Reply::internal_error());
+        }
         let engine = self.engine.clone();
         let size = msg.body.len();
         engine.metrics.message_size(size);
