@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use autoencrypt_milter::config::{Config, DnsMode};
 use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, NoDelayListener, Shared, run_on};
+use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
 use common::{
     Gpg, Scratch, SmimeId, check_pgp_mime_output, check_smime_output, expected_inner_entity,
     smime_decrypt,
@@ -80,7 +80,7 @@ async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = run_on(NoDelayListener(listener), shared, async move {
+        let _ = run_on(TcpMilterListener(listener), shared, async move {
             let _ = rx.await;
         })
         .await;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use autoencrypt_milter::config::{Config, DnsMode};
 use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, NoDelayListener, Shared, run_on};
+use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
 use common::{Gpg, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use env::DnsEnv;
 use postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
@@ -76,7 +76,7 @@ fn milter(env: &DnsEnv, mode: DnsMode, resolver: SocketAddr) -> Milter {
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(l.local_addr().unwrap()).unwrap();
-            let _ = run_on(NoDelayListener(l), shared, async move {
+            let _ = run_on(TcpMilterListener(l), shared, async move {
                 let _ = stop_rx.await;
             })
             .await;

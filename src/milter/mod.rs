@@ -4,10 +4,12 @@
 //!
 //! * `session.rs`: per-connection and per-message state and decisions;
 //! * `callbacks.rs`: milter stages → session calls, verdicts → replies.
-//!   SMTP reply texts come from [`crate::policy::reply`].
+//!   SMTP reply texts come from [`crate::policy::reply`];
+//! * `transport.rs`: the listeners and the connection's byte stream.
 
 pub mod callbacks;
 pub mod session;
+pub mod transport;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +24,7 @@ use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
 use crate::keys::validated::ValidationCache;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
+pub use transport::{TcpMilterListener, UnixMilterListener};
 
 /// How long in-flight messages may take to finish after SIGTERM.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -159,25 +162,6 @@ pub enum ServeError {
     Run(std::io::Error),
 }
 
-/// A TCP listener that sets TCP_NODELAY on every connection, so that the
-/// replies at end of message are not held back by Nagle's algorithm
-/// waiting for the MTA's delayed ACK.
-pub struct NoDelayListener(pub tokio::net::TcpListener);
-
-impl indymilter::Listener for NoDelayListener {
-    type Io = tokio::net::TcpStream;
-
-    fn poll_accept(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<Self::Io>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        })
-    }
-}
-
 /// indymilter settings from the configuration.
 pub fn milter_config() -> indymilter::Config {
     indymilter::Config {
@@ -268,14 +252,14 @@ async fn listen(
                 .await
                 .map_err(bind_err)?;
             tracing::info!("listening on {socket}");
-            run_on(NoDelayListener(l), shared, shutdown).await
+            run_on(TcpMilterListener(l), shared, shutdown).await
         }
         Socket::Inet6 { addr, port } => {
             let l = tokio::net::TcpListener::bind((*addr, *port))
                 .await
                 .map_err(bind_err)?;
             tracing::info!("listening on {socket}");
-            run_on(NoDelayListener(l), shared, shutdown).await
+            run_on(TcpMilterListener(l), shared, shutdown).await
         }
         Socket::Unix(path) => {
             // A socket left by a previous run would make bind fail.
@@ -293,7 +277,7 @@ async fn listen(
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode));
             }
             tracing::info!("listening on {socket}");
-            let r = run_on(l, shared, shutdown).await;
+            let r = run_on(UnixMilterListener(l), shared, shutdown).await;
             let _ = std::fs::remove_file(path);
             r
         }
