@@ -22,9 +22,12 @@ pub fn write_base64_lines(
     // Encode many lines in one call (the encoder's fast path needs long
     // input), then cut the text into lines.
     const LINES_PER_BATCH: usize = 1024;
-    let mut encoded = vec![0u8; LINES_PER_BATCH * line_chars];
-    let mut lines = Vec::with_capacity(LINES_PER_BATCH * (line_chars + 2));
-    for batch in data.chunks(line_input * LINES_PER_BATCH) {
+    // No bigger than the data needs: a 10 KiB message must not pay for
+    // zeroing (and page-faulting) buffers sized for megabytes.
+    let batch_lines = data.len().div_ceil(line_input).clamp(1, LINES_PER_BATCH);
+    let mut encoded = vec![0u8; batch_lines * line_chars];
+    let mut lines = Vec::with_capacity(batch_lines * (line_chars + 2));
+    for batch in data.chunks(line_input * batch_lines) {
         let n = engine
             .encode_slice(batch, &mut encoded)
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -48,24 +51,20 @@ pub fn copy_base64_lines(
     mut inspect: impl FnMut(&[u8]),
 ) -> io::Result<()> {
     // Whole lines per chunk, so line breaks fall where they would if the
-    // data were encoded in one piece.
-    let mut buf = vec![0u8; line_chars / 4 * 3 * 1024];
+    // data were encoded in one piece. The buffer grows with what is read
+    // (read_to_end), so a small message allocates little and zeroes
+    // nothing.
+    let chunk = line_chars / 4 * 3 * 1024;
+    let mut buf = Vec::new();
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if filled == 0 {
+        buf.clear();
+        input.take(chunk as u64).read_to_end(&mut buf)?;
+        if buf.is_empty() {
             return Ok(());
         }
-        inspect(&buf[..filled]);
-        write_base64_lines(&buf[..filled], line_chars, eol, out)?;
-        if filled < buf.len() {
+        inspect(&buf);
+        write_base64_lines(&buf, line_chars, eol, out)?;
+        if buf.len() < chunk {
             return Ok(());
         }
     }

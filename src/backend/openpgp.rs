@@ -213,7 +213,7 @@ impl EncryptionBackend for OpenPgpBackend {
                 .map_err(crypto)?;
             // Bounded chunks: Sequoia's cipher stage buffers whatever one
             // write hands it.
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             loop {
                 let n = match inner.read(&mut buf) {
                     Ok(0) => break,

@@ -221,8 +221,10 @@ impl<R: std::io::Read> CrlfReader<R> {
     pub fn new(inner: R) -> Self {
         CrlfReader {
             inner,
-            buf: vec![0; 64 * 1024],
-            out: Vec::with_capacity(128 * 1024),
+            // Small enough that a 10 KiB message does not pay for zeroing
+            // and page-faulting big buffers; `out` grows as needed.
+            buf: vec![0; 16 * 1024],
+            out: Vec::new(),
             pos: 0,
             after_cr: false,
         }

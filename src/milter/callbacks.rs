@@ -251,7 +251,8 @@ async fn apply(
     }
     let mut reader = body.reader();
     // The milter protocol carries at most 64 KiB per message.
-    let mut buf = vec![0u8; 65_535];
+    let chunk = usize::try_from(body.len()).map_or(65_535, |n| n.clamp(1, 65_535));
+    let mut buf = vec![0u8; chunk];
     loop {
         let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
