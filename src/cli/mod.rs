@@ -87,7 +87,12 @@ fn serve(config: &std::path::Path) -> ExitCode {
     // blocking pool, one message per CPU at a time (`Engine::encryption_slots`).
     // A work-stealing scheduler cost more than the protocol itself: ~19
     // futex calls a message waking and parking its workers (BENCHMARKS.md).
+    // The pool is no larger than the slots and its threads stay: threads
+    // coming and going (each with its own malloc arena) made OpenPGP 40 %
+    // slower after a run of S/MIME, with page faults and TLB shootdowns.
     let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(crate::milter::encryption_slots())
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()
     {
