@@ -210,7 +210,9 @@ pub struct KeyFacts {
 pub(crate) enum RecipientKey {
     Smime(openssl::x509::X509),
     OpenPgp {
-        cert: Box<sequoia_openpgp::Cert>,
+        /// Shared: a remembered validation is cloned at every RCPT, and a
+        /// deep copy of a certificate is dozens of allocations.
+        cert: std::sync::Arc<sequoia_openpgp::Cert>,
         /// The encryption-capable subkeys chosen at validation time.
         subkeys: Vec<sequoia_openpgp::Fingerprint>,
     },

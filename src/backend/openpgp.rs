@@ -153,7 +153,7 @@ impl EncryptionBackend for OpenPgpBackend {
             fingerprint: cert.fingerprint().to_hex(),
             origin: key.origin.clone(),
             key: RecipientKey::OpenPgp {
-                cert: Box::new(cert),
+                cert: std::sync::Arc::new(cert),
                 subkeys,
             },
         })
