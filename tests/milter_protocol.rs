@@ -237,10 +237,19 @@ async fn transaction(
     msg: &Msg,
     chunk: usize,
 ) -> (Vec<Status>, Option<(EomActions, Status)>) {
+    // Stages the milter never refuses get no reply where the MTA agreed.
+    let opts = c.negotiated_opts();
+    let quiet = |flag: ProtoOpts| {
+        if opts.contains(flag) {
+            Status::Noreply
+        } else {
+            Status::Continue
+        }
+    };
     c.macros(MacroStage::Mail, [("i", qid)]).await.unwrap();
     assert_eq!(
         c.mail(["<sender@example.net>"]).await.unwrap(),
-        Status::Noreply
+        quiet(ProtoOpts::NOREPLY_MAIL)
     );
     let mut statuses = Vec::new();
     for r in rcpts {
@@ -251,10 +260,16 @@ async fn transaction(
     }
     assert_eq!(c.data().await.unwrap(), Status::Continue);
     for (n, v) in &msg.headers {
-        assert_eq!(c.header(*n, v.as_str()).await.unwrap(), Status::Noreply);
+        assert_eq!(
+            c.header(*n, v.as_str()).await.unwrap(),
+            quiet(ProtoOpts::NOREPLY_HEADER)
+        );
     }
     for piece in msg.body.chunks(chunk) {
-        assert_eq!(c.body(piece.to_vec()).await.unwrap(), Status::Noreply);
+        assert_eq!(
+            c.body(piece.to_vec()).await.unwrap(),
+            quiet(ProtoOpts::NOREPLY_BODY)
+        );
     }
     c.macros(MacroStage::Eom, [("i", qid)]).await.unwrap();
     (statuses, Some(c.eom().await.unwrap()))
@@ -284,6 +299,56 @@ fn decrypt_pgp(env: &DnsEnv, user: &str, input: &[u8], output: &[u8]) -> Vec<u8>
     let gpg = Gpg::new();
     gpg.import(&std::fs::read(env.user(user).pgp_secret.as_ref().unwrap()).unwrap());
     gpg.decrypt(&armored).unwrap()
+}
+
+/// An MTA that offers no "no reply" options (milter protocol before 6, or
+/// Postfix with `milter_protocol = 2`) is served, with a reply to every
+/// stage — not refused, and never left waiting for a reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mta_without_noreply_gets_every_reply() {
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let no_noreply = ProtoOpts::all()
+        - (ProtoOpts::NOREPLY_CONNECT
+            | ProtoOpts::NOREPLY_HELO
+            | ProtoOpts::NOREPLY_MAIL
+            | ProtoOpts::NOREPLY_RCPT
+            | ProtoOpts::NOREPLY_DATA
+            | ProtoOpts::NOREPLY_HEADER
+            | ProtoOpts::NOREPLY_EOH
+            | ProtoOpts::NOREPLY_BODY
+            | ProtoOpts::NOREPLY_UNKNOWN);
+    let mut c = TestConnection::configure()
+        .available_opts(no_noreply)
+        .exact_leading_space(true)
+        .read_timeout(Duration::from_secs(10))
+        .open_tcp(m.addr)
+        .await
+        .unwrap();
+    assert!(
+        !c.negotiated_opts()
+            .intersects(ProtoOpts::all() - no_noreply),
+        "{:?}",
+        c.negotiated_opts()
+    );
+    c.macros(MacroStage::Connect, [("{daemon_name}", "smtpd")])
+        .await
+        .unwrap();
+    let client = "127.0.0.1:4567".parse::<SocketAddr>().unwrap();
+    assert_eq!(
+        c.connect("client.example", client).await.unwrap(),
+        Status::Continue
+    );
+    let msg = Msg::simple("both@autoencrypt.test", "old MTA\r\n");
+    let (st, eom) = transaction(&mut c, "Q9", &["both@autoencrypt.test"], &msg, 4).await;
+    assert_eq!(st, [Status::Continue]);
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    let out = msg.apply(&actions);
+    assert_eq!(
+        decrypt_smime(&env, "both", &msg.raw(), &out),
+        expected_inner_entity(&msg.raw())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,20 +22,35 @@ pub fn required_actions() -> Actions {
     Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY
 }
 
+/// What one MTA connection carries: its session (made at negotiation) and
+/// the stages the MTA agreed to leave unanswered.
+pub struct Conn {
+    session: Session,
+    noreply: ProtoOpts,
+}
+
+/// The stages that are never refused, so need no reply, when the MTA
+/// offers that (milter protocol 6; an older MTA gets a reply to each).
+const NOREPLY_WANTED: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
+    .union(ProtoOpts::NOREPLY_MAIL)
+    .union(ProtoOpts::NOREPLY_HEADER)
+    .union(ProtoOpts::NOREPLY_BODY);
+
 /// The callbacks for one milter, sharing `shared`.
-pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
-    let on_connect = shared;
+pub fn build(shared: Arc<Shared>) -> Callbacks<Conn> {
     Callbacks::new()
-        .on_negotiate(|cx, _actions, _opts| Box::pin(negotiate(cx)))
-        .on_connect(move |cx, _host, _socket| {
-            let shared = on_connect.clone();
+        .on_negotiate(move |cx, _actions, mta_opts| {
+            let session = Session::new(shared.engine(), shared.in_flight());
+            Box::pin(async move { negotiate(cx, session, mta_opts) })
+        })
+        .on_connect(|cx, _host, _socket| {
             Box::pin(async move {
-                let mut session = Session::new(shared.engine(), shared.in_flight());
-                if let Some(d) = macro_str(cx, c"{daemon_name}") {
-                    session.set_daemon_name(&d);
+                if let Some(d) = macro_str(cx, c"{daemon_name}")
+                    && let Some(s) = session(&mut cx.data)
+                {
+                    s.set_daemon_name(&d);
                 }
-                cx.data = Some(session);
-                Status::Noreply
+                answer(&cx.data, ProtoOpts::NOREPLY_CONNECT)
             })
         })
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
@@ -58,25 +73,36 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         })
 }
 
-async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
+fn negotiate(cx: &mut NegotiateContext<Conn>, session: Session, mta_opts: ProtoOpts) -> Status {
     cx.requested_actions = required_actions();
-    // Header values exactly as received, leading space included.
     // No reply where nothing can be refused: the MTA then sends the next
     // command without waiting, and a message costs four round trips
     // (negotiation, RCPT, DATA, end of message) instead of one per stage
     // and header. RCPT, DATA (see `build`) and EOM keep their replies.
-    cx.requested_opts |= ProtoOpts::LEADING_SPACE
-        | ProtoOpts::NOREPLY_CONNECT
-        | ProtoOpts::NOREPLY_MAIL
-        | ProtoOpts::NOREPLY_HEADER
-        | ProtoOpts::NOREPLY_BODY;
+    let noreply = NOREPLY_WANTED & mta_opts;
+    // Header values exactly as received, leading space included.
+    cx.requested_opts |= ProtoOpts::LEADING_SPACE | noreply;
     cx.requested_macros
         .insert(MacroStage::Connect, c"{daemon_name} {client_addr}".into());
     cx.requested_macros
         .insert(MacroStage::Mail, c"i {auth_authen}".into());
     cx.requested_macros.insert(MacroStage::Rcpt, c"i".into());
     cx.requested_macros.insert(MacroStage::Eom, c"i".into());
+    cx.data = Some(Conn { session, noreply });
     Status::Continue
+}
+
+fn session(data: &mut Option<Conn>) -> Option<&mut Session> {
+    data.as_mut().map(|c| &mut c.session)
+}
+
+/// The status for a stage that never refuses: no reply if negotiated so.
+fn answer(data: &Option<Conn>, stage: ProtoOpts) -> Status {
+    if data.as_ref().is_some_and(|c| c.noreply.contains(stage)) {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
 }
 
 fn macro_str<T: Send>(cx: &Context<T>, name: &CStr) -> Option<String> {
@@ -85,9 +111,9 @@ fn macro_str<T: Send>(cx: &Context<T>, name: &CStr) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
-fn note_queue_id(cx: &mut Context<Session>) {
+fn note_queue_id(cx: &mut Context<Conn>) {
     if let Some(id) = macro_str(cx, c"i")
-        && let Some(s) = cx.data.as_mut()
+        && let Some(s) = session(&mut cx.data)
     {
         s.set_queue_id(&id);
     }
@@ -111,20 +137,20 @@ fn first_arg(args: &[std::ffi::CString]) -> String {
         .unwrap_or_default()
 }
 
-/// No reply (negotiated): without a session (which `on_connect` always
-/// makes) every RCPT is refused.
-async fn mail(cx: &mut Context<Session>, args: Vec<std::ffi::CString>) -> Status {
+/// Never refused (no reply if negotiated): without a session (which
+/// negotiation always makes) every RCPT is refused.
+async fn mail(cx: &mut Context<Conn>, args: Vec<std::ffi::CString>) -> Status {
     note_queue_id(cx);
     let authenticated = macro_str(cx, c"{auth_authen}").is_some_and(|a| !a.is_empty());
-    if let Some(s) = cx.data.as_mut() {
+    if let Some(s) = session(&mut cx.data) {
         s.mail(&first_arg(&args), authenticated);
     }
-    Status::Noreply
+    answer(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
 
-async fn rcpt(cx: &mut Context<Session>, args: Vec<std::ffi::CString>) -> Status {
+async fn rcpt(cx: &mut Context<Conn>, args: Vec<std::ffi::CString>) -> Status {
     note_queue_id(cx);
-    let Some(s) = cx.data.as_mut() else {
+    let Some(s) = session(&mut cx.data) else {
         return refuse(&mut cx.reply, &Reply::internal_error(), "NOQUEUE");
     };
     match s.rcpt(&first_arg(&args)).await {
@@ -137,44 +163,45 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<std::ffi::CString>) -> Status
 }
 
 async fn header(
-    cx: &mut Context<Session>,
+    cx: &mut Context<Conn>,
     name: std::ffi::CString,
     value: std::ffi::CString,
 ) -> Status {
-    if let Some(s) = cx.data.as_mut() {
+    if let Some(s) = session(&mut cx.data) {
         s.header(&name.to_string_lossy(), value.as_bytes());
     }
-    Status::Noreply
+    answer(&cx.data, ProtoOpts::NOREPLY_HEADER)
 }
 
-/// No reply (negotiated): a spooling error refuses the message at its end,
-/// which is when the SMTP client hears about it either way.
-async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
-    if let Some(s) = cx.data.as_mut()
+/// Never refused (no reply if negotiated): a spooling error refuses the
+/// message at its end, which is when the SMTP client hears about it
+/// either way.
+async fn body(cx: &mut Context<Conn>, chunk: bytes::Bytes) -> Status {
+    if let Some(s) = session(&mut cx.data)
         && let Err(e) = s.body(&chunk)
     {
         tracing::error!("{}: spooling the body: {e}", s.queue_id());
     }
-    Status::Noreply
+    answer(&cx.data, ProtoOpts::NOREPLY_BODY)
 }
 
-async fn abort(cx: &mut Context<Session>) -> Status {
-    if let Some(s) = cx.data.as_mut() {
+async fn abort(cx: &mut Context<Conn>) -> Status {
+    if let Some(s) = session(&mut cx.data) {
         s.abort();
     }
     Status::Continue
 }
 
-async fn eom(cx: &mut EomContext<Session>) -> Status {
+async fn eom(cx: &mut EomContext<Conn>) -> Status {
     if let Some(id) = cx
         .macros
         .get(c"i")
         .map(|v| v.to_string_lossy().into_owned())
-        && let Some(s) = cx.data.as_mut()
+        && let Some(s) = session(&mut cx.data)
     {
         s.set_queue_id(&id);
     }
-    let Some(s) = cx.data.as_mut() else {
+    let Some(s) = session(&mut cx.data) else {
         return refuse(&mut cx.reply, &Reply::internal_error(), "NOQUEUE");
     };
     let qid = s.queue_id().to_owned();
@@ -202,7 +229,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         } => match apply(cx, &edits, &body).await {
             Ok(()) => {
                 tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
-                if let Some(s) = cx.data.as_ref() {
+                if let Some(Conn { session: s, .. }) = cx.data.as_ref() {
                     s.count(Outcome::Encrypted);
                     s.engine().metrics.encrypted(method);
                 }
@@ -212,7 +239,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
                 // The MTA discards every change of a tempfailed message:
                 // nothing half-encrypted, nothing in the clear.
                 tracing::error!("{qid}: applying the encrypted message: {e}");
-                if let Some(s) = cx.data.as_ref() {
+                if let Some(Conn { session: s, .. }) = cx.data.as_ref() {
                     s.count(Outcome::Tempfailed);
                 }
                 refuse(&mut cx.reply, &Reply::internal_error(), &qid)
@@ -223,7 +250,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
 
 /// Sends the header edits, then the new body in chunks.
 async fn apply(
-    cx: &EomContext<Session>,
+    cx: &EomContext<Conn>,
     edits: &[HeaderEdit],
     body: &crate::spool::Spool,
 ) -> Result<(), String> {
