@@ -266,8 +266,10 @@ impl Session {
     pub async fn eom(&mut self) -> EomVerdict {
         let qid = self.queue_id().to_owned();
         let Some(mut msg) = self.msg.take() else {
+            self.finished.clear();
             return EomVerdict::Refuse(Reply::internal_error());
         };
+        self.finished = std::mem::take(&mut msg.directions);
         if msg.spool_failed {
             // Logged when it happened.
             return EomVerdict::Refuse(Reply::internal_error());
@@ -275,7 +277,6 @@ impl Session {
         let engine = self.engine.clone();
         let size = msg.body.len();
         engine.metrics.message_size(size);
-        self.finished = std::mem::take(&mut msg.directions);
         let unchanged = |reason: String, outcome| EomVerdict::Unchanged { reason, outcome };
         let Some(method) = msg.txn.method() else {
             return unchanged("no recipient needs encryption".into(), Outcome::Passed);
