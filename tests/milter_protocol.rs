@@ -314,9 +314,9 @@ fn decrypt_pgp(env: &DnsEnv, user: &str, input: &[u8], output: &[u8]) -> Vec<u8>
     gpg.decrypt(&armored).unwrap()
 }
 
-/// An MTA that offers no "no reply" options (milter protocol before 6, or
-/// Postfix with `milter_protocol = 2`) is served, with a reply to every
-/// stage — not refused, and never left waiting for a reply.
+/// An MTA that offers none of the "no reply" options (but protocol 6 and
+/// its `LEADING_SPACE`, which the milter needs) is served, with a reply to
+/// every stage — not refused, and never left waiting for a reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mta_without_noreply_gets_every_reply() {
     let env = DnsEnv::start();
@@ -584,4 +584,85 @@ async fn inbound_and_outbound_in_one_instance() {
         text.contains("autoencrypt_messages_total{direction=\"outbound\",outcome=\"passed\"} 1"),
         "{text}"
     );
+}
+
+/// One milter-protocol frame: length (kind included), kind, payload.
+fn raw_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = u32::try_from(payload.len() + 1)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    v.push(kind);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Reads one reply frame: (kind, payload).
+async fn raw_reply(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let len = tokio::time::timeout(Duration::from_secs(10), s.read_u32())
+        .await
+        .expect("a reply within 10 s")
+        .unwrap();
+    let kind = s.read_u8().await.unwrap();
+    let mut payload = vec![0; usize::try_from(len).unwrap() - 1];
+    s.read_exact(&mut payload).await.unwrap();
+    (kind, payload)
+}
+
+/// An MTA may reuse a milter connection for its next SMTP connection
+/// (`SMFIC_QUIT_NC`, which indymilter-test cannot send, so this speaks
+/// the protocol itself). The next connect gets a fresh session: its
+/// recipient is accepted and its message encrypted like the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reused_after_quit_nc_serves_the_next_smtp_connection() {
+    use tokio::io::AsyncWriteExt;
+    let env = DnsEnv::start();
+    let m = start(&env, |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(m.addr).await.unwrap();
+    // Protocol 6, every action, every protocol option offered.
+    let mut neg = 6u32.to_be_bytes().to_vec();
+    neg.extend_from_slice(&0x1ffu32.to_be_bytes());
+    neg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
+    s.write_all(&raw_frame(b'O', &neg)).await.unwrap();
+    let (kind, reply) = raw_reply(&mut s).await;
+    assert_eq!(kind, b'O');
+    let opts = u32::from_be_bytes(reply[8..12].try_into().unwrap());
+    let noreply = |flag: ProtoOpts| opts & flag.bits() != 0;
+    assert!(noreply(ProtoOpts::NOREPLY_CONNECT) && noreply(ProtoOpts::NOREPLY_MAIL));
+
+    for round in 1..=2 {
+        let mut connect = b"client.example\0".to_vec();
+        connect.push(b'4');
+        connect.extend_from_slice(&4567u16.to_be_bytes());
+        connect.extend_from_slice(b"127.0.0.1\0");
+        let mut out = raw_frame(b'C', &connect);
+        out.extend(raw_frame(b'M', b"<a@example.net>\0"));
+        out.extend(raw_frame(b'R', b"<both@autoencrypt.test>\0"));
+        s.write_all(&out).await.unwrap();
+        let (kind, _) = raw_reply(&mut s).await;
+        assert_eq!(kind, b'c', "round {round}: RCPT accepted");
+        s.write_all(&raw_frame(b'T', b"")).await.unwrap();
+        assert_eq!(raw_reply(&mut s).await.0, b'c', "round {round}: DATA");
+        let mut out = raw_frame(b'L', b"Subject\0 reused\0");
+        out.extend(raw_frame(b'B', b"hello\r\n"));
+        out.extend(raw_frame(b'E', b""));
+        s.write_all(&out).await.unwrap();
+        let mut replaced = false;
+        loop {
+            match raw_reply(&mut s).await {
+                (b'b', _) => replaced = true,
+                (b'c', _) => break,
+                (b'h' | b'm' | b'i', _) => {}
+                (other, p) => panic!(
+                    "round {round}: end of message {:?} {}",
+                    other as char,
+                    String::from_utf8_lossy(&p)
+                ),
+            }
+        }
+        assert!(replaced, "round {round}: the body was encrypted");
+        // Done with this SMTP connection; keep the milter connection.
+        s.write_all(&raw_frame(b'K', b"")).await.unwrap();
+    }
 }

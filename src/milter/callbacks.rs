@@ -22,15 +22,17 @@ pub fn required_actions() -> Actions {
     Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY
 }
 
-/// What one MTA connection carries: its session (made at negotiation) and
-/// the stages the MTA agreed to leave unanswered.
+/// What one MTA connection carries: the stages the MTA agreed to leave
+/// unanswered (from negotiation), and the session of the SMTP connection
+/// it currently serves (from connect to close; an MTA may reuse the milter
+/// connection for the next one after `QUIT_NC`).
 pub struct Conn {
-    session: Session,
+    session: Option<Session>,
     noreply: ProtoOpts,
 }
 
 /// The stages that are never refused, so need no reply, when the MTA
-/// offers that (milter protocol 6; an older MTA gets a reply to each).
+/// offers that (an MTA that does not gets a reply to each).
 const NOREPLY_WANTED: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
     .union(ProtoOpts::NOREPLY_MAIL)
     .union(ProtoOpts::NOREPLY_HEADER)
@@ -39,16 +41,23 @@ const NOREPLY_WANTED: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
 /// The callbacks for one milter, sharing `shared`.
 pub fn build(shared: Arc<Shared>) -> Callbacks<Conn> {
     Callbacks::new()
-        .on_negotiate(move |cx, _actions, mta_opts| {
-            let session = Session::new(shared.engine(), shared.in_flight());
-            Box::pin(async move { negotiate(cx, session, mta_opts) })
-        })
-        .on_connect(|cx, _host, _socket| {
+        .on_negotiate(|cx, _actions, mta_opts| Box::pin(async move { negotiate(cx, mta_opts) }))
+        .on_connect(move |cx, _host, _socket| {
+            let mut session = Session::new(shared.engine(), shared.in_flight());
             Box::pin(async move {
-                if let Some(d) = macro_str(cx, c"{daemon_name}")
-                    && let Some(s) = session(&mut cx.data)
-                {
-                    s.set_daemon_name(&d);
+                if let Some(d) = macro_str(cx, c"{daemon_name}") {
+                    session.set_daemon_name(&d);
+                }
+                match cx.data.as_mut() {
+                    Some(c) => c.session = Some(session),
+                    // Not negotiated (cannot happen with indymilter): no
+                    // "no reply" options either.
+                    None => {
+                        cx.data = Some(Conn {
+                            session: Some(session),
+                            noreply: ProtoOpts::empty(),
+                        })
+                    }
                 }
                 answer(&cx.data, ProtoOpts::NOREPLY_CONNECT)
             })
@@ -66,14 +75,17 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Conn> {
         .on_abort(|cx| Box::pin(abort(cx)))
         .on_close(|cx| {
             Box::pin(async move {
-                // Dropping the session closes its spool and its metrics guard.
-                cx.data = None;
+                // Dropping the session closes its spool and its metrics
+                // guard; what was negotiated stays for a reused connection.
+                if let Some(c) = cx.data.as_mut() {
+                    c.session = None;
+                }
                 Status::Continue
             })
         })
 }
 
-fn negotiate(cx: &mut NegotiateContext<Conn>, session: Session, mta_opts: ProtoOpts) -> Status {
+fn negotiate(cx: &mut NegotiateContext<Conn>, mta_opts: ProtoOpts) -> Status {
     cx.requested_actions = required_actions();
     // No reply where nothing can be refused: the MTA then sends the next
     // command without waiting, and a message costs four round trips
@@ -88,12 +100,15 @@ fn negotiate(cx: &mut NegotiateContext<Conn>, session: Session, mta_opts: ProtoO
         .insert(MacroStage::Mail, c"i {auth_authen}".into());
     cx.requested_macros.insert(MacroStage::Rcpt, c"i".into());
     cx.requested_macros.insert(MacroStage::Eom, c"i".into());
-    cx.data = Some(Conn { session, noreply });
+    cx.data = Some(Conn {
+        session: None,
+        noreply,
+    });
     Status::Continue
 }
 
 fn session(data: &mut Option<Conn>) -> Option<&mut Session> {
-    data.as_mut().map(|c| &mut c.session)
+    data.as_mut().and_then(|c| c.session.as_mut())
 }
 
 /// The status for a stage that never refuses: no reply if negotiated so.
@@ -138,7 +153,7 @@ fn first_arg(args: &[std::ffi::CString]) -> String {
 }
 
 /// Never refused (no reply if negotiated): without a session (which
-/// negotiation always makes) every RCPT is refused.
+/// connect always makes) every RCPT is refused.
 async fn mail(cx: &mut Context<Conn>, args: Vec<std::ffi::CString>) -> Status {
     note_queue_id(cx);
     let authenticated = macro_str(cx, c"{auth_authen}").is_some_and(|a| !a.is_empty());
@@ -229,7 +244,10 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
         } => match apply(cx, &edits, &body).await {
             Ok(()) => {
                 tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
-                if let Some(Conn { session: s, .. }) = cx.data.as_ref() {
+                if let Some(Conn {
+                    session: Some(s), ..
+                }) = cx.data.as_ref()
+                {
                     s.count(Outcome::Encrypted);
                     s.engine().metrics.encrypted(method);
                 }
@@ -239,7 +257,10 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
                 // The MTA discards every change of a tempfailed message:
                 // nothing half-encrypted, nothing in the clear.
                 tracing::error!("{qid}: applying the encrypted message: {e}");
-                if let Some(Conn { session: s, .. }) = cx.data.as_ref() {
+                if let Some(Conn {
+                    session: Some(s), ..
+                }) = cx.data.as_ref()
+                {
                     s.count(Outcome::Tempfailed);
                 }
                 refuse(&mut cx.reply, &Reply::internal_error(), &qid)
