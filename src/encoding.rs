@@ -16,6 +16,10 @@ pub fn write_base64_lines(
     eol: Eol,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    debug_assert!(
+        line_chars >= 4 && line_chars.is_multiple_of(4),
+        "base64 lines hold whole groups of four"
+    );
     let engine = &base64::engine::general_purpose::STANDARD;
     let eol = eol.as_bytes();
     let line_input = line_chars / 4 * 3;

@@ -15,7 +15,9 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// At most this many bytes are held back; more are sent at the next flush.
+/// Once this many bytes are held they are sent at the next write or
+/// flush; at most one more write (tokio's `BufWriter` passes writes of its
+/// capacity, 8 KiB, and more straight through) is added first.
 pub const HOLD_LIMIT: usize = 64 * 1024;
 
 /// Milter replies that modify the message (RFC-less "milter protocol 6":
@@ -108,8 +110,13 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
             }
             self.sent += n;
         }
-        self.pending.clear();
         self.sent = 0;
+        if self.pending.capacity() > 2 * HOLD_LIMIT {
+            // A long-lived connection keeps no large buffer idle.
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         Poll::Ready(Ok(()))
     }
 }
