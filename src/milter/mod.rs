@@ -296,10 +296,18 @@ async fn signals(shared: Arc<Shared>, stop: tokio::sync::watch::Sender<bool>) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match shared.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
-            },
+            // Reading files and building the key sources must not hold up
+            // the thread that answers every connection.
+            _ = hup.recv() => {
+                let s = shared.clone();
+                match tokio::task::spawn_blocking(move || s.reload()).await {
+                    Ok(Ok(())) => tracing::info!("configuration reloaded"),
+                    Ok(Err(e)) => {
+                        tracing::error!("reload failed, keeping the old configuration: {e}")
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the old configuration: {e}"),
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
