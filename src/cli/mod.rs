@@ -84,7 +84,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
             Err(e) => return fail(1, e),
         };
     // One thread serves every milter connection; encryption runs on the
-    // blocking pool, one message per CPU at a time (`Engine::encryption_slots`).
+    // blocking pool, one message per CPU at a time (`Shared::encryption_slots`).
     // A work-stealing scheduler cost more than the protocol itself: ~19
     // futex calls a message waking and parking its workers (BENCHMARKS.md).
     // The pool is no larger than the slots and its threads stay: threads

@@ -43,21 +43,15 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Conn> {
     Callbacks::new()
         .on_negotiate(|cx, _actions, mta_opts| Box::pin(async move { negotiate(cx, mta_opts) }))
         .on_connect(move |cx, _host, _socket| {
-            let mut session = Session::new(shared.engine(), shared.in_flight());
+            let mut session = Session::new(&shared);
             Box::pin(async move {
                 if let Some(d) = macro_str(cx, c"{daemon_name}") {
                     session.set_daemon_name(&d);
                 }
-                match cx.data.as_mut() {
-                    Some(c) => c.session = Some(session),
-                    // Not negotiated (cannot happen with indymilter): no
-                    // "no reply" options either.
-                    None => {
-                        cx.data = Some(Conn {
-                            session: Some(session),
-                            noreply: ProtoOpts::empty(),
-                        })
-                    }
+                // indymilter always negotiates first; without that there is
+                // no session, and every RCPT is refused.
+                if let Some(c) = cx.data.as_mut() {
+                    c.session = Some(session);
                 }
                 answer(&cx.data, ProtoOpts::NOREPLY_CONNECT)
             })
@@ -152,8 +146,8 @@ fn first_arg(args: &[std::ffi::CString]) -> String {
         .unwrap_or_default()
 }
 
-/// Never refused (no reply if negotiated): without a session (which
-/// connect always makes) every RCPT is refused.
+/// Never refused (no reply if negotiated): without a session every RCPT
+/// is refused.
 async fn mail(cx: &mut Context<Conn>, args: Vec<std::ffi::CString>) -> Status {
     note_queue_id(cx);
     let authenticated = macro_str(cx, c"{auth_authen}").is_some_and(|a| !a.is_empty());
@@ -244,10 +238,7 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
         } => match apply(cx, &edits, &body).await {
             Ok(()) => {
                 tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
-                if let Some(Conn {
-                    session: Some(s), ..
-                }) = cx.data.as_ref()
-                {
+                if let Some(s) = session(&mut cx.data) {
                     s.count(Outcome::Encrypted);
                     s.engine().metrics.encrypted(method);
                 }
@@ -257,10 +248,7 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
                 // The MTA discards every change of a tempfailed message:
                 // nothing half-encrypted, nothing in the clear.
                 tracing::error!("{qid}: applying the encrypted message: {e}");
-                if let Some(Conn {
-                    session: Some(s), ..
-                }) = cx.data.as_ref()
-                {
+                if let Some(s) = session(&mut cx.data) {
                     s.count(Outcome::Tempfailed);
                 }
                 refuse(&mut cx.reply, &Reply::internal_error(), &qid)

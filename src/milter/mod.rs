@@ -43,9 +43,6 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Recent key validations (a reload starts afresh).
     pub validated: ValidationCache,
-    /// Permits for encryptions running at once (one per CPU; kept across
-    /// reloads).
-    pub encryption_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many encryptions run at once: one per CPU. More only time-slice
@@ -94,7 +91,6 @@ impl Engine {
             registry: Arc::new(Registry::new()),
             metrics,
             validated: ValidationCache::new(),
-            encryption_slots: Arc::new(tokio::sync::Semaphore::new(encryption_slots())),
         })
     }
 }
@@ -105,6 +101,7 @@ pub struct Shared {
     engine: RwLock<Arc<Engine>>,
     config_path: PathBuf,
     in_flight: Arc<AtomicUsize>,
+    encryption_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -114,7 +111,14 @@ impl Shared {
             engine: RwLock::new(Arc::new(engine)),
             config_path,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            encryption_slots: Arc::new(tokio::sync::Semaphore::new(encryption_slots())),
         }
+    }
+
+    /// Permits for encryptions running at once, shared by every session
+    /// of the process (see [`encryption_slots`]).
+    pub fn encryption_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.encryption_slots.clone()
     }
 
     /// The engine for a new connection.
@@ -134,9 +138,7 @@ impl Shared {
     /// Re-reads configuration and policy. A bad new configuration is
     /// logged and the old one kept.
     pub fn reload(&self) -> Result<(), EngineError> {
-        let old = self.engine();
-        let mut new = Engine::load(&self.config_path, old.metrics.clone())?;
-        new.encryption_slots = old.encryption_slots.clone();
+        let new = Engine::load(&self.config_path, self.engine().metrics.clone())?;
         let mut slot = match self.engine.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),

@@ -21,7 +21,7 @@ use crate::policy::{
 };
 use crate::spool::Spool;
 
-use super::Engine;
+use super::{Engine, Shared};
 
 /// What to answer at RCPT.
 #[derive(Debug)]
@@ -91,6 +91,7 @@ struct MessageState {
 pub struct Session {
     engine: Arc<Engine>,
     in_flight: Arc<AtomicUsize>,
+    encryption_slots: Arc<tokio::sync::Semaphore>,
     conn: ConnectionFacts,
     queue_id: Option<String>,
     msg: Option<MessageState>,
@@ -102,11 +103,13 @@ pub struct Session {
 impl Session {
     /// A new connection, bound to the engine (configuration, policy, key
     /// sources) current when it was opened.
-    pub fn new(engine: Arc<Engine>, in_flight: Arc<AtomicUsize>) -> Self {
+    pub fn new(shared: &Shared) -> Self {
+        let engine = shared.engine();
         let guard = engine.metrics.connection_opened();
         Session {
             engine,
-            in_flight,
+            in_flight: shared.in_flight(),
+            encryption_slots: shared.encryption_slots(),
             conn: ConnectionFacts::default(),
             queue_id: None,
             msg: None,
@@ -343,7 +346,7 @@ impl Session {
         // Waiting for a slot counts as encryption time in the metrics: it is
         // latency the message sees.
         let started = Instant::now();
-        let Ok(slot) = engine.encryption_slots.clone().acquire_owned().await else {
+        let Ok(slot) = self.encryption_slots.clone().acquire_owned().await else {
             tracing::error!("{qid}: encryption slots closed");
             return EomVerdict::Refuse(Reply::internal_error());
         };
