@@ -57,7 +57,7 @@ const MAX_INPUT: usize = 2048;
 
 /// Splits `"quoted"rest` / `unquoted@rest` into the local part and what
 /// follows it (`None`: no '@', `Some(domain)`).
-fn split_local(s: &str) -> Result<(&str, Option<&str>), &'static str> {
+pub(crate) fn split_local(s: &str) -> Result<(&str, Option<&str>), &'static str> {
     if let Some(inner) = s.strip_prefix('"') {
         // Find the closing quote, honouring quoted-pair escapes.
         let mut escaped = false;
@@ -161,6 +161,19 @@ impl Address {
             domain: String::new(),
             kind: Domain::Unparseable,
         }
+    }
+
+    /// A domain-less address with `domain` (any spelling) added; `None`
+    /// when the address has a domain or `domain` has no canonical form.
+    pub fn qualified(&self, domain: &str) -> Option<Address> {
+        if self.kind != Domain::None {
+            return None;
+        }
+        Some(Address {
+            local: self.local.clone(),
+            domain: domain::canonical_name(domain).ok()?,
+            kind: Domain::Name,
+        })
     }
 
     /// The kind of domain.
