@@ -1004,7 +1004,10 @@ mod tests {
             ..Config::default()
         };
         c.validate(&|_| Location::Default).unwrap();
-        assert_eq!(c.local_domains, ["xn--bcher-kva.test", "xn--mller-kva.test"]);
+        assert_eq!(
+            c.local_domains,
+            ["xn--bcher-kva.test", "xn--mller-kva.test"]
+        );
         assert!(c.is_local_domain("müller.test"));
         assert!(c.is_local_domain("xn--bcher-kva.test."));
         for bad in ["xn--zz.test", "*.example.org", "a..b", "bü*cher.test"] {

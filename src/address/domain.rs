@@ -129,7 +129,10 @@ mod tests {
             assert_eq!(canonical_name(s).unwrap(), "xn--bcher-kva.test", "{s:?}");
         }
         assert_eq!(canonical_name("Example.ORG.").unwrap(), "example.org");
-        assert_eq!(canonical_name("mail_relay.example").unwrap(), "mail_relay.example");
+        assert_eq!(
+            canonical_name("mail_relay.example").unwrap(),
+            "mail_relay.example"
+        );
         assert_eq!(unicode_form("xn--bcher-kva.test"), "bücher.test");
         assert_eq!(unicode_form("example.org"), "example.org");
     }
@@ -168,7 +171,14 @@ mod tests {
             canonical_literal("[ipv6:2001:DB8:0::1]").unwrap(),
             "[IPv6:2001:db8::1]"
         );
-        for bad in ["[192.0.2.256]", "[01.2.3.4]", "[x:y]", "[IPv6:zz]", "[]", "[1.2.3.4"] {
+        for bad in [
+            "[192.0.2.256]",
+            "[01.2.3.4]",
+            "[x:y]",
+            "[IPv6:zz]",
+            "[]",
+            "[1.2.3.4",
+        ] {
             assert!(canonical_literal(bad).is_err(), "{bad:?} accepted");
         }
     }

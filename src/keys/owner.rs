@@ -153,14 +153,26 @@ mod tests {
 
     #[test]
     fn every_spelling_one_owner_name_and_none_without_dns_domain() {
-        let want = owner_name(&Address::parse("x@xn--bcher-kva.test").unwrap(), Method::Smime)
-            .unwrap()
-            .to_ascii();
-        for s in ["x@bücher.test", "x@XN--BCHER-KVA.TEST.", "x@bücher\u{ff0e}test"] {
+        let want = owner_name(
+            &Address::parse("x@xn--bcher-kva.test").unwrap(),
+            Method::Smime,
+        )
+        .unwrap()
+        .to_ascii();
+        for s in [
+            "x@bücher.test",
+            "x@XN--BCHER-KVA.TEST.",
+            "x@bücher\u{ff0e}test",
+        ] {
             let got = owner_name(&Address::parse(s).unwrap(), Method::Smime).unwrap();
             assert_eq!(got.to_ascii(), want, "{s}");
         }
-        for s in ["postmaster", "Alice", "alice@[192.0.2.1]", "a@[IPv6:2001:db8::1]"] {
+        for s in [
+            "postmaster",
+            "Alice",
+            "alice@[192.0.2.1]",
+            "a@[IPv6:2001:db8::1]",
+        ] {
             let a = Address::parse(s).unwrap();
             assert!(owner_name(&a, Method::OpenPgp).is_err(), "{s}");
             assert!(

@@ -43,9 +43,9 @@ fn domain_pattern(d: &str) -> Result<Pattern, &'static str> {
             }
             canon.push(label.to_ascii_lowercase());
         } else {
-            canon.push(canonical_label(label).map_err(|_| {
-                "domain has no canonical form (invalid IDNA label, empty or over 63 octets)"
-            })?);
+            canon.push(canonical_label(label).map_err(
+                |_| "domain has no canonical form (invalid IDNA label, empty or over 63 octets)",
+            )?);
         }
     }
     let mut p = Pattern(Vec::new());
