@@ -2,7 +2,7 @@
 //! selects the same rule in `policy explain`, a glob that has no canonical
 //! form is a configuration error with file and line, and recipients
 //! Postfix accepts (domain-less, source-routed, literals) are handled.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
