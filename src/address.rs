@@ -131,8 +131,16 @@ impl Address {
         if local.chars().any(|c| c.is_control()) {
             return Err(err("control character in local part".to_owned()));
         }
-        if !local.starts_with('"') && local.chars().any(char::is_whitespace) {
-            return Err(err("space in unquoted local part".to_owned()));
+        // RFC 5321 atext: the specials need quotes. Refusing them keeps
+        // the printed form re-parseable to the same address.
+        if !local.starts_with('"')
+            && local
+                .chars()
+                .any(|c| c.is_whitespace() || "()<>[]\\,;:@\"".contains(c))
+        {
+            return Err(err(
+                "special character in unquoted local part (quote it)".to_owned()
+            ));
         }
         let (domain, kind) = match domain {
             None => (String::new(), Domain::None),
@@ -312,6 +320,10 @@ mod tests {
             "\"a\"x@b",
             "a\"b@c",
             "a b@exa mple.org",
+            "<x>@example.org",
+            "a,b@example.org",
+            "a;b",
+            "a[1]@example.org",
             "a@xn--zz.test",
             "a@[192.0.2.300]",
             "a@[tag:x]",

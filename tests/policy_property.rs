@@ -314,3 +314,19 @@ proptest! {
         prop_assert_eq!(pick(&ra), pick(&rb), "{} vs {}", sa, sb);
     }
 }
+
+proptest! {
+    /// Hostile text never panics the parsers, and what parses has one
+    /// canonical form: printing and parsing again gives the same address.
+    #[test]
+    fn parsers_total_and_canonical_form_is_a_fixed_point(
+        s in "[a-zA-Z0-9@<>\".:,;\\[\\]\\\\ü。．*_ -]{0,40}",
+    ) {
+        let _ = AddressGlob::parse(&s);
+        let _ = SenderGlob::parse(&s);
+        if let Ok(a) = Address::parse(&s) {
+            let again = Address::parse(&a.to_string());
+            prop_assert_eq!(again.as_ref(), Ok(&a), "{:?} printed as {}", s, a);
+        }
+    }
+}
