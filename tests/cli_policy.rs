@@ -301,7 +301,8 @@ fn explain_performs_the_lookup() {
 
 #[test]
 fn explain_usage_errors_exit_1() {
-    let (code, _, err) = explain(&["--to", "not-an-address"]);
+    // (a bare "not-an-address" is a valid domain-less recipient now)
+    let (code, _, err) = explain(&["--to", "not an address"]);
     assert_eq!(code, 1);
     assert!(err.contains("--to"), "{err}");
     let (code, _, _) = explain(&["--to", "a@b.example", "--direction", "sideways"]);

@@ -223,11 +223,13 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         conn: &conn,
     };
 
-    println!("recipient: {to}");
+    // Both spellings when they differ: the canonical one is what rules
+    // and key sources see.
+    println!("recipient: {}", to.both_forms());
     println!(
         "sender:    {}",
         from.as_ref()
-            .map_or_else(|| "<>".to_owned(), ToString::to_string)
+            .map_or_else(|| "<>".to_owned(), Address::both_forms)
     );
     println!("direction: {direction} ({how})");
     let m = policy.select(&q);
