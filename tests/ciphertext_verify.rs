@@ -169,7 +169,8 @@ fn refused_candidate_is_logged_with_its_reason() {
     let run = run_encrypt(&raw, &[ALICE], &p.s.keys, &["--method", "smime"]);
     run.assert_success("enveloped-data over plain text");
     assert!(
-        run.stderr.contains("looks encrypted (S/MIME) but is not (") && run.stderr.contains("encrypting"),
+        run.stderr.contains("looks encrypted (S/MIME) but is not (")
+            && run.stderr.contains("encrypting"),
         "{}",
         run.stderr
     );
@@ -247,18 +248,31 @@ fn fresh_large_genuine_ciphertext_passes_unchanged() {
     run.assert_success("truncated binary");
     assert!(run.stderr.contains("truncated"), "{}", run.stderr);
     assert_bytes_eq(
-        &p.gpg.decrypt(&check_pgp_mime_output(&cut, &run.stdout)).unwrap(),
+        &p.gpg
+            .decrypt(&check_pgp_mime_output(&cut, &run.stdout))
+            .unwrap(),
         &expected_inner_entity(&cut),
         "truncated binary re-encrypted",
     );
 
     // S/MIME by openssl with -stream: indefinite lengths, chunked content.
-    let entity = [b"Content-Type: application/octet-stream\r\n\r\n".as_slice(), &big].concat();
+    let entity = [
+        b"Content-Type: application/octet-stream\r\n\r\n".as_slice(),
+        &big,
+    ]
+    .concat();
     for cipher in ["aes-256-cbc", "aes-256-gcm"] {
         let input = p.s.file(&format!("stream-in-{cipher}"));
         std::fs::write(&input, &entity).unwrap();
         let out = std::process::Command::new("openssl")
-            .args(["cms", "-encrypt", "-binary", "-stream", &format!("-{cipher}"), "-in"])
+            .args([
+                "cms",
+                "-encrypt",
+                "-binary",
+                "-stream",
+                &format!("-{cipher}"),
+                "-in",
+            ])
             .arg(&input)
             .arg(&p.cert.cert_path)
             .output()
