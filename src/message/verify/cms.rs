@@ -269,7 +269,7 @@ impl Ber {
         }
         let parent_node = parent.and_then(|p| p.node);
         if let Some(p) = parent_node {
-            self.nodes[p].children += 1;
+            self.nodes[p].children = self.nodes[p].children.saturating_add(1);
         }
         let node = if depth <= KEPT_DEPTH {
             if self.nodes.len() >= MAX_NODES {
