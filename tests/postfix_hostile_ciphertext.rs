@@ -54,6 +54,10 @@ impl Drop for Milter {
 }
 
 fn milter(env: &DnsEnv) -> Milter {
+    milter_with(env, |_| {})
+}
+
+fn milter_with(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
     let mut config = Config {
@@ -64,6 +68,7 @@ fn milter(env: &DnsEnv) -> Milter {
     config.dns.resolvers = vec![env.resolver()];
     config.dns.trust_anchor = Some(env.trust_anchor_dnskeys());
     config.dns.timeout_ms = 2000;
+    tweak(&mut config);
     let engine = Engine::from_config(config, Metrics::new()).expect("engine");
     let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -195,4 +200,31 @@ fn look_alikes_are_delivered_encrypted_and_genuine_ciphertext_unchanged() {
         }
     }
     assert!(pf.wait_queue_empty(WAIT), "{}", pf.postqueue());
+}
+
+/// Above `limits.max_message_bytes` nothing is encrypted: verified
+/// ciphertext still passes (verification only), a look-alike to a
+/// `required` recipient is refused (552), never delivered readable.
+#[test]
+fn over_the_size_limit_only_verified_ciphertext_passes() {
+    let env = DnsEnv::start();
+    let m = milter_with(&env, |c| c.limits.max_message_bytes = 10);
+    let pf = PostfixEnv::start(Some(m.addr));
+    let to = "smime@autoencrypt.test";
+    let mut count = 0;
+    for (name, raw) in fixtures("genuine-") {
+        let sent = as_sent(&name, &raw, to);
+        let out = pf.send("sender@example.net", &[to], &sent);
+        assert!(out.accepted(), "{name}: {out}");
+        count += 1;
+        let marker = format!("{}.{}", name.trim_end_matches(".eml"), to.replace('@', "."));
+        let got = delivered(&pf, to, count, &marker);
+        assert_eq!(strip_delivery_headers(&got), lf(&sent).as_slice(), "{name}");
+    }
+    for (name, raw) in fixtures("hostile-") {
+        let sent = as_sent(&name, &raw, to);
+        let out = pf.send("sender@example.net", &[to], &sent);
+        assert!(out.last().is("552 5.3.4"), "{name}: {out}");
+    }
+    assert_eq!(pf.maildir_count(to), count, "no look-alike delivered");
 }
