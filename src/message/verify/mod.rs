@@ -20,6 +20,7 @@
 
 mod armor;
 mod cms;
+mod cms_schema;
 mod pgp;
 mod pgp_mime;
 mod transfer;
