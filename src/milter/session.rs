@@ -109,7 +109,7 @@ impl Overflow {
     fn describe(self, msg: &MessageState, limits: &crate::config::LimitsConfig) -> String {
         match self {
             Overflow::Headers => format!(
-                "header fields of {}+ bytes exceed limits.max_header_bytes ({})",
+                "header fields of {} bytes exceed limits.max_header_bytes ({})",
                 msg.header_bytes, limits.max_header_bytes
             ),
             Overflow::Body => format!(
@@ -296,6 +296,7 @@ impl Session {
 
     /// A header field as received. `value` is everything after the colon
     /// (the MTA is asked to keep the leading space).
+    ///
     /// Beyond `limits.max_header_bytes` nothing more of the message is
     /// stored (what was is released) and its outcome is decided.
     pub fn header(&mut self, name: &str, value: &[u8]) {
