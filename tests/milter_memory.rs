@@ -468,6 +468,7 @@ async fn header_bytes_beyond_the_limit_are_not_kept() {
         }
     }
     let peak_kib = milter.status_kib("VmHWM");
+    eprintln!("300 header fields of 1 MB: peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)");
     // Generous: a few MiB of protocol buffers and the one MiB kept; before
     // the limit, 300 MB.
     assert!(
@@ -628,6 +629,10 @@ async fn a_body_beyond_max_message_bytes_is_not_stored() {
             seen_on_disk |= !sizes.is_empty();
             largest = largest.max(sizes.into_iter().max().unwrap_or(0));
         }
+        eprintln!(
+            "{qid}: body of {} bytes, largest spool file {largest} bytes",
+            body.len()
+        );
         assert!(seen_on_disk, "the body was never spooled");
         assert!(
             largest <= max as u64,
