@@ -27,7 +27,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autoencrypt_milter::config::Config;
@@ -54,8 +54,9 @@ recipient = ["opp@example.org"]
 methods = ["smime"]
 "#;
 
-/// Tests that look at this process's open files run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Tests that count this process's open spool files run one at a time
+/// (the other tests here spool nothing in this process).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A key directory with S/MIME keys for `req@` and `opp@example.org`, and
 /// a policy directory with [`POLICY`].
@@ -528,7 +529,7 @@ async fn header_bytes_up_to_the_limit_are_encrypted() {
 /// Afterwards nothing is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_stay_within_the_memory_budget() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let keys = Keys::new();
     let budget: u64 = 4 * 1024 * 1024;
     let mut config = keys.config();
