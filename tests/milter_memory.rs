@@ -11,7 +11,9 @@
 //! * a body of three times `limits.max_message_bytes` never grows the real
 //!   binary's spool file past the limit; outcome as for too-big messages;
 //! * the budget is the process's: a reload changes its limit, not its
-//!   account.
+//!   account; an aborted message gives its share back;
+//! * an oversized body that looks encrypted is refused for `required`
+//!   (what was not kept cannot be verified).
 //!
 //! Every encrypted result is decrypted with `openssl cms`.
 
@@ -685,4 +687,94 @@ fn a_reload_keeps_the_budget_and_changes_its_limit() {
     assert!(!before.try_reserve(401));
     before.release(4600);
     assert_eq!(metrics.memory_bodies_bytes(), 0);
+}
+
+/// PGP/MIME as a client sends it: the version part, then an armored part
+/// (here: filler the size of `armor_bytes`).
+fn pgp_mime_lookalike(armor_bytes: usize) -> (Vec<(String, String)>, Vec<u8>) {
+    let mut headers = headers_for("x");
+    headers.retain(|(n, _)| n != "Content-Type");
+    headers.push((
+        "Content-Type".to_owned(),
+        " multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"".to_owned(),
+    ));
+    let mut body = b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n"
+        .to_vec();
+    while body.len() < armor_bytes {
+        body.extend_from_slice(
+            b"hQEMA5xyzxyzxyzxyzAQf/the secret text in plain sight xyzxyzxyzxyz\r\n",
+        );
+    }
+    body.extend_from_slice(b"-----END PGP MESSAGE-----\r\n\r\n--b--\r\n");
+    (headers, body)
+}
+
+/// A body past `max_message_bytes` that looks encrypted is not passed as
+/// "already encrypted" to a `required` recipient: the milter did not keep
+/// it, so cannot verify it. Opportunistic: passed as sent. Within the
+/// limit the same message is handled by the classifier as before (left
+/// alone or encrypted, but never refused as too big).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_that_looks_encrypted_is_not_trusted() {
+    let keys = Keys::new();
+    let max = 100_000;
+    let mut config = keys.config();
+    config.limits.max_message_bytes = max;
+    let m = start(config).await;
+    let mut c = open(m.addr, false).await;
+    let (headers, body) = pgp_mime_lookalike(3 * max as usize);
+    for (qid, rcpt) in [("E1", "req@example.org"), ("E2", "opp@example.org")] {
+        begin(&mut c, qid, rcpt).await;
+        send_headers(&mut c, &headers).await;
+        for piece in body.chunks(65_535) {
+            send_body_chunk(&mut c, piece).await;
+        }
+        let (actions, status) = end(&mut c, qid).await;
+        if rcpt.starts_with("req@") {
+            assert_too_big(&status);
+        } else {
+            assert_eq!(status, Status::Continue);
+            assert!(actions.actions.is_empty(), "{actions:?}");
+        }
+    }
+    let (headers, body) = pgp_mime_lookalike(10_000);
+    begin(&mut c, "E3", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    send_body_chunk(&mut c, &body).await;
+    let (_, status) = end(&mut c, "E3").await;
+    assert_eq!(status, Status::Continue);
+    c.close().await.unwrap();
+}
+
+/// An aborted message gives its memory back at once, and the connection
+/// goes on with the next message, which encrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_message_releases_its_memory() {
+    let keys = Keys::new();
+    let m = start(keys.config()).await;
+    let b = m.shared.memory_budget();
+    let mut c = open(m.addr, true).await;
+    let headers = headers_for("req@example.org");
+    begin(&mut c, "A1", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    for piece in text_body(500_000, "A1").chunks(65_535) {
+        send_body_chunk(&mut c, piece).await;
+    }
+    assert!(b.used() >= 500_000, "{}", b.used());
+    c.abort().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.used() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.used(), 0);
+
+    let body = text_body(20_000, "A2");
+    begin(&mut c, "A2", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    send_body_chunk(&mut c, &body).await;
+    let (actions, status) = end(&mut c, "A2").await;
+    assert_eq!(status, Status::Continue);
+    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    c.close().await.unwrap();
 }
