@@ -11,7 +11,8 @@
 //! * a body of three times `limits.max_message_bytes` never grows the real
 //!   binary's spool file past the limit; outcome as for too-big messages;
 //! * the budget is the process's: a reload changes its limit, not its
-//!   account; an aborted message gives its share back;
+//!   account; an aborted message gives its share back; the encrypted
+//!   output is held under the same budget;
 //! * an oversized body that looks encrypted is refused for `required`
 //!   (what was not kept cannot be verified).
 //!
@@ -775,6 +776,42 @@ async fn an_aborted_message_releases_its_memory() {
     send_body_chunk(&mut c, &body).await;
     let (actions, status) = end(&mut c, "A2").await;
     assert_eq!(status, Status::Continue);
+    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    c.close().await.unwrap();
+}
+
+/// The encrypted output is held under the same budget as the body it
+/// came from: while both exist, the account holds both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_encrypted_output_draws_on_the_budget() {
+    let keys = Keys::new();
+    let m = start(keys.config()).await;
+    let b = m.shared.memory_budget();
+    let mut c = open(m.addr, false).await;
+    let headers = headers_for("req@example.org");
+    let body = text_body(1_000_000, "O1");
+    begin(&mut c, "O1", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    for piece in body.chunks(65_535) {
+        send_body_chunk(&mut c, piece).await;
+    }
+    let (actions, status) = end(&mut c, "O1").await;
+    assert_eq!(status, Status::Continue);
+    let rendered: usize = actions
+        .actions
+        .iter()
+        .map(|a| match a {
+            EomAction::ReplaceBody { chunk } => chunk.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(rendered > body.len(), "{rendered}");
+    assert!(
+        b.peak() >= (body.len() + rendered) as u64,
+        "peak {} < body {} + encrypted {rendered}",
+        b.peak(),
+        body.len()
+    );
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
     c.close().await.unwrap();
 }
