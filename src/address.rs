@@ -1,17 +1,44 @@
 //! E-mail addresses as the milter and the key sources see them.
 //!
-//! The local part is kept exactly as written (RFC 7929 §3 hashes it as
-//! written); the domain is lower-cased, because DNS and policy globs treat
-//! domains case-insensitively.
+//! One canonical form per address: the local part is kept exactly as
+//! written (RFC 7929 §3 hashes it as written); the domain is in the
+//! canonical form of [`domain`] (IDNA A-labels, lower case, no trailing
+//! dot), whichever spelling the client used. The U-label form is only for
+//! display ([`Address::unicode`]).
+//!
+//! What Postfix accepts, this parses too (RFC 5321 §4.1.2): a source route
+//! (`<@a,@b:alice@example.test>`) is reduced to its final address; a
+//! domain-less recipient (`<postmaster>`, `<alice>`) is [`Domain::None`],
+//! local to the MTA; `[192.0.2.1]` and `[IPv6:…]` are
+//! [`Domain::Literal`], where no key source can look anything up.
+
+pub mod domain;
 
 use std::fmt;
 use std::str::FromStr;
+
+pub use domain::DomainError;
+
+/// What kind of domain an address has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Domain {
+    /// A DNS name in canonical form.
+    Name,
+    /// An address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
+    Literal,
+    /// No domain: a local recipient as Postfix accepts it (`postmaster`).
+    None,
+    /// A MAIL FROM that could not be parsed ([`Address::unparseable`]):
+    /// matches no sender glob.
+    Unparseable,
+}
 
 /// A recipient or sender address, `local@domain`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
     local: String,
     domain: String,
+    kind: Domain,
 }
 
 /// Why a string is not an address.
@@ -21,50 +48,150 @@ pub struct AddressError {
     /// The text that was given.
     pub input: String,
     /// What is wrong with it.
-    pub reason: &'static str,
+    pub reason: String,
+}
+
+/// Longest address text looked at (RFC 5321 §4.5.3.1.3 allows 256 in a
+/// path; SMTPUTF8 and source routes get some slack).
+const MAX_INPUT: usize = 2048;
+
+/// Splits `"quoted"rest` / `unquoted@rest` into the local part and what
+/// follows it (`None`: no '@', `Some(domain)`).
+pub(crate) fn split_local(s: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(inner) = s.strip_prefix('"') {
+        // Find the closing quote, honouring quoted-pair escapes.
+        let mut escaped = false;
+        for (i, c) in inner.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    let end = 1 + i + 1;
+                    let (local, rest) = s.split_at(end);
+                    return match rest.strip_prefix('@') {
+                        Some(d) => Ok((local, Some(d))),
+                        None if rest.is_empty() => Ok((local, None)),
+                        None => Err("text after the quoted local part"),
+                    };
+                }
+                _ => {}
+            }
+        }
+        return Err("unbalanced quotes in local part");
+    }
+    Ok(match s.split_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (s, None),
+    })
 }
 
 impl Address {
-    /// Parses `local@domain`, `<local@domain>` or `"quoted local"@domain`.
+    /// Parses `local@domain`, `<local@domain>`, `"quoted local"@domain`,
+    /// a source route `<@a,@b:local@domain>` (reduced to `local@domain`),
+    /// a domain-less `local` and address literals. The domain is made
+    /// canonical; one that cannot be is an error.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
-        let err = |reason| AddressError {
-            input: input.to_owned(),
+        let err = |reason: String| AddressError {
+            input: input.chars().take(256).collect(),
             reason,
         };
+        if input.len() > MAX_INPUT {
+            return Err(err(format!("longer than {MAX_INPUT} bytes")));
+        }
         let s = input.trim();
         let s = s
             .strip_prefix('<')
             .and_then(|s| s.strip_suffix('>'))
             .unwrap_or(s);
-        // The domain never contains '@'; a quoted local part may.
-        let at = s.rfind('@').ok_or_else(|| err("no '@'"))?;
-        let (local, domain) = (&s[..at], &s[at + 1..]);
+        // RFC 5321 §4.1.2 A-d-l: "@one,@two:" before the mailbox; §C says
+        // to ignore it.
+        let s = match s.strip_prefix('@') {
+            Some(route) => {
+                let (adl, rest) = route
+                    .split_once(':')
+                    .ok_or_else(|| err("source route without ':'".to_owned()))?;
+                if adl
+                    .split(',')
+                    .enumerate()
+                    .any(|(i, d)| d.is_empty() || (i > 0 && !d.starts_with('@')))
+                {
+                    return Err(err("malformed source route".to_owned()));
+                }
+                rest
+            }
+            None => s,
+        };
+        let (local, domain) = split_local(s).map_err(|r| err(r.to_owned()))?;
         if local.is_empty() {
-            return Err(err("empty local part"));
+            return Err(err("empty local part".to_owned()));
         }
-        if local.starts_with('"') != local.ends_with('"') || (local == "\"") {
-            return Err(err("unbalanced quotes in local part"));
-        }
-        if !local.starts_with('"') && local.contains('@') {
-            return Err(err("'@' in unquoted local part"));
+        if local == "\"\"" || (!local.starts_with('"') && local.contains('"')) {
+            return Err(err("misplaced quotes in local part".to_owned()));
         }
         if local.chars().any(|c| c.is_control()) {
-            return Err(err("control character in local part"));
+            return Err(err("control character in local part".to_owned()));
         }
-        let domain = domain.trim_end_matches('.');
-        if domain.is_empty() {
-            return Err(err("empty domain"));
-        }
-        if domain
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '<' | '>' | '"'))
+        // RFC 5321 atext: the specials need quotes. Refusing them keeps
+        // the printed form re-parseable to the same address.
+        if !local.starts_with('"')
+            && local
+                .chars()
+                .any(|c| c.is_whitespace() || "()<>[]\\,;:@\"".contains(c))
         {
-            return Err(err("invalid character in domain"));
+            return Err(err(
+                "special character in unquoted local part (quote it)".to_owned()
+            ));
         }
+        let (domain, kind) = match domain {
+            None => (String::new(), Domain::None),
+            Some(d) if d.starts_with('[') => (
+                domain::canonical_literal(d).map_err(|e| err(e.to_string()))?,
+                Domain::Literal,
+            ),
+            Some(d) => (
+                domain::canonical_name(d).map_err(|e| err(e.to_string()))?,
+                Domain::Name,
+            ),
+        };
         Ok(Address {
             local: local.to_owned(),
-            domain: domain.to_lowercase(),
+            domain,
+            kind,
         })
+    }
+
+    /// A MAIL FROM that [`Address::parse`] refuses. It is not the null
+    /// sender: it matches no sender glob (neither `<>` nor `*@*`), so only
+    /// rules without a `sender` condition apply to it.
+    pub fn unparseable(raw: &str) -> Address {
+        Address {
+            local: raw.chars().take(256).collect(),
+            domain: String::new(),
+            kind: Domain::Unparseable,
+        }
+    }
+
+    /// A domain-less address with `domain` (any spelling) added; `None`
+    /// when the address has a domain or `domain` has no canonical form.
+    pub fn qualified(&self, domain: &str) -> Option<Address> {
+        if self.kind != Domain::None {
+            return None;
+        }
+        Some(Address {
+            local: self.local.clone(),
+            domain: domain::canonical_name(domain).ok()?,
+            kind: Domain::Name,
+        })
+    }
+
+    /// The kind of domain.
+    pub fn kind(&self) -> Domain {
+        self.kind
+    }
+
+    /// Whether the domain is a DNS name (key sources can look it up).
+    pub fn has_dns_domain(&self) -> bool {
+        self.kind == Domain::Name
     }
 
     /// The local part, exactly as written (quotes included when quoted).
@@ -98,9 +225,28 @@ impl Address {
         }
     }
 
-    /// The domain, lower-cased.
+    /// The domain in canonical form: A-labels, lower case, no trailing
+    /// dot; `[…]` for a literal; empty when there is none.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// The address with U-labels, for display; `None` when it is spelled
+    /// the same as [`Address`]'s canonical form.
+    pub fn unicode(&self) -> Option<String> {
+        if self.kind != Domain::Name || !self.domain.contains("xn--") {
+            return None;
+        }
+        let u = domain::unicode_form(&self.domain);
+        (u != self.domain).then(|| format!("{}@{u}", self.local))
+    }
+
+    /// Both spellings for logs: `x@xn--bcher-kva.test (x@bücher.test)`.
+    pub fn both_forms(&self) -> String {
+        match self.unicode() {
+            Some(u) => format!("{self} ({u})"),
+            None => self.to_string(),
+        }
     }
 
     /// The same address with the local part lower-cased (RFC 7929 §3
@@ -109,6 +255,7 @@ impl Address {
         Address {
             local: self.local.to_lowercase(),
             domain: self.domain.clone(),
+            kind: self.kind,
         }
     }
 
@@ -116,14 +263,20 @@ impl Address {
     /// case-insensitively as nearly every mail system does in practice
     /// (used to match a key's user ID or certificate to the recipient).
     pub fn matches_loosely(&self, other: &Address) -> bool {
-        self.domain == other.domain
+        self.kind == other.kind
+            && self.kind != Domain::Unparseable
+            && self.domain == other.domain
             && self.local_unquoted().to_lowercase() == other.local_unquoted().to_lowercase()
     }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.local, self.domain)
+        match self.kind {
+            Domain::None => f.write_str(&self.local),
+            Domain::Unparseable => write!(f, "{:?}", self.local),
+            Domain::Name | Domain::Literal => write!(f, "{}@{}", self.local, self.domain),
+        }
     }
 }
 
@@ -156,15 +309,79 @@ mod tests {
     fn rejects_garbage() {
         for bad in [
             "",
-            "nobody",
+            "<>",
             "@example.org",
+            "@a:",
+            "@a,b:x@y.test",
             "a@",
+            "a@.",
             "a@b@c",
             "\"a@b",
+            "\"a\"x@b",
+            "a\"b@c",
             "a b@exa mple.org",
+            "<x>@example.org",
+            "a,b@example.org",
+            "a;b",
+            "a[1]@example.org",
+            "a@xn--zz.test",
+            "a@[192.0.2.300]",
+            "a@[tag:x]",
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
         }
+        let long = format!("a@{}.test", "b".repeat(64));
+        assert!(Address::parse(&long).is_err());
+        assert!(Address::parse(&"a".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn one_canonical_form_per_domain() {
+        let canon = Address::parse("x@xn--bcher-kva.test").unwrap();
+        for s in [
+            "x@bücher.test",
+            "<x@BÜCHER.test>",
+            "x@XN--BCHER-KVA.test",
+            "x@xn--bcher-kva.test.",
+            "x@bücher\u{3002}test",
+            "x@\u{ff42}\u{fc}cher\u{ff0e}test",
+            "<@relay.example:x@bücher.test>",
+        ] {
+            let a = Address::parse(s).unwrap();
+            assert_eq!(a, canon, "{s:?}");
+            assert_eq!(a.to_string(), "x@xn--bcher-kva.test");
+        }
+        assert_eq!(canon.unicode().as_deref(), Some("x@bücher.test"));
+        assert_eq!(canon.both_forms(), "x@xn--bcher-kva.test (x@bücher.test)");
+        assert_eq!(Address::parse("x@example.org").unwrap().unicode(), None);
+    }
+
+    #[test]
+    fn domain_less_route_and_literals() {
+        for (s, local) in [
+            ("postmaster", "postmaster"),
+            ("<Postmaster>", "Postmaster"),
+            ("<alice>", "alice"),
+            ("\"a@b\"", "\"a@b\""),
+        ] {
+            let a = Address::parse(s).unwrap();
+            assert_eq!(a.kind(), Domain::None, "{s}");
+            assert_eq!(a.local(), local);
+            assert_eq!(a.domain(), "");
+            assert_eq!(a.to_string(), local);
+        }
+        let r = Address::parse("<@a,@b:alice@Example.TEST>").unwrap();
+        assert_eq!(r.to_string(), "alice@example.test");
+        assert!(r.has_dns_domain());
+        let v4 = Address::parse("alice@[192.0.2.1]").unwrap();
+        assert_eq!(v4.kind(), Domain::Literal);
+        assert_eq!(v4.to_string(), "alice@[192.0.2.1]");
+        let v6 = Address::parse("<alice@[ipv6:2001:DB8::0:1]>").unwrap();
+        assert_eq!(v6.domain(), "[IPv6:2001:db8::1]");
+        assert!(!v6.has_dns_domain());
+        let u = Address::unparseable("<\"bad>");
+        assert_eq!(u.kind(), Domain::Unparseable);
+        assert!(!u.matches_loosely(&u));
     }
 
     #[test]

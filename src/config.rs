@@ -547,21 +547,21 @@ impl Config {
         };
         let mut domains = Vec::with_capacity(self.local_domains.len());
         for d in &self.local_domains {
-            let norm = d.trim().trim_end_matches('.').to_lowercase();
-            let bad = norm.is_empty()
-                || norm.chars().any(|c| {
-                    c.is_whitespace()
-                        || c.is_control()
-                        || matches!(c, '@' | '*' | '<' | '>' | '"' | '/')
-                });
-            if bad {
-                return Err(invalid(
-                    "local_domains",
-                    format!(
-                        "{d:?} is not a domain name (write \"example.org\"; subdomains are listed one by one)"
-                    ),
-                ));
-            }
+            // One canonical form (A-labels, lower case, no trailing dot), so
+            // that `bücher.test` and `XN--BCHER-KVA.test.` are one domain.
+            let trimmed = d.trim();
+            let norm = match crate::address::domain::canonical_name(trimmed) {
+                Ok(n) if !trimmed.contains('*') => n,
+                _ => {
+                    return Err(invalid(
+                        "local_domains",
+                        format!(
+                            "{d:?} is not a domain name with a canonical (IDNA A-label) form \
+                             (write \"example.org\"; subdomains are listed one by one)"
+                        ),
+                    ));
+                }
+            };
             if !domains.contains(&norm) {
                 domains.push(norm);
             }
@@ -609,8 +609,8 @@ impl Config {
     /// `local_domains`. Exact match only: subdomains are not local unless
     /// listed, so that `mail.partner.example.org` is not mistaken for ours.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_lowercase();
-        self.local_domains.contains(&d)
+        crate::address::domain::canonical_name(domain)
+            .is_ok_and(|d| self.local_domains.contains(&d))
     }
 
     /// The effective configuration as `key = value` lines (valid TOML with
@@ -1012,6 +1012,33 @@ mod tests {
         assert!(c.is_local_domain("EXAMPLE.org."));
         assert!(!c.is_local_domain("mail.example.org"));
         assert!(!c.is_local_domain("example.org.evil"));
+    }
+
+    #[test]
+    fn local_domains_take_one_canonical_form() {
+        let mut c = Config {
+            local_domains: vec![
+                "Bücher.test.".into(),
+                "XN--BCHER-KVA.test".into(),
+                "m\u{fc}ller\u{3002}test".into(),
+            ],
+            ..Config::default()
+        };
+        c.validate(&|_| Location::Default).unwrap();
+        assert_eq!(
+            c.local_domains,
+            ["xn--bcher-kva.test", "xn--mller-kva.test"]
+        );
+        assert!(c.is_local_domain("müller.test"));
+        assert!(c.is_local_domain("xn--bcher-kva.test."));
+        for bad in ["xn--zz.test", "*.example.org", "a..b", "bü*cher.test"] {
+            let mut c = Config {
+                local_domains: vec![bad.into()],
+                ..Config::default()
+            };
+            let e = c.validate(&|_| Location::Default).unwrap_err().to_string();
+            assert!(e.contains("local_domains"), "{bad}: {e}");
+        }
     }
 
     #[test]

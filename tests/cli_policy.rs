@@ -301,7 +301,8 @@ fn explain_performs_the_lookup() {
 
 #[test]
 fn explain_usage_errors_exit_1() {
-    let (code, _, err) = explain(&["--to", "not-an-address"]);
+    // (a bare "not-an-address" is a valid domain-less recipient now)
+    let (code, _, err) = explain(&["--to", "not an address"]);
     assert_eq!(code, 1);
     assert!(err.contains("--to"), "{err}");
     let (code, _, _) = explain(&["--to", "a@b.example", "--direction", "sideways"]);
@@ -316,4 +317,45 @@ fn explain_usage_errors_exit_1() {
     ]));
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/x.toml"), "{err}");
+}
+
+/// In `trust-ad` mode the AD bit is believed; from a resolver off this
+/// host it crossed the network unprotected, and check-config says so.
+#[test]
+fn check_config_warns_on_trust_ad_resolvers_off_loopback() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(
+        d.path(),
+        &shipped(),
+        "[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:53\", \"192.0.2.7:53\", \"[2001:db8::5]:53\", \"[::1]:5353\"]\n",
+    );
+    let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("loopback")).collect();
+    assert_eq!(warnings.len(), 2, "one warning per remote resolver: {err}");
+    assert!(warnings[0].contains("192.0.2.7:53"), "{err}");
+    assert!(warnings[1].contains("[2001:db8::5]:53"), "{err}");
+    assert!(
+        warnings[0].contains(&format!("{}:5", cfg.display())),
+        "names where the resolvers were set: {err}"
+    );
+
+    // Loopback only: nothing to warn about; validate mode never warns.
+    let cfg = config(
+        d.path(),
+        &shipped(),
+        "[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:53\", \"[::1]:53\"]\n",
+    );
+    let (code, out, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(out.contains("0 warning(s)"), "{out}");
+    let cfg = config(
+        d.path(),
+        &shipped(),
+        "[dns]\nmode = \"validate\"\nresolvers = [\"192.0.2.7:53\"]\n",
+    );
+    let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }

@@ -1,5 +1,6 @@
 //! `autoencrypt-milter encrypt`: the whole pipeline offline, standard
-//! input to standard output, keys from a local key directory.
+//! input to standard output, keys from a local key directory. Input may
+//! start with an mbox separator line (`From sender date`), which is kept.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -62,8 +63,9 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut raw = Vec::new();
     io::stdin().lock().read_to_end(&mut raw)?;
-    let msg = Message::parse(&raw);
-    let body = &raw[msg.body_offset..];
+    let (envelope, message) = split_mbox_separator(&raw);
+    let msg = Message::parse(message);
+    let body = &message[msg.body_offset..];
 
     if let Classification::Encrypted(kind) = classify(&msg.headers, body) {
         io::stdout().lock().write_all(&raw)?;
@@ -95,6 +97,7 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
     apply_edits(&mut headers, &edits, eol);
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    out.write_all(envelope)?;
     write_header(&headers, eol, &mut out)?;
     entity.body.write_to(eol, &mut out)?;
     out.flush()?;
@@ -111,6 +114,21 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
         summary.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Splits off an mbox separator line (`From sender date`, RFC 4155) at the
+/// very start of the input, line ending included: it is not a header
+/// field, and parsed as one it would end the header section at once and
+/// carry every field into the encryption. It goes out first, unchanged.
+fn split_mbox_separator(raw: &[u8]) -> (&[u8], &[u8]) {
+    if !raw.starts_with(b"From ") {
+        return (&[], raw);
+    }
+    let end = raw
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw.len(), |i| i + 1);
+    raw.split_at(end)
 }
 
 /// Picks the method (the given one, or the first that every recipient
@@ -156,4 +174,24 @@ fn choose(
         "no usable key for every recipient: {}",
         problems.join("; ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_mbox_separator;
+
+    #[test]
+    fn mbox_separator_is_split_off_with_its_line_ending() {
+        let raw = b"From alice@example.org Tue Dec  1 10:00:00 2026\r\nSubject: x\r\n\r\nhi\r\n";
+        let (sep, rest) = split_mbox_separator(raw);
+        assert_eq!(sep, b"From alice@example.org Tue Dec  1 10:00:00 2026\r\n");
+        assert_eq!(rest, b"Subject: x\r\n\r\nhi\r\n");
+        // A header field called "From" has a colon, not a space.
+        let (sep, rest) = split_mbox_separator(b"From: a@b\n\nhi\n");
+        assert!(sep.is_empty());
+        assert_eq!(rest, b"From: a@b\n\nhi\n");
+        // A lone separator without a line ending is all envelope.
+        let (sep, rest) = split_mbox_separator(b"From x");
+        assert_eq!((sep, rest), (&b"From x"[..], &b""[..]));
+    }
 }

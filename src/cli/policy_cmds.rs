@@ -2,6 +2,7 @@
 //! configuration and the policy engine. I/O lives here; the decisions come
 //! from the pure functions of [`crate::policy`].
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -10,9 +11,9 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::address::Address;
 use crate::backend::{Method, Registry};
-use crate::config::{Config, FileRequirement, LoadedConfig};
+use crate::config::{Config, DnsMode, FileRequirement, LoadedConfig};
 use crate::keys::directory::DirectorySource;
-use crate::keys::dns::{DnsSettings, DnsSource};
+use crate::keys::dns::{DnsSettings, DnsSource, resolv_conf_servers};
 use crate::keys::{FailReason, Security};
 use crate::keys::{KeySource, Sources};
 use crate::policy::{
@@ -61,6 +62,20 @@ pub enum DirectionArg {
     Outbound,
 }
 
+/// Where the resolvers come from when `dns.resolvers` is empty.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The resolvers whose answers reach us over a network: in `trust-ad`
+/// mode the milter believes their AD bit, which nothing protects in
+/// transit (RFC 6840 §5.7 asks for a secure channel, in practice loopback).
+fn remote_resolvers(servers: &[SocketAddr]) -> Vec<SocketAddr> {
+    servers
+        .iter()
+        .filter(|s| !s.ip().to_canonical().is_loopback())
+        .copied()
+        .collect()
+}
+
 fn load(config: &Path) -> Result<(LoadedConfig, Policy, Option<String>), String> {
     let loaded =
         Config::load(config, FileRequirement::for_path(config)).map_err(|e| e.to_string())?;
@@ -86,6 +101,22 @@ pub fn check_config(config: &Path) -> ExitCode {
              so anyone who can spoof DNS can choose the key",
             origin(&loaded, "dns.allow_insecure")
         ));
+    }
+    if cfg.dns.mode == DnsMode::TrustAd {
+        let (servers, from) = if cfg.dns.resolvers.is_empty() {
+            let path = Path::new(RESOLV_CONF);
+            (resolv_conf_servers(path), RESOLV_CONF.to_owned())
+        } else {
+            (cfg.dns.resolvers.clone(), origin(&loaded, "dns.resolvers"))
+        };
+        for server in remote_resolvers(&servers) {
+            warnings.push(format!(
+                "dns.mode = \"trust-ad\" with resolver {server} ({from}), which is not on \
+                 loopback: its AD bit crosses the network unprotected, so anyone on the path \
+                 can forge it and choose the key; use a validating resolver on this host or \
+                 dns.mode = \"validate\""
+            ));
+        }
     }
     if let Some(d) = &cfg.keys.directory
         && !d.is_dir()
@@ -192,11 +223,13 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         conn: &conn,
     };
 
-    println!("recipient: {to}");
+    // Both spellings when they differ: the canonical one is what rules
+    // and key sources see.
+    println!("recipient: {}", to.both_forms());
     println!(
         "sender:    {}",
         from.as_ref()
-            .map_or_else(|| "<>".to_owned(), ToString::to_string)
+            .map_or_else(|| "<>".to_owned(), Address::both_forms)
     );
     println!("direction: {direction} ({how})");
     let m = policy.select(&q);
@@ -334,5 +367,28 @@ fn action_line<K>(d: &RecipientDecision<K>) -> String {
         Action::Pass(reason) => format!("pass unencrypted: {reason}"),
         Action::Reject(r) => format!("reject: {r}"),
         Action::TempFail(r) => format!("tempfail: {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_resolvers;
+
+    #[test]
+    fn only_loopback_resolvers_are_local() {
+        let parse = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        let servers = [
+            parse("127.0.0.1:53"),
+            parse("127.8.9.10:5353"),
+            parse("[::1]:53"),
+            parse("[::ffff:127.0.0.1]:53"),
+            parse("192.0.2.1:53"),
+            parse("[2001:db8::1]:53"),
+            parse("0.0.0.0:53"),
+        ];
+        assert_eq!(
+            remote_resolvers(&servers),
+            vec![servers[4], servers[5], servers[6]]
+        );
     }
 }

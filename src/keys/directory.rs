@@ -2,8 +2,14 @@
 //! `<address>.pem` / `<address>.crt` (S/MIME certificates) and
 //! `<address>.asc` / `<address>.pgp` (OpenPGP public keys).
 //!
-//! File names are looked up as written and then with the local part
-//! lower-cased; the domain is always lower-case.
+//! File names are looked up with the domain in its canonical form
+//! (A-labels, lower case: `alice@xn--bcher-kva.test.pem`), the local part
+//! as written and then lower-cased. Only when none of those exists is the
+//! U-label spelling tried (`alice@bücher.test.pem`), since that is how an
+//! administrator may name the file; both name one address, so either
+//! file is its key. Other spellings (upper case, trailing dot) are never
+//! looked for. Domain-less addresses and address literals have no key
+//! file.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,11 +47,14 @@ impl DirectorySource {
     /// Synchronous lookup; the directory is local, so this never waits on
     /// the network.
     pub fn lookup_sync(&self, addr: &Address, method: Method) -> Lookup {
-        let mut names = vec![addr.to_string()];
-        let lower = addr.lowercased().to_string();
-        if lower != names[0] {
-            names.push(lower);
+        if !addr.has_dns_domain() {
+            return Lookup::NotFound;
         }
+        let lower = addr.lowercased();
+        let mut names = vec![addr.to_string(), lower.to_string()];
+        names.extend(addr.unicode());
+        names.extend(lower.unicode());
+        names.dedup();
         let mut keys = Vec::new();
         for name in &names {
             // Path separators in a local part must not reach the file system.
@@ -134,6 +143,36 @@ mod tests {
             src.lookup_sync(&c, Method::Smime),
             Lookup::Failed(_)
         ));
+    }
+
+    #[test]
+    fn canonical_name_first_then_u_label() {
+        let d = tempfile::tempdir().unwrap();
+        let src = DirectorySource::new(d.path());
+        std::fs::write(d.path().join("x@bücher.test.asc"), b"u-label").unwrap();
+        for s in ["x@bücher.test", "X@XN--BCHER-KVA.test."] {
+            match src.lookup_sync(&Address::parse(s).unwrap(), Method::OpenPgp) {
+                Lookup::Found { keys, .. } => assert_eq!(keys[0].data, b"u-label"),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        std::fs::write(d.path().join("x@xn--bcher-kva.test.asc"), b"a-label").unwrap();
+        match src.lookup_sync(&Address::parse("x@bücher.test").unwrap(), Method::OpenPgp) {
+            Lookup::Found { keys, .. } => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].data, b"a-label");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Files for addresses without a DNS domain are never read.
+        std::fs::write(d.path().join("postmaster.asc"), b"k").unwrap();
+        std::fs::write(d.path().join("a@[192.0.2.1].asc"), b"k").unwrap();
+        for s in ["postmaster", "a@[192.0.2.1]"] {
+            assert!(matches!(
+                src.lookup_sync(&Address::parse(s).unwrap(), Method::OpenPgp),
+                Lookup::NotFound
+            ));
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! DNS owner names for OPENPGPKEY (RFC 7929 §3) and SMIMEA (RFC 8162 §3):
 //! the hex of the first 28 octets of SHA2-256 over the local part (as
 //! written, UTF-8), then `_openpgpkey` or `_smimecert`, then the domain as
-//! an IDNA A-label.
+//! an IDNA A-label (the address's canonical form, see
+//! [`crate::address::domain`]). Domain-less addresses and address literals
+//! have no owner name: no DNS query is sent for them.
 
 use hickory_resolver::proto::rr::Name;
 use sha2::{Digest, Sha256};
@@ -52,9 +54,21 @@ pub fn owner_name_for(local: &str, domain: &str, method: Method) -> Result<Name,
     Name::from_utf8(&fqdn).map_err(|e| err(e.to_string()))
 }
 
+/// Refuses addresses without a DNS domain: `alice`, `alice@[192.0.2.1]`.
+fn dns_domain(addr: &Address) -> Result<&str, OwnerNameError> {
+    if addr.has_dns_domain() {
+        Ok(addr.domain())
+    } else {
+        Err(OwnerNameError {
+            address: addr.to_string(),
+            reason: "no DNS domain (domain-less address or address literal)".to_owned(),
+        })
+    }
+}
+
 /// The owner name for `addr`'s `method` record, local part as written.
 pub fn owner_name(addr: &Address, method: Method) -> Result<Name, OwnerNameError> {
-    owner_name_for(&addr.local_unquoted(), addr.domain(), method)
+    owner_name_for(&addr.local_unquoted(), dns_domain(addr)?, method)
 }
 
 /// The owner name with the local part lower-cased: the RFC 7929 §3
@@ -65,7 +79,7 @@ pub fn lowercase_owner_name(
 ) -> Option<Result<Name, OwnerNameError>> {
     let local = addr.local_unquoted();
     let lower = local.to_lowercase();
-    (lower != local).then(|| owner_name_for(&lower, addr.domain(), method))
+    (lower != local).then(|| owner_name_for(&lower, dns_domain(addr)?, method))
 }
 
 #[cfg(test)]
@@ -135,5 +149,36 @@ mod tests {
                 local_part_label("jürgen")
             )
         );
+    }
+
+    #[test]
+    fn every_spelling_one_owner_name_and_none_without_dns_domain() {
+        let want = owner_name(
+            &Address::parse("x@xn--bcher-kva.test").unwrap(),
+            Method::Smime,
+        )
+        .unwrap()
+        .to_ascii();
+        for s in [
+            "x@bücher.test",
+            "x@XN--BCHER-KVA.TEST.",
+            "x@bücher\u{ff0e}test",
+        ] {
+            let got = owner_name(&Address::parse(s).unwrap(), Method::Smime).unwrap();
+            assert_eq!(got.to_ascii(), want, "{s}");
+        }
+        for s in [
+            "postmaster",
+            "Alice",
+            "alice@[192.0.2.1]",
+            "a@[IPv6:2001:db8::1]",
+        ] {
+            let a = Address::parse(s).unwrap();
+            assert!(owner_name(&a, Method::OpenPgp).is_err(), "{s}");
+            assert!(
+                lowercase_owner_name(&a, Method::OpenPgp).is_none_or(|r| r.is_err()),
+                "{s}"
+            );
+        }
     }
 }

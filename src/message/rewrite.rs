@@ -5,24 +5,18 @@
 //! * Inner entity: the original `Content-*` fields (raw bytes, folding
 //!   kept) and the original body, all with canonical CRLF line endings.
 //! * Outer message: `Content-Type` is replaced in place,
-//!   `Content-Transfer-Encoding` replaced or removed, `Content-Disposition`,
-//!   `Content-ID` and `Content-Description` move inside, `MIME-Version: 1.0`
+//!   `Content-Transfer-Encoding` replaced or removed, and every other
+//!   `Content-*` field (`Content-Disposition`, `Content-ID`,
+//!   `Content-Location`, `Content-Language`, any extension) moves inside:
+//!   only what MIME needs to reach the ciphertext stays outside, so a
+//!   secret in, say, `Content-Location` is not readable. `MIME-Version: 1.0`
 //!   is added when missing. Every other field stays byte for byte.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, Read, Write};
 
 use super::{Eol, HeaderField, append_crlf};
-
-/// Fields that belong to the content and therefore leave the outer header
-/// (they are inside the encrypted entity); the encrypted entity supplies
-/// its own values for some of them.
-pub const MOVED_FIELDS: [&str; 5] = [
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "Content-Disposition",
-    "Content-ID",
-    "Content-Description",
-];
 
 /// One header change, with milter semantics: `index` is 1-based among the
 /// fields of that name *at the time the edit is applied*, so edits are
@@ -85,18 +79,35 @@ pub fn inner_entity(headers: &[HeaderField], body: &[u8]) -> Vec<u8> {
 
 /// The edits that turn the original header into the outer header of the
 /// encrypted message. `fields` are the content fields of the encrypted
-/// entity (`Content-Type` first).
+/// entity (`Content-Type` first). Every `Content-*` field of the original
+/// leaves the outer header (it is inside the encryption); a field the
+/// encrypted entity supplies replaces the first occurrence in place.
+/// Linear in the number of fields: a hostile header with thousands of
+/// distinct `Content-*` names costs one pass.
 pub fn outer_edits(headers: &[HeaderField], fields: &[(&str, String)]) -> Vec<HeaderEdit> {
-    let mut edits = Vec::new();
-    let mut to_add: Vec<(&str, &String)> = Vec::new();
-    let mut names: Vec<&str> = MOVED_FIELDS.to_vec();
+    // Names in order of first appearance (original spelling), with their
+    // counts keyed case-insensitively, as the MTA matches names.
+    let mut names: Vec<&str> = Vec::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for h in headers.iter().filter(|h| h.is_content_field()) {
+        let n = counts.entry(h.name.to_ascii_lowercase()).or_insert(0);
+        if *n == 0 {
+            names.push(&h.name);
+        }
+        *n += 1;
+    }
     for (name, _) in fields {
-        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if let Entry::Vacant(slot) = counts.entry(name.to_ascii_lowercase()) {
+            // Not in the original content fields (or not a content field
+            // at all): count its occurrences so a stale one is replaced.
+            slot.insert(headers.iter().filter(|h| h.is(name)).count());
             names.push(name);
         }
     }
+    let mut edits = Vec::new();
+    let mut to_add: Vec<(&str, &String)> = Vec::new();
     for name in names {
-        let count = headers.iter().filter(|h| h.is(name)).count();
+        let count = counts.get(&name.to_ascii_lowercase()).copied().unwrap_or(0);
         let new = fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
         // Delete from the last occurrence down, so indexes stay valid.
         let keep_first = new.is_some() && count > 0;
@@ -117,6 +128,13 @@ pub fn outer_edits(headers: &[HeaderField], fields: &[(&str, String)]) -> Vec<He
             None => {}
         }
     }
+    // Added fields follow the entity's order (Content-Type first).
+    to_add.sort_by_key(|(n, _)| {
+        fields
+            .iter()
+            .position(|(f, _)| f.eq_ignore_ascii_case(n))
+            .unwrap_or(usize::MAX)
+    });
     if !headers.iter().any(|h| h.is("MIME-Version")) {
         edits.push(HeaderEdit::Add {
             name: "MIME-Version".into(),
@@ -251,6 +269,26 @@ mod tests {
         assert_eq!(h[1].value, b" application/pkcs7-mime");
         assert_eq!(h[0], m.headers[0]);
         assert_eq!(h[2], m.headers[4]);
+    }
+
+    #[test]
+    fn every_content_field_leaves_the_outer_header() {
+        let raw = b"Content-Location: secret\nSubject: s\ncontent-language: x\nCONTENT-LOCATION: two\nContent-X-Any: y\n\n";
+        let m = Message::parse(raw);
+        let edits = outer_edits(&m.headers, &fields("application/pkcs7-mime"));
+        let mut h = m.headers.clone();
+        apply_edits(&mut h, &edits, Eol::Lf);
+        let names: Vec<&str> = h.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Subject",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding",
+                "Content-Disposition"
+            ]
+        );
     }
 
     #[test]

@@ -212,7 +212,13 @@ impl Session {
         let sender = if sender.is_empty() || sender == "<>" {
             None
         } else {
-            Address::parse(sender).ok()
+            // Not the null sender: an unparseable MAIL FROM must not pass
+            // for `<>` (bounces are often exempt). It matches no sender
+            // glob, so only rules without `sender` apply.
+            Some(Address::parse(sender).unwrap_or_else(|e| {
+                tracing::info!("{}: MAIL FROM matches no sender glob: {e}", self.queue_id());
+                Address::unparseable(sender)
+            }))
         };
         self.msg = Some(MessageState {
             _in_flight: InFlight::new(self.in_flight.clone()),
@@ -245,12 +251,15 @@ impl Session {
         let addr = match Address::parse(rcpt) {
             Ok(a) => a,
             Err(e) => {
-                // Cannot be looked up, so cannot be proven not to need
-                // encryption: defer rather than deliver in the clear.
-                tracing::warn!("{qid}: {e}");
-                return RcptVerdict::Refuse(Reply::internal_error());
+                // No canonical form, so no rule can be proven not to
+                // apply: refuse, permanently, since the same text fails
+                // the same way at every retry (a 4xx would loop until
+                // the queue lifetime ends).
+                tracing::warn!("{qid}: rcpt refused: {e}");
+                return RcptVerdict::Refuse(Reply::bad_address());
             }
         };
+        let shown = addr.both_forms();
         let direction = engine.policy.direction_of(&addr);
         let q = Query {
             recipient: &addr,
@@ -266,12 +275,12 @@ impl Session {
         let outcomes = look_up(&engine, &addr, &methods).await;
         let decision = engine.policy.decide(&q, outcomes);
         for note in &decision.notes {
-            tracing::info!("{qid}: rcpt {addr} ({direction}): {note}");
+            tracing::info!("{qid}: rcpt {shown} ({direction}): {note}");
         }
         match msg.txn.admit(&decision) {
             Admission::Accept => {
                 tracing::info!(
-                    "{qid}: rcpt {addr} ({direction}): rule \"{}\": {}",
+                    "{qid}: rcpt {shown} ({direction}): rule \"{}\": {}",
                     decision.rule,
                     action_summary(&decision.action)
                 );
@@ -283,7 +292,7 @@ impl Session {
             }
             Admission::Defer(reply) | Admission::Refuse(reply) => {
                 tracing::info!(
-                    "{qid}: rcpt {addr} ({direction}): rule \"{}\": {} {} {}",
+                    "{qid}: rcpt {shown} ({direction}): rule \"{}\": {} {} {}",
                     decision.rule,
                     reply.code(),
                     reply.enhanced(),

@@ -8,10 +8,52 @@
 //! be dodged by capitalisation — in the local part too. Local parts are
 //! compared unquoted: `"john.doe"@example.org` and `john.doe@example.org`
 //! are the same mailbox. In a quoted pattern `*` is a literal character.
+//!
+//! Domains are compared in their one canonical form
+//! ([`crate::address::domain`]): a glob written with U-labels
+//! (`*@bücher.test`) is turned into A-labels when loaded and matches every
+//! spelling of the domain. A glob without `@` (`postmaster`) matches only
+//! domain-less recipients (`RCPT TO:<postmaster>`); so does a glob whose
+//! domain is only `*` (`postmaster@*`, `*@*`), as `*` also matches nothing.
 
 use std::fmt;
 
-use crate::address::Address;
+use crate::address::domain::{canonical_label, map_dots};
+use crate::address::{Address, Domain, split_local};
+
+/// The canonical pattern of a glob's domain: labels without `*` in their
+/// A-label form, labels with `*` ASCII and lower-cased.
+fn domain_pattern(d: &str) -> Result<Pattern, &'static str> {
+    let mapped = map_dots(d);
+    let name = mapped.strip_suffix('.').unwrap_or(&mapped);
+    if name.is_empty() {
+        return Err("empty domain (use * for any)");
+    }
+    let mut canon = Vec::new();
+    for label in name.split('.') {
+        if label.contains('*') {
+            if !label.is_ascii() {
+                return Err("a '*' inside a non-ASCII label has no canonical (A-label) form");
+            }
+            if !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '-' | '_'))
+            {
+                return Err("invalid character in domain");
+            }
+            canon.push(label.to_ascii_lowercase());
+        } else {
+            canon.push(canonical_label(label).map_err(
+                |_| "domain has no canonical form (invalid IDNA label, empty or over 63 octets)",
+            )?);
+        }
+    }
+    let mut p = Pattern(Vec::new());
+    for c in canon.join(".").chars() {
+        p.push(if c == '*' { Tok::Star } else { Tok::Ch(c) });
+    }
+    Ok(p)
+}
 
 /// One token of a compiled pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,37 +155,31 @@ pub struct GlobError {
 }
 
 impl AddressGlob {
-    /// Parses `LOCAL@DOMAIN` where either part may contain `*`.
+    /// Parses `LOCAL@DOMAIN` where either part may contain `*`, or a
+    /// domain-less `LOCAL` (matches domain-less recipients such as
+    /// `<postmaster>`). The domain is made canonical like an address's
+    /// (A-labels, lower case, no trailing dot); a label with a `*` must be
+    /// ASCII, because a wildcard inside a U-label has no A-label form.
     pub fn parse(text: &str) -> Result<Self, GlobError> {
         let err = |reason| GlobError {
             pattern: text.to_owned(),
             reason,
         };
         let t = text.trim();
-        // The domain never contains '@'; a quoted local part may.
-        let at = t
-            .rfind('@')
-            .ok_or_else(|| err("no '@' (write *@example.org for a whole domain)"))?;
-        let (l, d) = (&t[..at], &t[at + 1..]);
-        let d = d.trim_end_matches('.');
+        let (l, d) = split_local(t).map_err(err)?;
         if l.is_empty() {
             return Err(err("empty local part (use * for any)"));
         }
-        if d.is_empty() {
-            return Err(err("empty domain (use * for any)"));
-        }
-        let mut domain = Pattern(Vec::new());
-        for c in d.chars() {
-            match c {
-                '*' => domain.push(Tok::Star),
-                c if c.is_alphanumeric() || matches!(c, '-' | '.' | '_') => {
-                    for lc in c.to_lowercase() {
-                        domain.push(Tok::Ch(lc));
-                    }
-                }
-                _ => return Err(err("invalid character in domain")),
+        let domain = match d {
+            // A bare "example.org" is far more likely a domain written
+            // without "*@" than a dotted domain-less local part (which
+            // can still be written quoted).
+            None if !l.starts_with('"') && l.contains('.') => {
+                return Err(err("no '@' (write *@example.org for a whole domain)"));
             }
-        }
+            None => Pattern(Vec::new()),
+            Some(d) => domain_pattern(d).map_err(err)?,
+        };
         let mut local = Pattern(Vec::new());
         if let Some(inner) = l.strip_prefix('"') {
             let inner = inner
@@ -200,9 +236,14 @@ impl AddressGlob {
         self.local.is_star() && self.domain.is_star()
     }
 
-    /// Whether `addr` matches.
+    /// Whether `addr` matches. A domain-less address has the empty
+    /// domain: `*@*` and domain-less globs match it, `*@example.org` does
+    /// not (the policy tries it with each local domain, see
+    /// [`crate::policy::Policy::select`]). An unparseable sender matches
+    /// nothing.
     pub fn matches(&self, addr: &Address) -> bool {
-        self.domain.matches(addr.domain())
+        addr.kind() != Domain::Unparseable
+            && self.domain.matches(addr.domain())
             && self.local.matches(&addr.local_unquoted().to_lowercase())
     }
 
@@ -291,6 +332,51 @@ mod tests {
     }
 
     #[test]
+    fn idn_globs_are_canonical() {
+        let spellings = [
+            "x@bücher.test",
+            "x@XN--BCHER-KVA.test",
+            "x@xn--bcher-kva.test.",
+            "x@bücher\u{3002}test",
+        ];
+        for glob in [
+            "*@xn--bcher-kva.test",
+            "*@bücher.test",
+            "*@BÜCHER.TEST.",
+            "*@XN--BCHER-KVA.test",
+            "*@\u{ff42}\u{fc}cher\u{ff0e}test",
+            "x@*.test",
+            "*@xn--*.test",
+        ] {
+            for s in spellings {
+                assert!(g(glob).matches(&a(s)), "{glob} vs {s}");
+            }
+        }
+        assert!(g("*@*.müller.test").matches(&a("x@mail.xn--mller-kva.test")));
+        assert!(!g("*@müller.test").matches(&a("x@mueller.test")));
+        assert!(g("*@bücher.test").covers(&g("a@XN--BCHER-KVA.test")));
+        assert_eq!(g("*@bücher.test").as_str(), "*@bücher.test");
+    }
+
+    #[test]
+    fn domain_less_and_literal_addresses() {
+        assert!(g("postmaster").matches(&a("<Postmaster>")));
+        assert!(g("post*").matches(&a("postmaster")));
+        assert!(!g("postmaster").matches(&a("postmaster@example.org")));
+        // A domain of only `*` takes the empty domain too.
+        assert!(g("postmaster@*").matches(&a("postmaster")));
+        assert!(g("*@*").matches(&a("postmaster")));
+        assert!(g("\"a.b\"").matches(&a("a.b")));
+        assert!(!g("*@example.org").matches(&a("alice")));
+        assert!(g("*@*").matches(&a("alice@[192.0.2.1]")));
+        assert!(!g("*@*.1").matches(&a("alice@[192.0.2.1]")));
+        assert!(g("*@*").covers(&g("postmaster")));
+        let bad = Address::unparseable("<\"x>");
+        assert!(!g("*@*").matches(&bad));
+        assert!(!SenderGlob::parse("<>").unwrap().matches(Some(&bad)));
+    }
+
+    #[test]
     fn local_globs_and_case() {
         assert!(g("postmaster@*").matches(&a("PostMaster@any.example")));
         assert!(g("*-request@lists.example").matches(&a("dev-request@lists.example")));
@@ -314,14 +400,21 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
+        let long = format!("*@{}.test", "a".repeat(64));
+        assert!(AddressGlob::parse(&long).is_err());
         for bad in [
-            "example.org",
             "@example.org",
             "x@",
             "a b@x",
             "\"ab@x",
             "a@b c",
             "a@b/c",
+            "*@*bücher.test",
+            "*@bü*cher.test",
+            "*@xn--zz.test",
+            "*@a..test",
+            "*@.",
+            "example.org",
         ] {
             assert!(AddressGlob::parse(bad).is_err(), "{bad:?} accepted");
         }

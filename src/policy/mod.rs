@@ -17,7 +17,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::address::Address;
+use crate::address::{Address, Domain, domain::canonical_name};
 use crate::config::{Config, ConfigError, DEFAULT_POLICY_DIR, Location};
 
 pub use decision::{
@@ -160,9 +160,11 @@ impl Policy {
         Policy {
             rules,
             default_rule: Rule::builtin_default(),
+            // Config has made them canonical already; this keeps a policy
+            // built by hand (tests, tools) on the same form.
             local_domains: local_domains
                 .iter()
-                .map(|d| d.trim_end_matches('.').to_lowercase())
+                .map(|d| canonical_name(d).unwrap_or_else(|_| d.to_lowercase()))
                 .collect(),
             settings,
         }
@@ -213,9 +215,12 @@ impl Policy {
     }
 
     /// Inbound when the recipient's domain is exactly one of
-    /// `local_domains` (case-insensitive; subdomains only when listed).
+    /// `local_domains` (in canonical form; subdomains only when listed),
+    /// or when it has no domain (the MTA delivers `<postmaster>` locally).
     pub fn direction_of(&self, recipient: &Address) -> Direction {
-        if self.local_domains.iter().any(|d| d == recipient.domain()) {
+        if recipient.kind() == Domain::None
+            || self.local_domains.iter().any(|d| d == recipient.domain())
+        {
             Direction::Inbound
         } else {
             Direction::Outbound
@@ -223,10 +228,37 @@ impl Policy {
     }
 
     /// The first rule that applies (or the built-in default), and why.
+    ///
+    /// A domain-less recipient (`<alice>`) is delivered by the MTA under a
+    /// local domain we cannot see (`$myorigin`), so a rule also applies
+    /// when it applies to `alice@D` for some `D` in `local_domains`: a
+    /// `required` rule for a local domain cannot be dodged by leaving the
+    /// domain out.
     pub fn select<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
+        let qualified: Vec<Address> = self
+            .local_domains
+            .iter()
+            .filter_map(|d| q.recipient.qualified(d))
+            .collect();
         let mut skipped = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
-            match r.check(q) {
+            let found = r.check(q).or_else(|why_not| {
+                qualified
+                    .iter()
+                    .find_map(|a| {
+                        let mut why = r.check(&Query { recipient: a, ..*q }).ok()?;
+                        why.insert(
+                            0,
+                            format!(
+                                "domain-less recipient {} taken as {a} (local_domains)",
+                                q.recipient
+                            ),
+                        );
+                        Some(why)
+                    })
+                    .ok_or(why_not)
+            });
+            match found {
                 Ok(why) => {
                     return Match {
                         rule: r,

@@ -84,6 +84,13 @@ impl Reply {
         }
     }
 
+    /// `550 5.1.3`: the recipient address has no canonical form (a domain
+    /// UTS #46 refuses, a malformed literal or local part); retrying the
+    /// same text cannot help, so the sender learns at once.
+    pub fn bad_address() -> Reply {
+        Reply::new(550, "5.1.3", "Bad recipient address syntax".to_owned())
+    }
+
     /// `451 4.3.0`: a bug or I/O error; never an unencrypted pass where a
     /// rule required encryption.
     pub fn internal_error() -> Reply {

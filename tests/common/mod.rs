@@ -589,7 +589,8 @@ pub fn check_outer_headers<'a>(input: &[u8], output: &'a [u8], kind: Outer) -> &
                 }
                 cd = true;
             }
-            "content-id" | "content-description" => {}
+            // Every other content field moves inside the encryption.
+            n if n.starts_with("content-") => {}
             _ => expected.push(Slot::Keep(f.raw.clone())),
         }
     }

@@ -781,8 +781,19 @@ impl Session {
     /// session is ready for the next transaction afterwards (unless the
     /// server closed it, which panics on the next command).
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> SmtpOutcome {
+        self.send_with_params(from, "", to, message)
+    }
+
+    /// [`Session::send`] with extra MAIL FROM parameters (e.g. `SMTPUTF8`).
+    pub fn send_with_params(
+        &mut self,
+        from: &str,
+        params: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> SmtpOutcome {
         let size = message.len() + message.len() / 16;
-        let mail = self.command(&format!("MAIL FROM:<{from}> SIZE={size}"));
+        let mail = self.command(&format!("MAIL FROM:<{from}> SIZE={size}{params}"));
         let mut outcome = SmtpOutcome {
             mail,
             rcpts: Vec::new(),
