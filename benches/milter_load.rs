@@ -39,7 +39,8 @@
 //! messages/s, default 2000; 0 skips it), `MILTER_LOAD_MEMORY` (`0` skips
 //! the memory run), `MILTER_LOAD_MEM_CONNS` (100), `MILTER_LOAD_MEM_MIB`
 //! (message size, 25), `MILTER_LOAD_SPOOL` (spool threshold bytes,
-//! default 4 MiB), `MILTER_LOAD_KEEP=1` keeps the milter running at the end
+//! default 4 MiB), `MILTER_LOAD_BUDGET` (`limits.memory_budget_bytes`,
+//! default the milter's), `MILTER_LOAD_KEEP=1` keeps the milter running at the end
 //! of the throughput runs until Enter is pressed (for `perf record -p`).
 
 mod support;
@@ -162,9 +163,13 @@ impl Setup {
              [keys]\n\
              directory = {keys:?}\n\
              [limits]\n\
-             spool_threshold_bytes = {spool_threshold}\n",
+             spool_threshold_bytes = {spool_threshold}\n{budget}",
             policies = d.join("policies").display().to_string(),
             keys = d.join("keys").display().to_string(),
+            budget = match std::env::var("MILTER_LOAD_BUDGET") {
+                Ok(b) if !b.is_empty() => format!("memory_budget_bytes = {b}\n"),
+                _ => String::new(),
+            },
         );
         std::fs::write(&path, text).unwrap();
         path

@@ -54,6 +54,8 @@ pub const KEYS: &[&str] = &[
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
+    "limits.max_header_bytes",
+    "limits.memory_budget_bytes",
 ];
 
 /// The effective configuration.
@@ -180,6 +182,14 @@ pub struct LimitsConfig {
     pub max_message_bytes: u64,
     /// Bodies larger than this are spooled to disk.
     pub spool_threshold_bytes: u64,
+
+    // Memory bounds (issue 9.6).
+    /// Header bytes kept per message (names, values, separators); beyond
+    /// it the message is handled like one over `max_message_bytes`.
+    pub max_header_bytes: u64,
+    /// Bodies held in memory by all connections together; beyond it
+    /// bodies are spooled to disk at once, whatever their size.
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +197,11 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_bytes: 52_428_800,
             spool_threshold_bytes: 4_194_304,
+            // Ten header fields of Postfix's own `header_size_limit`
+            // (102400); real headers are a few KiB, long Received and
+            // ARC/DKIM chains stay far below.
+            max_header_bytes: 1_048_576,
+            memory_budget_bytes: crate::memory::DEFAULT_BUDGET,
         }
     }
 }
@@ -573,6 +588,12 @@ impl Config {
         if self.limits.max_message_bytes == 0 {
             return Err(invalid(
                 "limits.max_message_bytes",
+                "must be greater than 0".to_owned(),
+            ));
+        }
+        if self.limits.max_header_bytes == 0 {
+            return Err(invalid(
+                "limits.max_header_bytes",
                 "must be greater than 0".to_owned(),
             ));
         }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod encoding;
 pub mod keys;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod milter;

@@ -55,6 +55,8 @@ pub const ENCRYPTION_DURATION_SECONDS: &str = "autoencrypt_encryption_duration_s
 pub const MESSAGE_SIZE_BYTES: &str = "autoencrypt_message_size_bytes";
 /// Milter connections currently open (a gauge).
 pub const CONNECTIONS_ACTIVE: &str = "autoencrypt_connections_active";
+/// Bytes of message bodies held in memory, all connections (a gauge).
+pub const MEMORY_BODIES_BYTES: &str = "autoencrypt_memory_bodies_bytes";
 
 // Names as registered. prometheus-client appends `_total` to counter
 // samples and the unit to names registered with one, so the exposed names
@@ -65,6 +67,7 @@ const KEY_LOOKUPS: &str = "autoencrypt_key_lookups";
 const KEY_LOOKUP_DURATION: &str = "autoencrypt_key_lookup_duration";
 const ENCRYPTION_DURATION: &str = "autoencrypt_encryption_duration";
 const MESSAGE_SIZE: &str = "autoencrypt_message_size";
+const MEMORY_BODIES: &str = "autoencrypt_memory_bodies";
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -274,6 +277,7 @@ struct Inner {
     encryption_duration: HistogramFamily<MethodLabels>,
     message_size: Histogram,
     connections: Gauge,
+    memory_bodies: Gauge,
 }
 
 /// The milter's metrics. Cheap to clone: clones share the same values.
@@ -307,6 +311,7 @@ impl Metrics {
         // 1 KiB, 4 KiB, … 64 MiB.
         let message_size = Histogram::new(exponential_buckets(1024.0, 4.0, 9));
         let connections = Gauge::default();
+        let memory_bodies = Gauge::default();
 
         for direction in DIRECTIONS {
             for outcome in Outcome::ALL {
@@ -365,6 +370,13 @@ impl Metrics {
             "Milter connections currently open",
             connections.clone(),
         );
+        registry.register_with_unit(
+            MEMORY_BODIES,
+            "Message bodies (received and encrypted) held in memory by all connections; \
+             bounded by limits.memory_budget_bytes, the rest is spooled to disk",
+            Unit::Bytes,
+            memory_bodies.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -376,6 +388,7 @@ impl Metrics {
                 encryption_duration,
                 message_size,
                 connections,
+                memory_bodies,
             }),
         }
     }
@@ -452,6 +465,17 @@ impl Metrics {
     /// Milter connections currently open.
     pub fn connections_active(&self) -> i64 {
         self.inner.connections.get()
+    }
+
+    /// Adds `delta` (negative: releases) to the bytes of bodies held in
+    /// memory (kept by [`crate::memory::MemoryBudget`]).
+    pub fn memory_bodies_add(&self, delta: i64) {
+        self.inner.memory_bodies.inc_by(delta);
+    }
+
+    /// Bytes of bodies held in memory, as exposed.
+    pub fn memory_bodies_bytes(&self) -> i64 {
+        self.inner.memory_bodies.get()
     }
 
     /// Every metric in the OpenMetrics 1.0.0 text format (ends in `# EOF`).
@@ -721,6 +745,7 @@ mod tests {
             ENCRYPTION_DURATION_SECONDS
         );
         assert_eq!(format!("{MESSAGE_SIZE}_bytes"), MESSAGE_SIZE_BYTES);
+        assert_eq!(format!("{MEMORY_BODIES}_bytes"), MEMORY_BODIES_BYTES);
     }
 
     #[test]
@@ -734,6 +759,7 @@ mod tests {
             (ENCRYPTION_DURATION_SECONDS, "histogram"),
             (MESSAGE_SIZE_BYTES, "histogram"),
             (CONNECTIONS_ACTIVE, "gauge"),
+            (MEMORY_BODIES_BYTES, "gauge"),
         ] {
             assert!(
                 text.lines()
@@ -762,6 +788,7 @@ mod tests {
             (ENCRYPTION_DURATION_SECONDS, "histogram"),
             (MESSAGE_SIZE_BYTES, "histogram"),
             (CONNECTIONS_ACTIVE, "gauge"),
+            (MEMORY_BODIES_BYTES, "gauge"),
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(
@@ -822,6 +849,7 @@ mod tests {
             assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
         }
         assert_eq!(sample(&text, CONNECTIONS_ACTIVE).as_deref(), Some("0"));
+        assert_eq!(sample(&text, MEMORY_BODIES_BYTES).as_deref(), Some("0"));
         assert_eq!(
             sample(&text, &format!("{MESSAGE_SIZE_BYTES}_count")).as_deref(),
             Some("0")

@@ -2,10 +2,17 @@
 //! anonymous temporary file beyond it, so that large messages cost disk,
 //! not memory. The file has no name (`O_TMPFILE` or unlinked at once): it
 //! disappears on every path, including a crash.
+//!
+//! A spool made with [`Spool::with_budget`] holds memory only as far as the
+//! process-wide [`MemoryBudget`] allows: it reserves every byte of its
+//! buffer before allocating it, moves to disk at once when refused, and
+//! gives everything back when it moves to disk or is dropped.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
+
+use crate::memory::MemoryBudget;
 
 /// Default threshold (`limits.spool_threshold_bytes`).
 pub const DEFAULT_THRESHOLD: usize = 4 * 1024 * 1024;
@@ -14,16 +21,24 @@ pub const DEFAULT_THRESHOLD: usize = 4 * 1024 * 1024;
 /// over a few KiB at a time, and a system call each would dominate.
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// Smallest in-memory allocation of a budgeted spool (grown by doubling).
+const FIRST_ALLOCATION: usize = 16 * 1024;
+
 /// A write-once, read-many byte store.
 #[derive(Debug)]
 pub struct Spool {
     threshold: usize,
-    /// The contents while in memory; the write buffer once on disk.
+    /// The contents while in memory; the write buffer once on disk (none
+    /// when the budget could not spare one: then every write goes to the
+    /// file).
     mem: Vec<u8>,
     file: Option<File>,
     /// Bytes already in the file (the rest is in `mem`).
     file_len: u64,
     len: u64,
+    budget: Option<MemoryBudget>,
+    /// Bytes of `mem`'s allocation taken from `budget`.
+    reserved: u64,
 }
 
 impl Spool {
@@ -36,7 +51,21 @@ impl Spool {
             file: None,
             file_len: 0,
             len: 0,
+            budget: None,
+            reserved: 0,
         }
+    }
+
+    /// As [`Spool::new`], and in memory only while `budget` allows.
+    pub fn with_budget(threshold: usize, budget: MemoryBudget) -> Self {
+        let mut s = Spool::new(threshold);
+        s.budget = Some(budget);
+        s
+    }
+
+    /// Bytes of memory this spool holds from its budget.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
     }
 
     /// Bytes written so far.
@@ -73,9 +102,65 @@ impl Spool {
         let mut file = tempfile::tempfile()?;
         file.write_all(&self.mem)?;
         self.file_len = self.mem.len() as u64;
-        self.mem = Vec::with_capacity(WRITE_BUFFER);
+        self.mem = Vec::new();
+        self.give_back();
         self.file = Some(file);
+        let buffered = match &self.budget {
+            None => true,
+            Some(b) => b.try_reserve(WRITE_BUFFER as u64),
+        };
+        if buffered {
+            self.mem = Vec::with_capacity(WRITE_BUFFER);
+            if self.budget.is_some() {
+                self.reserved = WRITE_BUFFER as u64;
+                self.account(WRITE_BUFFER as u64);
+            }
+        }
         Ok(())
+    }
+
+    /// Grows the in-memory buffer to hold `need` bytes, if the budget
+    /// allows; `false` when it does not (the caller spills).
+    fn grow(&mut self, need: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let have = self.mem.capacity();
+        if need <= have {
+            return true;
+        }
+        // Doubling keeps the copies linear; never beyond the threshold,
+        // where the spool moves to disk anyway.
+        let want = need
+            .max(have.saturating_mul(2))
+            .max(FIRST_ALLOCATION)
+            .min(self.threshold.max(need));
+        if !budget.try_reserve((want - have) as u64) {
+            return false;
+        }
+        self.reserved += (want - have) as u64;
+        self.mem.reserve_exact(want - self.mem.len());
+        self.account(want as u64);
+        true
+    }
+
+    /// Accounts an allocation larger than the `expected` bytes reserved
+    /// for it (the allocator may round up).
+    fn account(&mut self, expected: u64) {
+        let actual = self.mem.capacity() as u64;
+        if let Some(b) = &self.budget
+            && actual > expected
+        {
+            b.force_reserve(actual - expected);
+            self.reserved += actual - expected;
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(self.reserved);
+        }
+        self.reserved = 0;
     }
 
     fn write_out(&mut self) -> io::Result<()> {
@@ -90,13 +175,36 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.file.is_none() && self.mem.len() + buf.len() > self.threshold {
-            self.spill()?;
+        if self.file.is_none() {
+            let need = self.mem.len() + buf.len();
+            if need > self.threshold || !self.grow(need) {
+                self.spill()?;
+            }
         }
-        if self.file.is_some() && self.mem.len() + buf.len() > WRITE_BUFFER {
-            self.write_out()?;
+        if self.file.is_some() {
+            let buffered = self.mem.capacity() > 0;
+            if buffered && self.mem.len() + buf.len() > WRITE_BUFFER {
+                self.write_out()?;
+            }
+            // Without a write buffer (the budget had none to spare), or a
+            // write larger than it: straight to the file, so the buffer
+            // never grows.
+            if !buffered || buf.len() > WRITE_BUFFER {
+                if let Some(f) = &mut self.file {
+                    f.write_all(buf)?;
+                }
+                self.file_len += buf.len() as u64;
+                self.len += buf.len() as u64;
+                return Ok(buf.len());
+            }
         }
         self.mem.extend_from_slice(buf);
         self.len += buf.len() as u64;
@@ -186,5 +294,70 @@ mod tests {
         r.read_exact(&mut small).unwrap();
         assert_eq!(&small, b"abc");
         assert_eq!(s.to_vec().unwrap(), b"abcdefgh");
+    }
+
+    #[test]
+    fn holds_budget_while_in_memory_and_returns_it() {
+        let budget = MemoryBudget::new(1 << 20, None);
+        let mut s = Spool::with_budget(64 * 1024, budget.clone());
+        s.write_all(&[7u8; 1000]).unwrap();
+        assert!(!s.is_on_disk());
+        assert!(budget.used() >= 1000);
+        assert_eq!(budget.used(), s.reserved());
+        drop(s);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.peak() >= 1000);
+    }
+
+    #[test]
+    fn goes_to_disk_when_the_budget_is_spent() {
+        let budget = MemoryBudget::new(40 * 1024, None);
+        let mut a = Spool::with_budget(1 << 20, budget.clone());
+        a.write_all(&[1u8; 30 * 1024]).unwrap();
+        assert!(!a.is_on_disk());
+        let mut b = Spool::with_budget(1 << 20, budget.clone());
+        let data: Vec<u8> = (0..100_000).map(|i| (i % 249) as u8).collect();
+        for chunk in data.chunks(3000) {
+            b.write_all(chunk).unwrap();
+        }
+        // Below its threshold, yet on disk: the budget had no room.
+        assert!(b.is_on_disk());
+        assert!(budget.peak() <= budget.limit(), "{}", budget.peak());
+        assert_eq!(b.to_vec().unwrap(), data);
+        drop(a);
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn without_a_write_buffer_writes_go_straight_to_the_file() {
+        // The budget cannot spare a write buffer once on disk.
+        let budget = MemoryBudget::new(WRITE_BUFFER as u64 - 1, None);
+        let mut s = Spool::with_budget(10, budget.clone());
+        let data: Vec<u8> = (0..50_000).map(|i| (i % 13) as u8).collect();
+        for chunk in data.chunks(777) {
+            s.write_all(chunk).unwrap();
+        }
+        assert!(s.is_on_disk());
+        assert_eq!(s.reserved(), 0);
+        assert_eq!(budget.peak(), 0);
+        assert_eq!(s.to_vec().unwrap(), data);
+    }
+
+    #[test]
+    fn large_writes_on_disk_do_not_grow_the_write_buffer() {
+        let budget = MemoryBudget::new(1 << 30, None);
+        let mut s = Spool::with_budget(10, budget.clone());
+        let data: Vec<u8> = (0..WRITE_BUFFER * 3).map(|i| (i % 251) as u8).collect();
+        s.write_all(&data[..5]).unwrap();
+        s.write_all(&data[5..]).unwrap();
+        assert!(s.is_on_disk());
+        assert_eq!(s.reserved(), budget.used());
+        assert!(
+            budget.peak() <= WRITE_BUFFER as u64 + 64,
+            "{}",
+            budget.peak()
+        );
+        assert_eq!(s.to_vec().unwrap(), data);
     }
 }

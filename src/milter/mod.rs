@@ -22,6 +22,7 @@ use crate::keys::Sources;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
 use crate::keys::validated::ValidationCache;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 pub use transport::{TcpMilterListener, UnixMilterListener};
@@ -102,17 +103,29 @@ pub struct Shared {
     config_path: PathBuf,
     in_flight: Arc<AtomicUsize>,
     encryption_slots: Arc<tokio::sync::Semaphore>,
+    memory_budget: MemoryBudget,
 }
 
 impl Shared {
     /// Wraps the first engine.
     pub fn new(engine: Engine, config_path: PathBuf) -> Self {
+        let memory_budget = MemoryBudget::new(
+            engine.config.limits.memory_budget_bytes,
+            Some(engine.metrics.clone()),
+        );
         Shared {
             engine: RwLock::new(Arc::new(engine)),
             config_path,
             in_flight: Arc::new(AtomicUsize::new(0)),
             encryption_slots: Arc::new(tokio::sync::Semaphore::new(encryption_slots())),
+            memory_budget,
         }
+    }
+
+    /// The budget for bodies in memory, shared by every session of the
+    /// process (`limits.memory_budget_bytes`; a reload changes its limit).
+    pub fn memory_budget(&self) -> MemoryBudget {
+        self.memory_budget.clone()
     }
 
     /// Permits for encryptions running at once, shared by every session
@@ -139,6 +152,8 @@ impl Shared {
     /// logged and the old one kept.
     pub fn reload(&self) -> Result<(), EngineError> {
         let new = Engine::load(&self.config_path, self.engine().metrics.clone())?;
+        self.memory_budget
+            .set_limit(new.config.limits.memory_budget_bytes);
         let mut slot = match self.engine.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient};
 use crate::keys::KeySource;
+use crate::memory::MemoryBudget;
 use crate::message::HeaderField;
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader};
@@ -85,6 +86,57 @@ struct MessageState {
     /// The body could not be spooled; the message is refused at its end
     /// (the body stage has no reply of its own: see `callbacks.rs`).
     spool_failed: bool,
+    /// Header bytes received (stored or not).
+    header_bytes: u64,
+    /// Body bytes received (stored or not).
+    body_bytes: u64,
+    /// Set once a limit is passed: from then on nothing more is stored
+    /// and the end of message only applies [`Overflow::verdict`].
+    overflow: Option<Overflow>,
+}
+
+/// Which limit a message passed. Its outcome is decided then: what was not
+/// kept cannot be encrypted, nor verified as ciphertext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overflow {
+    /// `limits.max_header_bytes`.
+    Headers,
+    /// `limits.max_message_bytes`.
+    Body,
+}
+
+impl Overflow {
+    fn describe(self, msg: &MessageState, limits: &crate::config::LimitsConfig) -> String {
+        match self {
+            Overflow::Headers => format!(
+                "header fields of {} bytes exceed limits.max_header_bytes ({})",
+                msg.header_bytes, limits.max_header_bytes
+            ),
+            Overflow::Body => format!(
+                "body of {} bytes exceeds limits.max_message_bytes ({})",
+                msg.body_bytes, limits.max_message_bytes
+            ),
+        }
+    }
+
+    /// A `required` recipient makes it a refusal (`552 5.3.4`: retrying
+    /// will not make it smaller); otherwise it passes as received, which
+    /// is what the recipients' rules allow for a message without
+    /// encryption.
+    fn verdict(self, msg: &MessageState, limits: &crate::config::LimitsConfig) -> EomVerdict {
+        let required = msg
+            .accepted
+            .iter()
+            .any(|d| matches!(d.action, Action::Encrypt { required: true, .. }));
+        if required {
+            EomVerdict::Refuse(Reply::too_big_to_encrypt())
+        } else {
+            EomVerdict::Unchanged {
+                reason: format!("{}; opportunistic, passed", self.describe(msg, limits)),
+                outcome: Outcome::Passed,
+            }
+        }
+    }
 }
 
 /// One MTA connection.
@@ -92,6 +144,7 @@ pub struct Session {
     engine: Arc<Engine>,
     in_flight: Arc<AtomicUsize>,
     encryption_slots: Arc<tokio::sync::Semaphore>,
+    memory_budget: MemoryBudget,
     conn: ConnectionFacts,
     queue_id: Option<String>,
     msg: Option<MessageState>,
@@ -110,6 +163,7 @@ impl Session {
             engine,
             in_flight: shared.in_flight(),
             encryption_slots: shared.encryption_slots(),
+            memory_budget: shared.memory_budget(),
             conn: ConnectionFacts::default(),
             queue_id: None,
             msg: None,
@@ -173,11 +227,15 @@ impl Session {
             txn: Transaction::new(),
             accepted: Vec::new(),
             headers: Vec::new(),
-            body: Spool::new(
+            body: Spool::with_budget(
                 usize::try_from(self.engine.config.limits.spool_threshold_bytes)
                     .unwrap_or(usize::MAX),
+                self.memory_budget.clone(),
             ),
             spool_failed: false,
+            header_bytes: 0,
+            body_bytes: 0,
+            overflow: None,
         });
     }
 
@@ -247,20 +305,58 @@ impl Session {
 
     /// A header field as received. `value` is everything after the colon
     /// (the MTA is asked to keep the leading space).
+    ///
+    /// Beyond `limits.max_header_bytes` nothing more of the message is
+    /// stored (what was is released) and its outcome is decided.
     pub fn header(&mut self, name: &str, value: &[u8]) {
-        if let Some(msg) = self.msg.as_mut() {
-            msg.headers.push(HeaderField::new(name, value));
+        let limits = &self.engine.config.limits;
+        let qid = self.queue_id.as_deref().unwrap_or("NOQUEUE");
+        let Some(msg) = self.msg.as_mut() else {
+            return;
+        };
+        // As on the wire: name, colon, value, CRLF.
+        msg.header_bytes = msg
+            .header_bytes
+            .saturating_add((name.len() + value.len() + 3) as u64);
+        if msg.overflow.is_some() {
+            return;
         }
+        if msg.header_bytes > limits.max_header_bytes {
+            msg.overflow = Some(Overflow::Headers);
+            msg.headers = Vec::new();
+            msg.body = Spool::new(0);
+            tracing::warn!(
+                "{qid}: {}; no longer stored",
+                Overflow::Headers.describe(msg, limits)
+            );
+            return;
+        }
+        msg.headers.push(HeaderField::new(name, value));
     }
 
     /// A body chunk (CRLF line endings, as on the wire). After an error
     /// the rest of the body is ignored, what was spooled is released, and
     /// [`Session::eom`] refuses the message.
+    ///
+    /// Beyond `limits.max_message_bytes` the body is no longer stored
+    /// (what was is released) and the rest is discarded as it arrives.
     pub fn body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let limits = &self.engine.config.limits;
+        let qid = self.queue_id.as_deref().unwrap_or("NOQUEUE");
         let Some(msg) = self.msg.as_mut() else {
             return Ok(());
         };
-        if msg.spool_failed {
+        msg.body_bytes = msg.body_bytes.saturating_add(chunk.len() as u64);
+        if msg.spool_failed || msg.overflow.is_some() {
+            return Ok(());
+        }
+        if msg.body_bytes > limits.max_message_bytes {
+            msg.overflow = Some(Overflow::Body);
+            msg.body = Spool::new(0);
+            tracing::info!(
+                "{qid}: {}; the rest is discarded",
+                Overflow::Body.describe(msg, limits)
+            );
             return Ok(());
         }
         msg.body.write_all(chunk).inspect_err(|_| {
@@ -287,17 +383,16 @@ impl Session {
             return EomVerdict::Refuse(Reply::internal_error());
         }
         let engine = self.engine.clone();
-        let size = msg.body.len();
+        let size = msg.body_bytes;
         engine.metrics.message_size(size);
         let unchanged = |reason: String, outcome| EomVerdict::Unchanged { reason, outcome };
         let Some(method) = msg.txn.method() else {
             return unchanged("no recipient needs encryption".into(), Outcome::Passed);
         };
-        let required = msg
-            .accepted
-            .iter()
-            .any(|d| matches!(d.action, Action::Encrypt { required: true, .. }));
-
+        // Before classification: what was not kept cannot be verified.
+        if let Some(over) = msg.overflow {
+            return over.verdict(&msg, &engine.config.limits);
+        }
         let mut prefix = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(SCAN_LIMIT));
         if let Err(e) = msg
             .body
@@ -312,8 +407,8 @@ impl Session {
         // whole body and runs on the blocking pool.
         let class = classify(&msg.headers, &prefix);
         drop(prefix);
-        let oversized = size > engine.config.limits.max_message_bytes;
-        if class.candidate().is_some() && (oversized || engine.config.dry_run) {
+        // (A body past limits.max_message_bytes was not kept: answered above.)
+        if class.candidate().is_some() && engine.config.dry_run {
             // Nothing will be encrypted here: only verify.
             let headers = msg.headers.clone();
             let class = class.clone();
@@ -349,16 +444,6 @@ impl Session {
                 }
             }
         }
-        if oversized {
-            return if required {
-                EomVerdict::Refuse(Reply::too_big_to_encrypt())
-            } else {
-                unchanged(
-                    format!("{size} bytes exceeds limits.max_message_bytes; opportunistic, passed"),
-                    Outcome::Passed,
-                )
-            };
-        }
         // Every accepted recipient can use `method`: take its keys.
         let mut to = Vec::new();
         for d in msg.accepted.drain(..) {
@@ -387,6 +472,7 @@ impl Session {
         let headers = std::mem::take(&mut msg.headers);
         let body = std::mem::replace(&mut msg.body, Spool::new(0));
         let registry = engine.registry.clone();
+        let budget = self.memory_budget.clone();
         // Waiting for a slot counts as encryption time in the metrics: it is
         // latency the message sees.
         let started = Instant::now();
@@ -420,7 +506,7 @@ impl Session {
                     "nothing to encrypt".into(),
                 ));
             };
-            let mut rendered = Spool::new(opts.spool_threshold);
+            let mut rendered = Spool::with_budget(opts.spool_threshold, budget);
             entity
                 .body
                 .write_to(crate::message::Eol::Crlf, &mut rendered)?;
