@@ -54,6 +54,9 @@ pub const KEYS: &[&str] = &[
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
+    "limits.max_connections",
+    "limits.negotiation_timeout_ms",
+    "limits.idle_timeout_secs",
 ];
 
 /// The effective configuration.
@@ -180,6 +183,18 @@ pub struct LimitsConfig {
     pub max_message_bytes: u64,
     /// Bodies larger than this are spooled to disk.
     pub spool_threshold_bytes: u64,
+
+    // Connections (see `milter::transport::Slots`).
+    /// Milter connections open at once; beyond it a new connection takes
+    /// the place of the oldest one that has not negotiated, or is closed
+    /// at once.
+    pub max_connections: usize,
+    /// A connection that has not sent its first command (OPTNEG) within
+    /// this many milliseconds is closed.
+    pub negotiation_timeout_ms: u64,
+    /// A connection on which the MTA sends nothing for this many seconds is
+    /// closed (needs a restart to change).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +202,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_bytes: 52_428_800,
             spool_threshold_bytes: 4_194_304,
+            max_connections: 256,
+            negotiation_timeout_ms: 5_000,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -568,6 +586,33 @@ impl Config {
             return Err(invalid(
                 "dns.timeout_ms",
                 format!("{} is out of range (1 to 60000)", self.dns.timeout_ms),
+            ));
+        }
+        if !(1..=65_536).contains(&self.limits.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                format!(
+                    "{} is out of range (1 to 65536)",
+                    self.limits.max_connections
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&self.limits.negotiation_timeout_ms) {
+            return Err(invalid(
+                "limits.negotiation_timeout_ms",
+                format!(
+                    "{} is out of range (100 to 60000)",
+                    self.limits.negotiation_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&self.limits.idle_timeout_secs) {
+            return Err(invalid(
+                "limits.idle_timeout_secs",
+                format!(
+                    "{} is out of range (1 to 86400)",
+                    self.limits.idle_timeout_secs
+                ),
             ));
         }
         if self.limits.max_message_bytes == 0 {

@@ -13,7 +13,7 @@ use crate::keys::KeySource;
 use crate::message::HeaderField;
 use crate::message::classify::{Classification, SCAN_LIMIT, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader};
-use crate::metrics::{ConnectionGuard, Outcome};
+use crate::metrics::Outcome;
 use crate::pipeline::{Prepared, encrypt_entity};
 use crate::policy::{
     Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Query,
@@ -97,15 +97,14 @@ pub struct Session {
     msg: Option<MessageState>,
     /// Directions of the last message that reached its end, for counting.
     finished: Vec<Direction>,
-    _connection: ConnectionGuard,
 }
 
 impl Session {
     /// A new connection, bound to the engine (configuration, policy, key
     /// sources) current when it was opened.
     pub fn new(shared: &Shared) -> Self {
+        // Connections are counted where they are accepted (slots.rs).
         let engine = shared.engine();
-        let guard = engine.metrics.connection_opened();
         Session {
             engine,
             in_flight: shared.in_flight(),
@@ -114,7 +113,6 @@ impl Session {
             queue_id: None,
             msg: None,
             finished: Vec::new(),
-            _connection: guard,
         }
     }
 
