@@ -414,3 +414,55 @@ fn sighup_reloads_the_connection_limit_and_says_the_idle_timeout_needs_a_restart
     assert!(get(http, "/healthz").1.starts_with("ok: 2/5 "));
     drop(m);
 }
+
+#[test]
+fn the_connection_keys_come_from_file_and_environment_and_are_range_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let config = dir.path().join("c.toml");
+    let check = |limits: &str| {
+        write_config(&config, &policies, 1, 2, limits);
+        Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check-config")
+            .env("AUTOENCRYPT_LIMITS__NEGOTIATION_TIMEOUT_MS", "700")
+            .output()
+            .unwrap()
+    };
+    let out = check("max_connections = 9\n");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "limits.max_connections = 9 ",
+        "limits.negotiation_timeout_ms = 700 ",
+        "limits.idle_timeout_secs = 300 ",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+    for (bad, key) in [
+        ("max_connections = 0\n", "limits.max_connections"),
+        ("idle_timeout_secs = 0\n", "limits.idle_timeout_secs"),
+    ] {
+        let out = check(bad);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("key `{key}`")), "{err}");
+        assert!(err.contains("out of range"), "{err}");
+    }
+    write_config(&config, &policies, 1, 2, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .env("AUTOENCRYPT_LIMITS__NEGOTIATION_TIMEOUT_MS", "99")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AUTOENCRYPT_LIMITS__NEGOTIATION_TIMEOUT_MS") || err.contains("limits.negotiation_timeout_ms"),
+        "{err}"
+    );
+}
