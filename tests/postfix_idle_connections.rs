@@ -250,7 +250,8 @@ fn six_hundred_idle_connections_do_not_stop_mail() {
     }
     let evicted = dropped(m.http, "evicted");
     let timed_out = dropped(m.http, "negotiation_timeout");
-    assert!(evicted >= 600 - 256 + 1, "{evicted}");
+    // The 344 beyond the limit, and one more for Postfix.
+    assert!(evicted > 600 - 256, "{evicted}");
     assert!(timed_out >= 1, "{timed_out}");
     assert_eq!(dropped(m.http, "limit"), 0);
     wait_until("the slots are free", || {
@@ -395,15 +396,16 @@ fn sighup_reloads_the_connection_limit_and_says_the_idle_timeout_needs_a_restart
     });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("limits.idle_timeout_secs changed to 10; it takes effect at the next restart"),
+        text.contains(
+            "limits.idle_timeout_secs changed to 10; it takes effect at the next restart"
+        ),
         "{text}"
     );
     // Three more fit now, without evicting the first two; the new
     // deadline applies to the new connections only.
     idle.extend((0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()));
     wait_until("five connections", || {
-        get(http, "/healthz").1.starts_with("ok: 5/5 ")
-            || dropped(http, "negotiation_timeout") >= 3
+        get(http, "/healthz").1.starts_with("ok: 5/5 ") || dropped(http, "negotiation_timeout") >= 3
     });
     assert_eq!(dropped(http, "evicted"), 0);
     for s in &mut idle[2..] {
@@ -462,7 +464,8 @@ fn the_connection_keys_come_from_file_and_environment_and_are_range_checked() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("AUTOENCRYPT_LIMITS__NEGOTIATION_TIMEOUT_MS") || err.contains("limits.negotiation_timeout_ms"),
+        err.contains("AUTOENCRYPT_LIMITS__NEGOTIATION_TIMEOUT_MS")
+            || err.contains("limits.negotiation_timeout_ms"),
         "{err}"
     );
 }

@@ -387,7 +387,8 @@ mod tests {
         .unwrap();
         assert_eq!(d.param("filename"), Some("notes.p7m"));
         // A plain value first: later sections of the name are ignored.
-        let d = ContentType::parse_disposition("inline; name=a.txt; name*0=b; name*1=.p7m").unwrap();
+        let d =
+            ContentType::parse_disposition("inline; name=a.txt; name*0=b; name*1=.p7m").unwrap();
         assert_eq!(d.param("name"), Some("a.txt"));
         assert_eq!(d.params.len(), 1);
         // Duplicates of a plain parameter: the first wins.
@@ -436,7 +437,8 @@ mod tests {
 
     #[test]
     fn a_sectioned_parameter_without_section_zero_keeps_what_it_has() {
-        let ct = ContentType::parse("application/octet-stream; name*1=\"b\"; name*3=\"d\"").unwrap();
+        let ct =
+            ContentType::parse("application/octet-stream; name*1=\"b\"; name*3=\"d\"").unwrap();
         assert_eq!(ct.param("name"), Some("bd"));
     }
 }

@@ -209,8 +209,8 @@ pub async fn run_on<L: indymilter::Listener>(
     let config = milter_config(shared.idle_timeout_secs);
     let listener = Limited::new(listener, shared.connection_slots());
     indymilter::run(listener, callbacks::build(shared), config, shutdown)
-    .await
-    .map_err(ServeError::Run)
+        .await
+        .map_err(ServeError::Run)
 }
 
 /// Binds the configured socket and runs until SIGTERM or SIGINT; SIGHUP

@@ -329,9 +329,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Admitted<S> {
             }
             if deadline.as_mut().poll(cx).is_ready() {
                 if this.slot.settle(TIMED_OUT) {
-                    this.slot
-                        .slots
-                        .dropped(ConnectionDrop::NegotiationTimeout);
+                    this.slot.slots.dropped(ConnectionDrop::NegotiationTimeout);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no milter command within the negotiation timeout",
