@@ -119,48 +119,51 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// An RFC 2045 token.
-    fn token(&mut self) -> Option<String> {
+    /// An RFC 2045 token (ASCII by definition).
+    fn token(&mut self) -> Option<&'a str> {
         self.skip_cfws();
         let start = self.pos;
         while self.pos < self.s.len() && is_token_char(self.s[self.pos]) {
             self.pos += 1;
         }
-        (self.pos > start).then(|| String::from_utf8_lossy(&self.s[start..self.pos]).into_owned())
+        let t = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
+        (!t.is_empty()).then_some(t)
     }
 
-    /// A token or a quoted string.
-    fn value(&mut self) -> Option<String> {
+    /// Position of the next `;` from `self.pos`, or the end.
+    fn next_semicolon(&self) -> usize {
+        match memchr::memchr(b';', &self.s[self.pos..]) {
+            Some(i) => self.pos + i,
+            None => self.s.len(),
+        }
+    }
+
+    /// A token or a quoted string, as written: nothing is copied until
+    /// the parameter is known to be kept.
+    fn value(&mut self) -> Option<RawValue<'a>> {
         self.skip_cfws();
         if self.pos < self.s.len() && self.s[self.pos] == b'"' {
             self.pos += 1;
-            let mut out = Vec::new();
+            let start = self.pos;
             while self.pos < self.s.len() {
                 match self.s[self.pos] {
                     b'"' => {
                         self.pos += 1;
-                        break;
+                        return Some(RawValue::Quoted(&self.s[start..self.pos - 1]));
                     }
-                    b'\\' if self.pos + 1 < self.s.len() => {
-                        out.push(self.s[self.pos + 1]);
-                        self.pos += 2;
-                        continue;
-                    }
-                    b => out.push(b),
+                    b'\\' => self.pos += 2,
+                    _ => self.pos += 1,
                 }
-                self.pos += 1;
             }
-            Some(String::from_utf8_lossy(&out).into_owned())
+            // Unterminated: the rest of the field.
+            self.pos = self.s.len();
+            Some(RawValue::Quoted(&self.s[start..]))
         } else {
             // Be lenient: accept anything up to the next ';' as a value.
             let start = self.pos;
-            while self.pos < self.s.len() && self.s[self.pos] != b';' {
-                self.pos += 1;
-            }
-            let v = String::from_utf8_lossy(&self.s[start..self.pos])
-                .trim()
-                .to_owned();
-            (!v.is_empty()).then_some(v)
+            self.pos = self.next_semicolon();
+            let v = self.s[start..self.pos].trim_ascii();
+            (!v.is_empty()).then_some(RawValue::Plain(v))
         }
     }
 
@@ -177,9 +180,7 @@ impl<'a> Tokens<'a> {
             }
             if self.s[self.pos] != b';' {
                 // Junk: skip to the next ';'.
-                while self.pos < self.s.len() && self.s[self.pos] != b';' {
-                    self.pos += 1;
-                }
+                self.pos = self.next_semicolon();
                 continue;
             }
             self.pos += 1;
@@ -188,10 +189,39 @@ impl<'a> Tokens<'a> {
                 continue;
             }
             if let Some(v) = self.value() {
-                params.add(&name.to_ascii_lowercase(), v);
+                params.add(name, v);
             }
         }
         params.finish()
+    }
+}
+
+/// A parameter value as written.
+#[derive(Clone, Copy)]
+enum RawValue<'a> {
+    /// A token (or lenient junk up to the next `;`), trimmed.
+    Plain(&'a [u8]),
+    /// The inside of a quoted string, quoted-pairs still escaped.
+    Quoted(&'a [u8]),
+}
+
+impl RawValue<'_> {
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            RawValue::Plain(b) => b.to_vec(),
+            RawValue::Quoted(b) => {
+                let mut out = Vec::with_capacity(b.len());
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    out.push(b[i]);
+                    i += 1;
+                }
+                out
+            }
+        }
     }
 }
 
@@ -224,6 +254,9 @@ pub const MAX_SECTIONS: usize = 64;
 struct Params {
     index: std::collections::HashMap<String, usize>,
     params: Vec<(String, Param)>,
+    /// The lower-cased name of the parameter being added (reused, so a
+    /// dropped parameter costs no allocation).
+    name: String,
 }
 
 enum Param {
@@ -233,7 +266,16 @@ enum Param {
 }
 
 impl Params {
-    fn add(&mut self, name: &str, value: String) {
+    fn add(&mut self, name: &str, value: RawValue<'_>) {
+        let mut lower = std::mem::take(&mut self.name);
+        lower.clear();
+        lower.push_str(name);
+        lower.make_ascii_lowercase();
+        self.add_lower(&lower, value);
+        self.name = lower;
+    }
+
+    fn add_lower(&mut self, name: &str, value: RawValue<'_>) {
         let (base, extended) = match name.strip_suffix('*') {
             Some(b) => (b, true),
             None => (name, false),
@@ -250,9 +292,9 @@ impl Params {
         };
         let decode = |first: bool| {
             if extended {
-                decode_2231(&value, first)
+                decode_2231(&value.bytes(), first)
             } else {
-                value.as_bytes().to_vec()
+                value.bytes()
             }
         };
         match (self.index.get(base), section) {
@@ -270,10 +312,7 @@ impl Params {
             (None, section) => {
                 let param = match section {
                     Some(n) => Param::Sections(vec![(n, decode(n == 0))]),
-                    None => Param::Whole(match extended {
-                        true => String::from_utf8_lossy(&decode(true)).into_owned(),
-                        false => value,
-                    }),
+                    None => Param::Whole(String::from_utf8_lossy(&decode(true)).into_owned()),
                 };
                 self.index.insert(base.to_owned(), self.params.len());
                 self.params.push((base.to_owned(), param));
@@ -303,17 +342,17 @@ impl Params {
 
 /// Decodes an RFC 2231 extended value: `charset'language'` before the
 /// first section's text, `%XX` escapes everywhere.
-fn decode_2231(value: &str, first: bool) -> Vec<u8> {
-    let encoded = if first {
+fn decode_2231(value: &[u8], first: bool) -> Vec<u8> {
+    let b = if first {
         // charset'language'text
-        match value.splitn(3, '\'').collect::<Vec<_>>().as_slice() {
-            [_, _, text] => *text,
+        let mut parts = value.splitn(3, |&c| c == b'\'');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(_), Some(text)) => text,
             _ => value,
         }
     } else {
         value
     };
-    let b = encoded.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -440,5 +479,18 @@ mod tests {
         let ct =
             ContentType::parse("application/octet-stream; name*1=\"b\"; name*3=\"d\"").unwrap();
         assert_eq!(ct.param("name"), Some("bd"));
+    }
+
+    #[test]
+    fn quoted_strings_at_the_edges() {
+        let ct = ContentType::parse("text/plain; a=\"x\\\"y; b=z").unwrap();
+        // Unterminated: the rest of the field is the value.
+        assert_eq!(ct.param("a"), Some("x\"y; b=z"));
+        let ct = ContentType::parse("text/plain; a=\"x\\").unwrap();
+        assert_eq!(ct.param("a"), Some("x\\"));
+        let ct = ContentType::parse("text/plain; A=\"\"; B= v w ;c=").unwrap();
+        assert_eq!(ct.param("a"), Some(""));
+        assert_eq!(ct.param("b"), Some("v w"));
+        assert_eq!(ct.param("c"), None);
     }
 }
