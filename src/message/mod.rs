@@ -62,9 +62,12 @@ impl HeaderField {
     /// that answers the MTA, over fields of any length).
     pub fn unfolded(&self) -> String {
         let mut bytes = Vec::with_capacity(self.value.len());
-        for chunk in self.value.split(|&b| b == b'\r' || b == b'\n') {
-            bytes.extend_from_slice(chunk);
-        }
+        bytes.extend(
+            self.value
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n'),
+        );
         match String::from_utf8(bytes) {
             Ok(mut s) => {
                 let end = s.trim_end().len();
