@@ -460,6 +460,20 @@ mod tests {
     }
 
     #[test]
+    fn accept_errors_of_one_connection_or_out_of_descriptors_are_retried() {
+        let e = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(transient(&e), Some(Duration::ZERO));
+        for errno in [12, 23, 24, 105] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(transient(&e), Some(Duration::from_millis(100)), "{e}");
+        }
+        // EBADF, EINVAL: the listener itself is broken.
+        for errno in [9, 22] {
+            assert_eq!(transient(&io::Error::from_raw_os_error(errno)), None);
+        }
+    }
+
+    #[test]
     fn first_packet_is_followed_across_reads() {
         let mut f = FirstPacket::default();
         assert!(!f.feed(&[0, 0]));
