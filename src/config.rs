@@ -56,6 +56,9 @@ pub const KEYS: &[&str] = &[
     "limits.spool_threshold_bytes",
     "limits.max_header_bytes",
     "limits.memory_budget_bytes",
+    "limits.max_connections",
+    "limits.negotiation_timeout_ms",
+    "limits.idle_timeout_secs",
 ];
 
 /// The effective configuration.
@@ -190,6 +193,17 @@ pub struct LimitsConfig {
     /// Bodies held in memory by all connections together; beyond it
     /// bodies are spooled to disk at once, whatever their size.
     pub memory_budget_bytes: u64,
+    // Connections (see `milter::transport::Slots`).
+    /// Milter connections open at once; beyond it a new connection takes
+    /// the place of the oldest one that has not negotiated, or is closed
+    /// at once.
+    pub max_connections: usize,
+    /// A connection that has not sent its first command (OPTNEG) within
+    /// this many milliseconds is closed.
+    pub negotiation_timeout_ms: u64,
+    /// A connection on which the MTA sends nothing for this many seconds is
+    /// closed (needs a restart to change).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -202,6 +216,9 @@ impl Default for LimitsConfig {
             // ARC/DKIM chains stay far below.
             max_header_bytes: 1_048_576,
             memory_budget_bytes: crate::memory::DEFAULT_BUDGET,
+            max_connections: 256,
+            negotiation_timeout_ms: 5_000,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -583,6 +600,33 @@ impl Config {
             return Err(invalid(
                 "dns.timeout_ms",
                 format!("{} is out of range (1 to 60000)", self.dns.timeout_ms),
+            ));
+        }
+        if !(1..=65_536).contains(&self.limits.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                format!(
+                    "{} is out of range (1 to 65536)",
+                    self.limits.max_connections
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&self.limits.negotiation_timeout_ms) {
+            return Err(invalid(
+                "limits.negotiation_timeout_ms",
+                format!(
+                    "{} is out of range (100 to 60000)",
+                    self.limits.negotiation_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&self.limits.idle_timeout_secs) {
+            return Err(invalid(
+                "limits.idle_timeout_secs",
+                format!(
+                    "{} is out of range (1 to 86400)",
+                    self.limits.idle_timeout_secs
+                ),
             ));
         }
         if self.limits.max_message_bytes == 0 {

@@ -57,6 +57,13 @@ pub const MESSAGE_SIZE_BYTES: &str = "autoencrypt_message_size_bytes";
 pub const CONNECTIONS_ACTIVE: &str = "autoencrypt_connections_active";
 /// Bytes of message bodies held in memory, all connections (a gauge).
 pub const MEMORY_BODIES_BYTES: &str = "autoencrypt_memory_bodies_bytes";
+/// Open milter connections that have not negotiated yet (a gauge).
+pub const CONNECTIONS_UNNEGOTIATED: &str = "autoencrypt_connections_unnegotiated";
+/// `limits.max_connections` (a gauge).
+pub const CONNECTIONS_LIMIT: &str = "autoencrypt_connections_limit";
+/// Milter connections closed by the milter before negotiating, by reason
+/// (a counter).
+pub const CONNECTIONS_DROPPED_TOTAL: &str = "autoencrypt_connections_dropped_total";
 
 // Names as registered. prometheus-client appends `_total` to counter
 // samples and the unit to names registered with one, so the exposed names
@@ -68,6 +75,7 @@ const KEY_LOOKUP_DURATION: &str = "autoencrypt_key_lookup_duration";
 const ENCRYPTION_DURATION: &str = "autoencrypt_encryption_duration";
 const MESSAGE_SIZE: &str = "autoencrypt_message_size";
 const MEMORY_BODIES: &str = "autoencrypt_memory_bodies";
+const CONNECTIONS_DROPPED: &str = "autoencrypt_connections_dropped";
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -118,6 +126,36 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Tempfailed => "tempfailed",
             Outcome::AlreadyEncrypted => "already_encrypted",
+        }
+    }
+}
+
+/// Why the milter closed a connection before it negotiated (the `reason`
+/// label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionDrop {
+    /// Every slot was held by a negotiated connection: closed at once.
+    Limit,
+    /// Closed to make room for a newer connection at the limit.
+    Evicted,
+    /// No command within `limits.negotiation_timeout_ms`.
+    NegotiationTimeout,
+}
+
+impl ConnectionDrop {
+    /// Every reason.
+    pub const ALL: [ConnectionDrop; 3] = [
+        ConnectionDrop::Limit,
+        ConnectionDrop::Evicted,
+        ConnectionDrop::NegotiationTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionDrop::Limit => "limit",
+            ConnectionDrop::Evicted => "evicted",
+            ConnectionDrop::NegotiationTimeout => "negotiation_timeout",
         }
     }
 }
@@ -225,6 +263,7 @@ label_value! {
     LookupResult => LookupResult::as_str,
     Method => Method::as_str,
     Direction => direction_str,
+    ConnectionDrop => ConnectionDrop::as_str,
 }
 
 fn direction_str(d: Direction) -> &'static str {
@@ -254,6 +293,11 @@ struct LookupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: ConnectionDrop,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabels {
     record: Record,
 }
@@ -278,6 +322,9 @@ struct Inner {
     message_size: Histogram,
     connections: Gauge,
     memory_bodies: Gauge,
+    unnegotiated: Gauge,
+    limit: Gauge,
+    dropped: Family<DropLabels, Counter>,
 }
 
 /// The milter's metrics. Cheap to clone: clones share the same values.
@@ -312,6 +359,12 @@ impl Metrics {
         let message_size = Histogram::new(exponential_buckets(1024.0, 4.0, 9));
         let connections = Gauge::default();
         let memory_bodies = Gauge::default();
+        let unnegotiated = Gauge::default();
+        let limit = Gauge::default();
+        let dropped = Family::<DropLabels, Counter>::default();
+        for reason in ConnectionDrop::ALL {
+            let _ = dropped.get_or_create(&DropLabels { reason });
+        }
 
         for direction in DIRECTIONS {
             for outcome in Outcome::ALL {
@@ -377,6 +430,23 @@ impl Metrics {
             Unit::Bytes,
             memory_bodies.clone(),
         );
+        registry.register(
+            CONNECTIONS_UNNEGOTIATED,
+            "Open milter connections that have not sent their first command yet",
+            unnegotiated.clone(),
+        );
+        registry.register(
+            CONNECTIONS_LIMIT,
+            "Milter connections allowed at once (limits.max_connections)",
+            limit.clone(),
+        );
+        registry.register(
+            CONNECTIONS_DROPPED,
+            "Milter connections closed before negotiating, by reason (limit: every slot \
+             held by a negotiated connection; evicted: to make room for a newer one; \
+             negotiation_timeout: no command in time)",
+            dropped.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -389,6 +459,9 @@ impl Metrics {
                 message_size,
                 connections,
                 memory_bodies,
+                unnegotiated,
+                limit,
+                dropped,
             }),
         }
     }
@@ -476,6 +549,34 @@ impl Metrics {
     /// Bytes of bodies held in memory, as exposed.
     pub fn memory_bodies_bytes(&self) -> i64 {
         self.inner.memory_bodies.get()
+    }
+
+    /// Sets the connection gauges from the listener's slot accounting:
+    /// `open` connections, `unnegotiated` of them, `limit` allowed.
+    pub fn connection_slots(&self, open: usize, unnegotiated: usize, limit: usize) {
+        let g = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.connections.set(g(open));
+        self.inner.unnegotiated.set(g(unnegotiated));
+        self.inner.limit.set(g(limit));
+    }
+
+    /// Counts a connection closed before it negotiated.
+    pub fn connection_dropped(&self, reason: ConnectionDrop) {
+        self.inner
+            .dropped
+            .get_or_create(&DropLabels { reason })
+            .inc();
+    }
+
+    /// The connection slots as `/healthz` reports them; `None` before a
+    /// listener set a limit.
+    pub fn saturation(&self) -> Option<Saturation> {
+        let limit = self.inner.limit.get();
+        (limit > 0).then(|| Saturation {
+            open: self.inner.connections.get(),
+            unnegotiated: self.inner.unnegotiated.get(),
+            limit,
+        })
     }
 
     /// Every metric in the OpenMetrics 1.0.0 text format (ends in `# EOF`).
@@ -585,6 +686,25 @@ impl Format {
     }
 }
 
+/// The state of the connection slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saturation {
+    /// Connections open.
+    pub open: i64,
+    /// Of which not negotiated (their slots go to new connections).
+    pub unnegotiated: i64,
+    /// `limits.max_connections`.
+    pub limit: i64,
+}
+
+impl Saturation {
+    /// Whether a new MTA connection would be closed at once: every slot is
+    /// held by a negotiated connection.
+    pub fn is_saturated(&self) -> bool {
+        self.open >= self.limit && self.unnegotiated == 0
+    }
+}
+
 /// Keeps one milter connection counted in `autoencrypt_connections_active`;
 /// dropping it uncounts the connection.
 #[derive(Debug)]
@@ -630,8 +750,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// `GET /metrics` answers the metrics (see [`Format::negotiate`]);
 /// `GET /healthz` answers `200 ok` while `health()` is true and
-/// `503 unhealthy` otherwise; `HEAD` works on both; other methods get 405,
-/// other paths 404.
+/// `503 unhealthy` otherwise; once a listener set a connection limit the
+/// body adds `open/limit` connections, and it answers `503 saturated` while
+/// every slot is held by a negotiated connection (new MTA connections are
+/// then closed at once and mail gets `milter_default_action`). `HEAD`
+/// works on both; other methods get 405, other paths 404.
 pub async fn serve<H, S>(listener: TcpListener, metrics: Metrics, health: H, shutdown: S)
 where
     H: Fn() -> bool + Send + Sync + 'static,
@@ -686,10 +809,25 @@ fn respond(
         return r;
     }
     if path == "/healthz" {
-        return if health() {
-            plain(StatusCode::OK, "ok\n")
-        } else {
-            plain(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
+        if !health() {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n");
+        }
+        return match metrics.saturation() {
+            None => plain(StatusCode::OK, "ok\n"),
+            Some(s) => {
+                let counts = format!(
+                    "{}/{} milter connections, {} not negotiated\n",
+                    s.open, s.limit, s.unnegotiated
+                );
+                if s.is_saturated() {
+                    plain_owned(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("saturated: {counts}"),
+                    )
+                } else {
+                    plain_owned(StatusCode::OK, format!("ok: {counts}"))
+                }
+            }
         };
     }
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
@@ -711,7 +849,15 @@ fn respond(
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    plain_bytes(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn plain_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    plain_bytes(status, Bytes::from(body))
+}
+
+fn plain_bytes(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -746,6 +892,10 @@ mod tests {
         );
         assert_eq!(format!("{MESSAGE_SIZE}_bytes"), MESSAGE_SIZE_BYTES);
         assert_eq!(format!("{MEMORY_BODIES}_bytes"), MEMORY_BODIES_BYTES);
+        assert_eq!(
+            format!("{CONNECTIONS_DROPPED}_total"),
+            CONNECTIONS_DROPPED_TOTAL
+        );
     }
 
     #[test]
@@ -760,6 +910,9 @@ mod tests {
             (MESSAGE_SIZE_BYTES, "histogram"),
             (CONNECTIONS_ACTIVE, "gauge"),
             (MEMORY_BODIES_BYTES, "gauge"),
+            (CONNECTIONS_UNNEGOTIATED, "gauge"),
+            (CONNECTIONS_LIMIT, "gauge"),
+            (CONNECTIONS_DROPPED, "counter"),
         ] {
             assert!(
                 text.lines()
@@ -789,6 +942,9 @@ mod tests {
             (MESSAGE_SIZE_BYTES, "histogram"),
             (CONNECTIONS_ACTIVE, "gauge"),
             (MEMORY_BODIES_BYTES, "gauge"),
+            (CONNECTIONS_UNNEGOTIATED, "gauge"),
+            (CONNECTIONS_LIMIT, "gauge"),
+            (CONNECTIONS_DROPPED_TOTAL, "counter"),
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(
@@ -850,6 +1006,10 @@ mod tests {
         }
         assert_eq!(sample(&text, CONNECTIONS_ACTIVE).as_deref(), Some("0"));
         assert_eq!(sample(&text, MEMORY_BODIES_BYTES).as_deref(), Some("0"));
+        for r in ["limit", "evicted", "negotiation_timeout"] {
+            let s = format!("{CONNECTIONS_DROPPED_TOTAL}{{reason=\"{r}\"}}");
+            assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+        }
         assert_eq!(
             sample(&text, &format!("{MESSAGE_SIZE_BYTES}_count")).as_deref(),
             Some("0")

@@ -5,10 +5,12 @@
 //! * `session.rs`: per-connection and per-message state and decisions;
 //! * `callbacks.rs`: milter stages → session calls, verdicts → replies.
 //!   SMTP reply texts come from [`crate::policy::reply`];
-//! * `transport.rs`: the listeners and the connection's byte stream.
+//! * `transport.rs`: the listeners and the connection's byte stream;
+//! * `slots.rs`: the connection limit and the negotiation deadline.
 
 pub mod callbacks;
 pub mod session;
+pub mod slots;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use crate::keys::validated::ValidationCache;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
+use slots::{Limited, Slots};
 pub use transport::{TcpMilterListener, UnixMilterListener};
 
 /// How long in-flight messages may take to finish after SIGTERM.
@@ -104,6 +107,10 @@ pub struct Shared {
     in_flight: Arc<AtomicUsize>,
     encryption_slots: Arc<tokio::sync::Semaphore>,
     memory_budget: MemoryBudget,
+    connection_slots: Arc<Slots>,
+    /// `limits.idle_timeout_secs` the listener started with (it cannot
+    /// change while the listener runs).
+    idle_timeout_secs: u64,
 }
 
 impl Shared {
@@ -113,12 +120,15 @@ impl Shared {
             engine.config.limits.memory_budget_bytes,
             Some(engine.metrics.clone()),
         );
+        let connection_slots = Slots::new(&engine.config.limits, engine.metrics.clone());
         Shared {
+            idle_timeout_secs: engine.config.limits.idle_timeout_secs,
             engine: RwLock::new(Arc::new(engine)),
             config_path,
             in_flight: Arc::new(AtomicUsize::new(0)),
             encryption_slots: Arc::new(tokio::sync::Semaphore::new(encryption_slots())),
             memory_budget,
+            connection_slots,
         }
     }
 
@@ -126,6 +136,11 @@ impl Shared {
     /// process (`limits.memory_budget_bytes`; a reload changes its limit).
     pub fn memory_budget(&self) -> MemoryBudget {
         self.memory_budget.clone()
+    }
+
+    /// The connection slots of the process (`limits.max_connections`).
+    pub fn connection_slots(&self) -> Arc<Slots> {
+        self.connection_slots.clone()
     }
 
     /// Permits for encryptions running at once, shared by every session
@@ -154,6 +169,16 @@ impl Shared {
         let new = Engine::load(&self.config_path, self.engine().metrics.clone())?;
         self.memory_budget
             .set_limit(new.config.limits.memory_budget_bytes);
+        let limits = &new.config.limits;
+        self.connection_slots.reconfigure(limits);
+        if limits.idle_timeout_secs != self.idle_timeout_secs {
+            tracing::warn!(
+                "limits.idle_timeout_secs changed to {}; it takes effect at the next restart \
+                 ({} until then)",
+                limits.idle_timeout_secs,
+                self.idle_timeout_secs
+            );
+        }
         let mut slot = match self.engine.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
@@ -179,29 +204,28 @@ pub enum ServeError {
     Run(std::io::Error),
 }
 
-/// indymilter settings from the configuration.
-pub fn milter_config() -> indymilter::Config {
+/// indymilter settings. Its connection limit is off: it would stop
+/// accepting (see `slots.rs`, which limits instead).
+pub fn milter_config(idle_timeout_secs: u64) -> indymilter::Config {
     indymilter::Config {
-        max_connections: 256,
+        max_connections: slots::UNLIMITED,
         actions: callbacks::required_actions(),
-        connection_timeout: Duration::from_secs(300),
+        connection_timeout: Duration::from_secs(idle_timeout_secs),
     }
 }
 
-/// Runs the milter on `listener` until `shutdown` completes.
+/// Runs the milter on `listener` until `shutdown` completes; connections
+/// are admitted through the process's connection slots.
 pub async fn run_on<L: indymilter::Listener>(
     listener: L,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future,
 ) -> Result<(), ServeError> {
-    indymilter::run(
-        listener,
-        callbacks::build(shared),
-        milter_config(),
-        shutdown,
-    )
-    .await
-    .map_err(ServeError::Run)
+    let config = milter_config(shared.idle_timeout_secs);
+    let listener = Limited::new(listener, shared.connection_slots());
+    indymilter::run(listener, callbacks::build(shared), config, shutdown)
+        .await
+        .map_err(ServeError::Run)
 }
 
 /// Binds the configured socket and runs until SIGTERM or SIGINT; SIGHUP

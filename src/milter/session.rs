@@ -14,7 +14,7 @@ use crate::memory::MemoryBudget;
 use crate::message::HeaderField;
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader};
-use crate::metrics::{ConnectionGuard, Outcome};
+use crate::metrics::Outcome;
 use crate::pipeline::{Check, Prepared, check_ciphertext, encrypt_entity};
 use crate::policy::{
     Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Query,
@@ -150,15 +150,14 @@ pub struct Session {
     msg: Option<MessageState>,
     /// Directions of the last message that reached its end, for counting.
     finished: Vec<Direction>,
-    _connection: ConnectionGuard,
 }
 
 impl Session {
     /// A new connection, bound to the engine (configuration, policy, key
     /// sources) current when it was opened.
     pub fn new(shared: &Shared) -> Self {
+        // Connections are counted where they are accepted (slots.rs).
         let engine = shared.engine();
-        let guard = engine.metrics.connection_opened();
         Session {
             engine,
             in_flight: shared.in_flight(),
@@ -168,7 +167,6 @@ impl Session {
             queue_id: None,
             msg: None,
             finished: Vec::new(),
-            _connection: guard,
         }
     }
 
