@@ -358,3 +358,33 @@ fn assert_451_4_3_0(status: Status) {
         other => panic!("expected 451 4.3.0, got {other:?}"),
     }
 }
+
+/// `serve` warns at start about every `trust-ad` resolver off loopback,
+/// as `check-config` does: their AD bit crosses the network unprotected.
+#[test]
+fn serve_warns_about_trust_ad_resolvers_off_loopback() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (config, _) = config_in(
+        dir.path(),
+        &format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nmetrics_listen = \"\"\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:53\", \"192.0.2.7:53\"]\n"
+        ),
+    );
+    let mut m = start(&config, port);
+    let stderr = m.0.stderr.take().unwrap();
+    signal(&m.0, "TERM");
+    let status = m.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let lines: Vec<String> = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains("not on loopback"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one warning, for 192.0.2.7 only: {lines:?}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("192.0.2.7:53"),
+        "{lines:?}"
+    );
+}

@@ -78,6 +78,13 @@ fn serve(config: &std::path::Path) -> ExitCode {
             }
         };
     init_logging(loaded.config.log_level.as_str());
+    for server in policy_cmds::exposed_trust_ad_resolvers(&loaded.config.dns) {
+        tracing::warn!(
+            "dns.mode = \"trust-ad\" with resolver {server}, which is not on loopback: its AD \
+             bit crosses the network unprotected, so anyone on the path can forge it and \
+             choose the key"
+        );
+    }
     let engine =
         match crate::milter::Engine::from_config(loaded.config, crate::metrics::Metrics::new()) {
             Ok(e) => e,

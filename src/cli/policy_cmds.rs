@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::address::Address;
 use crate::backend::{Method, Registry};
-use crate::config::{Config, DnsMode, FileRequirement, LoadedConfig};
+use crate::config::{Config, DnsConfig, DnsMode, FileRequirement, LoadedConfig};
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSource, resolv_conf_servers};
 use crate::keys::{FailReason, Security};
@@ -65,6 +65,20 @@ pub enum DirectionArg {
 /// Where the resolvers come from when `dns.resolvers` is empty.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// In `trust-ad` mode, the resolvers in use (`dns.resolvers`, or those of
+/// `/etc/resolv.conf`) whose answers reach us over a network; empty in
+/// `validate` mode. `check-config` and `serve` warn about each.
+pub(super) fn exposed_trust_ad_resolvers(dns: &DnsConfig) -> Vec<SocketAddr> {
+    if dns.mode != DnsMode::TrustAd {
+        return Vec::new();
+    }
+    if dns.resolvers.is_empty() {
+        remote_resolvers(&resolv_conf_servers(Path::new(RESOLV_CONF)))
+    } else {
+        remote_resolvers(&dns.resolvers)
+    }
+}
+
 /// The resolvers whose answers reach us over a network: in `trust-ad`
 /// mode the milter believes their AD bit, which nothing protects in
 /// transit (RFC 6840 §5.7 asks for a secure channel, in practice loopback).
@@ -103,13 +117,12 @@ pub fn check_config(config: &Path) -> ExitCode {
         ));
     }
     if cfg.dns.mode == DnsMode::TrustAd {
-        let (servers, from) = if cfg.dns.resolvers.is_empty() {
-            let path = Path::new(RESOLV_CONF);
-            (resolv_conf_servers(path), RESOLV_CONF.to_owned())
+        let from = if cfg.dns.resolvers.is_empty() {
+            RESOLV_CONF.to_owned()
         } else {
-            (cfg.dns.resolvers.clone(), origin(&loaded, "dns.resolvers"))
+            origin(&loaded, "dns.resolvers")
         };
-        for server in remote_resolvers(&servers) {
+        for server in exposed_trust_ad_resolvers(&cfg.dns) {
             warnings.push(format!(
                 "dns.mode = \"trust-ad\" with resolver {server} ({from}), which is not on \
                  loopback: its AD bit crosses the network unprotected, so anyone on the path \
