@@ -13,7 +13,8 @@
 //! * S/MIME: `application/(x-)pkcs7-mime` (smime-type enveloped-data,
 //!   authEnveloped-data or none) or a `.p7m` file as the whole message,
 //!   whose decoded body is exactly one ContentInfo with EnvelopedData or
-//!   AuthEnvelopedData.
+//!   AuthEnvelopedData. The body must be base64 (raw BER would be stored
+//!   as written, readable text in its OCTET STRINGs included).
 //!
 //! Linear in the size, memory bounded; the caller runs it on the blocking
 //! pool (it reads the whole body).
@@ -121,6 +122,15 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
 }
 
 fn cms_body(cte: &str, body: &mut dyn Read) -> Result<cms::CmsKind, Fail> {
+    // In an identity encoding the CMS bytes are stored as they are, and
+    // BER framing can carry readable text in any OCTET STRING. Mail
+    // transports S/MIME in base64 (RFC 8551 §3.1.3); anything else is
+    // encrypted again.
+    if cte != "base64" {
+        return not(
+            "a CMS body without base64 transfer encoding (its bytes would be stored readable)",
+        );
+    }
     let mut data = decoded(cte, body)?;
     let mut ber = cms::Ber::new();
     let mut buf = vec![0u8; 64 * 1024];

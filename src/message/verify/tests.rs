@@ -179,9 +179,73 @@ fn read_errors_are_not_verdicts() {
             Err(std::io::Error::other("disk on fire"))
         }
     }
-    let m = Message::parse(b"Content-Type: application/pkcs7-mime\n\n");
+    let m = Message::parse(
+        b"Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: base64\n\n",
+    );
     assert!(matches!(
         verify(&m.headers, &mut Broken),
         Verification::ReadError(_)
     ));
+}
+
+/// A DER EnvelopedData whose encryptedContent is `content` as written.
+fn cms_with_content(content: &[u8]) -> Vec<u8> {
+    fn tlv(tag: u8, c: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        let n = c.len();
+        if n < 0x80 {
+            v.push(n as u8);
+        } else {
+            v.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        v.extend_from_slice(c);
+        v
+    }
+    let ri = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x04, &[1, 2, 3])].concat());
+    let eci = tlv(
+        0x30,
+        &[
+            tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 1, 7, 1]),
+            tlv(0x30, &tlv(0x06, &[0x60])),
+            tlv(0x80, content),
+        ]
+        .concat(),
+    );
+    let ed = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x31, &ri), eci].concat());
+    tlv(
+        0x30,
+        &[
+            tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 1, 7, 3]),
+            tlv(0xA0, &ed),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn cms_in_raw_bytes_is_readable_so_not_verified() {
+    // Well-formed CMS framing around readable text: with an identity
+    // transfer encoding those bytes are stored (and grep-able) as written.
+    let der = cms_with_content(b"Dear Bob, the secret plan is to meet at noon.");
+    for cte in [
+        "",
+        "Content-Transfer-Encoding: binary\n",
+        "Content-Transfer-Encoding: 8bit\n",
+    ] {
+        let mut raw =
+            format!("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n{cte}\n")
+                .into_bytes();
+        raw.extend(&der);
+        rejected(&raw, "base64");
+    }
+    // The same structure in base64 verifies.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let raw = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n\
+Content-Transfer-Encoding: base64\n\n{b64}\n"
+    );
+    assert_eq!(
+        run(raw.as_bytes()),
+        Verification::Verified(EncryptedKind::Smime)
+    );
 }
