@@ -14,7 +14,9 @@
 //!   authEnveloped-data or none) or a `.p7m` file as the whole message,
 //!   whose decoded body is exactly one ContentInfo with EnvelopedData or
 //!   AuthEnvelopedData. The body must be base64 (raw BER would be stored
-//!   as written, readable text in its OCTET STRINGs included).
+//!   as written, readable text in its OCTET STRINGs included), and a
+//!   `.p7m` file must be `application/octet-stream` (a reader renders
+//!   `text/*` inline).
 //!
 //! Linear in the size, memory bounded; the caller runs it on the blocking
 //! pool (it reads the whole body).
@@ -105,6 +107,14 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
             Ok(EncryptedKind::Smime)
         }
         _ if is_p7m_file(&ct, headers) => {
+            // A reader renders text/*, message/* and the like inline: the
+            // decoded CMS bytes would be shown, readable text inside them
+            // included. As an attachment only octet-stream stays opaque.
+            if !ct.is("application", "octet-stream") {
+                return not(
+                    "a .p7m file that is not application/octet-stream (its CMS bytes would be rendered)",
+                );
+            }
             cms_body(&cte, body)?;
             Ok(EncryptedKind::P7mFile)
         }

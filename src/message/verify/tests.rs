@@ -249,3 +249,28 @@ Content-Transfer-Encoding: base64\n\n{b64}\n"
         Verification::Verified(EncryptedKind::Smime)
     );
 }
+
+#[test]
+fn p7m_name_on_a_rendered_type_is_not_verified() {
+    // A reader renders text/* (and other displayable types) inline: the
+    // decoded CMS bytes, readable text in its encryptedContent included.
+    let der = cms_with_content(b"Dear Bob, the secret plan is to meet at noon.");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    for head in [
+        "Content-Type: text/plain; name=\"notes.p7m\"\n",
+        "Content-Type: text/html; name=\"notes.p7m\"\n",
+        "Content-Disposition: inline; filename=\"notes.p7m\"\n",
+        "Content-Type: message/rfc822; name=\"notes.p7m\"\n",
+    ] {
+        let raw = format!("{head}Content-Transfer-Encoding: base64\n\n{b64}\n");
+        rejected(raw.as_bytes(), "octet-stream");
+    }
+    let raw = format!(
+        "Content-Type: application/octet-stream; name=\"notes.p7m\"\n\
+Content-Transfer-Encoding: base64\n\n{b64}\n"
+    );
+    assert_eq!(
+        run(raw.as_bytes()),
+        Verification::Verified(EncryptedKind::P7mFile)
+    );
+}
