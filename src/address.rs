@@ -225,6 +225,19 @@ impl Address {
         }
     }
 
+    /// Whether the local part holds a routing operator the MTA may act on:
+    /// `site!user` (Postfix `swap_bangpath`), `user%site` (with a local
+    /// domain, `allow_percent_hack`), a quoted `"user@site"`
+    /// (`resolve_dequoted_address`). Mail to such a recipient goes to
+    /// `site`, which the policy never saw; so it is refused at RCPT.
+    pub fn routes_in_local_part(&self) -> bool {
+        self.kind != Domain::Unparseable
+            && self
+                .local_unquoted()
+                .chars()
+                .any(|c| matches!(c, '!' | '%' | '@'))
+    }
+
     /// The domain in canonical form: A-labels, lower case, no trailing
     /// dot; `[…]` for a literal; empty when there is none.
     pub fn domain(&self) -> &str {
@@ -382,6 +395,28 @@ mod tests {
         let u = Address::unparseable("<\"bad>");
         assert_eq!(u.kind(), Domain::Unparseable);
         assert!(!u.matches_loosely(&u));
+    }
+
+    #[test]
+    fn routing_operators_in_the_local_part() {
+        for s in [
+            "site.test!user",
+            "user%site.test@local.test",
+            "\"user@site.test\"",
+            "\"user@site.test\"@local.test",
+            "\"user\\@site.test\"@local.test",
+            "<@relay.test:a!b@local.test>",
+        ] {
+            assert!(Address::parse(s).unwrap().routes_in_local_part(), "{s}");
+        }
+        for s in [
+            "user@site.test",
+            "postmaster",
+            "\"john doe\"@x.test",
+            "a+b@x.test",
+        ] {
+            assert!(!Address::parse(s).unwrap().routes_in_local_part(), "{s}");
+        }
     }
 
     #[test]

@@ -328,3 +328,51 @@ fn recipients_postfix_accepts_get_a_policy_outcome() {
     assert_eq!(env.unbound_queries(), queries, "a DNS query for a literal");
     assert!(pf.wait_queue_empty(WAIT), "{}", pf.postqueue());
 }
+
+/// Routing operators in a local part: Postfix rewrites `site!user` to
+/// `user@site` (`swap_bangpath`) and resolves a quoted `"user@site"`
+/// (`resolve_dequoted_address`), `user%site@local` too (`allow_percent_hack`)
+/// — so the mail goes to `site`, while the milter saw a domain-less (or
+/// local) recipient and applied the local rule. nokey@autoencrypt.test is
+/// under the `outbound required` rule: before, these spellings delivered it
+/// in plaintext. Now they are refused at RCPT (550 5.1.3) and nothing is
+/// delivered.
+#[test]
+fn routing_in_the_local_part_cannot_dodge_a_required_rule() {
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter(&env, keys.path());
+    let pf = PostfixEnv::start(Some(m.addr));
+    // The plain spelling: required, no key → refused.
+    let out = pf.send(
+        "sender@example.net",
+        &["nokey@autoencrypt.test"],
+        &message("nokey@autoencrypt.test", "the secret plan\r\n"),
+    );
+    assert!(out.rcpt("nokey@autoencrypt.test").is("550 5.7.1"), "{out}");
+    for rcpt in [
+        "autoencrypt.test!nokey",
+        "\"nokey@autoencrypt.test\"",
+        "nokey%autoencrypt.test@mx.autoencrypt.test",
+        "\"nokey@autoencrypt.test\"@mx.autoencrypt.test",
+    ] {
+        let out = pf.send(
+            "sender@example.net",
+            &[rcpt],
+            &message(rcpt, "the secret plan\r\n"),
+        );
+        assert!(
+            out.rcpt(rcpt).is("550 5.1.3"),
+            "{rcpt}: {out}\n{}",
+            pf.maillog()
+        );
+    }
+    assert!(pf.wait_queue_empty(WAIT), "{}", pf.postqueue());
+    for mail in pf.all_mail() {
+        assert!(
+            !String::from_utf8_lossy(&mail.raw).contains("secret"),
+            "delivered in plaintext:\n{}",
+            String::from_utf8_lossy(&mail.raw)
+        );
+    }
+}

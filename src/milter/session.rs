@@ -201,6 +201,10 @@ impl Session {
                 return RcptVerdict::Refuse(Reply::bad_address());
             }
         };
+        if addr.routes_in_local_part() {
+            tracing::warn!("{qid}: rcpt {addr} refused: routing in the local part");
+            return RcptVerdict::Refuse(Reply::routed_address());
+        }
         let shown = addr.both_forms();
         let direction = engine.policy.direction_of(&addr);
         let q = Query {
