@@ -85,6 +85,20 @@ pub(crate) fn split_local(s: &str) -> Result<(&str, Option<&str>), &'static str>
     })
 }
 
+/// The case-insensitive form of a local part (or of a glob character):
+/// each character lower-cased, upper-cased, lower-cased again, one at a
+/// time. That is full case folding for nearly all text (`ß`, `ẞ` → `ss`,
+/// `ς` → `σ`, ligatures split) as Postfix compares UTF-8 local parts, and — unlike
+/// `str::to_lowercase`, which writes a word-final `Σ` as `ς` — the same
+/// whether a string is folded whole or character by character.
+pub fn fold_case(s: &str) -> String {
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 impl Address {
     /// Parses `local@domain`, `<local@domain>`, `"quoted local"@domain`,
     /// a source route `<@a,@b:local@domain>` (reduced to `local@domain`),
@@ -279,7 +293,7 @@ impl Address {
         self.kind == other.kind
             && self.kind != Domain::Unparseable
             && self.domain == other.domain
-            && self.local_unquoted().to_lowercase() == other.local_unquoted().to_lowercase()
+            && fold_case(&self.local_unquoted()) == fold_case(&other.local_unquoted())
     }
 }
 
