@@ -1,7 +1,8 @@
 //! E-mail addresses as the milter and the key sources see them.
 //!
-//! One canonical form per address: the local part is kept exactly as
-//! written (RFC 7929 §3 hashes it as written); the domain is in the
+//! One canonical form per address: the local part is kept as written
+//! (RFC 7929 §3 hashes it as written) except that needless quotes go
+//! (`"alice"` is `alice`, RFC 5321 §4.1.2); the domain is in the
 //! canonical form of [`domain`] (IDNA A-labels, lower case, no trailing
 //! dot), whichever spelling the client used. The U-label form is only for
 //! display ([`Address::unicode`]).
@@ -99,6 +100,19 @@ pub fn fold_case(s: &str) -> String {
         .collect()
 }
 
+/// RFC 5322 dot-atom (with RFC 6531 UTF-8): atext runs joined by single
+/// dots.
+fn is_dot_atom(s: &str) -> bool {
+    let atext = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "!#$%&'*+-/=?^_`{|}~".contains(c)
+            || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+    };
+    !s.is_empty()
+        && s.split('.')
+            .all(|run| !run.is_empty() && run.chars().all(atext))
+}
+
 impl Address {
     /// Parses `local@domain`, `<local@domain>`, `"quoted local"@domain`,
     /// a source route `<@a,@b:local@domain>` (reduced to `local@domain`),
@@ -156,6 +170,21 @@ impl Address {
                 "special character in unquoted local part (quote it)".to_owned()
             ));
         }
+        // RFC 5321 §4.1.2: a quoted string that could be a dot-atom is
+        // the same local part unquoted (`"alice"` = `alice`); keep that
+        // one form, as Postfix does, so key files and logs agree.
+        let unquoted;
+        let local = match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+            Some(_) => {
+                unquoted = Address::unquote(local);
+                if is_dot_atom(&unquoted) {
+                    unquoted.as_str()
+                } else {
+                    local
+                }
+            }
+            None => local,
+        };
         let (domain, kind) = match domain {
             None => (String::new(), Domain::None),
             Some(d) if d.starts_with('[') => (
@@ -216,11 +245,11 @@ impl Address {
     /// The local part without surrounding quotes and quoted-pair escapes:
     /// what RFC 7929 §3 hashes for `"john.doe"@example.com`-style addresses.
     pub fn local_unquoted(&self) -> String {
-        match self
-            .local
-            .strip_prefix('"')
-            .and_then(|l| l.strip_suffix('"'))
-        {
+        Address::unquote(&self.local)
+    }
+
+    fn unquote(local: &str) -> String {
+        match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
             Some(inner) => {
                 let mut out = String::with_capacity(inner.len());
                 let mut chars = inner.chars();
@@ -235,7 +264,7 @@ impl Address {
                 }
                 out
             }
-            None => self.local.clone(),
+            None => local.to_owned(),
         }
     }
 
@@ -409,6 +438,24 @@ mod tests {
         let u = Address::unparseable("<\"bad>");
         assert_eq!(u.kind(), Domain::Unparseable);
         assert!(!u.matches_loosely(&u));
+    }
+
+    #[test]
+    fn needless_quotes_are_dropped() {
+        let plain = Address::parse("john.doe@example.org").unwrap();
+        for s in ["\"john.doe\"@example.org", "\"j\\ohn.doe\"@Example.org"] {
+            let a = Address::parse(s).unwrap();
+            assert_eq!(a, plain, "{s}");
+            assert_eq!(a.to_string(), "john.doe@example.org");
+        }
+        for s in [
+            "\"john doe\"@x.test",
+            "\"a..b\"@x.test",
+            "\".a\"@x.test",
+            "\"a@b\"@x.test",
+        ] {
+            assert!(Address::parse(s).unwrap().local().starts_with('"'), "{s}");
+        }
     }
 
     #[test]
