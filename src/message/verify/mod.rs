@@ -9,7 +9,8 @@
 //!   holding one armored `PGP MESSAGE`, with at most 1 KiB of preamble and
 //!   of epilogue text.
 //! * inline PGP: a single-part `text/*` body that is white space, one
-//!   armored `PGP MESSAGE`, white space (after its transfer decoding).
+//!   armored `PGP MESSAGE`, white space (after its transfer decoding), in
+//!   an ASCII-compatible charset (not UTF-7).
 //! * S/MIME: `application/(x-)pkcs7-mime` (smime-type enveloped-data,
 //!   authEnveloped-data or none) or a `.p7m` file as the whole message,
 //!   whose decoded body is exactly one ContentInfo with EnvelopedData or
@@ -119,6 +120,9 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
             Ok(EncryptedKind::P7mFile)
         }
         ("text", _) => {
+            if !ct.param("charset").is_none_or(ascii_compatible) {
+                return not("inline PGP in a charset that is not ASCII-compatible");
+            }
             let mut text = LineReader::new(decoded(&cte, body)?);
             let mut armor = armor::Armor::new();
             while let Some((line, _)) = text.next_line()? {
@@ -129,6 +133,17 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
         }
         _ => not("not an encrypted content type"),
     }
+}
+
+/// Whether a reader shows ASCII bytes in `charset` as those characters.
+/// Not so in UTF-7, where `+` starts base64-encoded UTF-16: armor lines,
+/// whose packet bodies the sender chooses, would render as any text.
+fn ascii_compatible(charset: &str) -> bool {
+    let c = charset.to_ascii_lowercase();
+    matches!(c.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
+        || ["iso-8859-", "windows-", "koi8-"]
+            .iter()
+            .any(|p| c.starts_with(p))
 }
 
 fn cms_body(cte: &str, body: &mut dyn Read) -> Result<cms::CmsKind, Fail> {

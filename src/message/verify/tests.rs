@@ -274,3 +274,28 @@ Content-Transfer-Encoding: base64\n\n{b64}\n"
         Verification::Verified(EncryptedKind::P7mFile)
     );
 }
+
+#[test]
+fn inline_pgp_only_in_an_ascii_compatible_charset() {
+    // In UTF-7 a '+' starts base64-encoded UTF-16: the armor's base64
+    // lines, whose packet bodies the sender chooses, render as any text.
+    let a = armor(PACKETS);
+    for cs in [
+        "utf-7",
+        "UTF-7",
+        "x-imap4-modified-utf7",
+        "utf-16",
+        "utf-32be",
+    ] {
+        let raw = format!("Content-Type: text/plain; charset={cs}\n\n{a}");
+        rejected(raw.as_bytes(), "charset");
+    }
+    for cs in ["us-ascii", "UTF-8", "iso-8859-15", "windows-1252"] {
+        let raw = format!("Content-Type: text/plain; charset=\"{cs}\"; format=flowed\n\n{a}");
+        assert_eq!(
+            run(raw.as_bytes()),
+            Verification::Verified(EncryptedKind::InlinePgp),
+            "{cs}"
+        );
+    }
+}
