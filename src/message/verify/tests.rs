@@ -299,3 +299,31 @@ fn inline_pgp_only_in_an_ascii_compatible_charset() {
         );
     }
 }
+
+#[test]
+fn pgp_mime_part_headers_are_bounded_readable_text() {
+    // Part header fields are readable text outside the ciphertext, like
+    // the preamble: the same 1 KiB budget per part.
+    let secret = format!("Content-Description: {}\n", "the secret plan ".repeat(60));
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/octet-stream\n",
+        &format!("Content-Type: application/octet-stream\n{secret}"),
+    );
+    rejected(m.as_bytes(), "part header over 1 KiB");
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/pgp-encrypted\n",
+        &format!("Content-Type: application/pgp-encrypted\n{secret}"),
+    );
+    rejected(m.as_bytes(), "part header over 1 KiB");
+    // What clients write passes.
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/octet-stream\n",
+        "Content-Type: application/octet-stream; name=\"encrypted.asc\"\n\
+Content-Description: OpenPGP encrypted message\n\
+Content-Disposition: inline; filename=\"encrypted.asc\"\n",
+    );
+    assert_eq!(
+        run(m.as_bytes()),
+        Verification::Verified(EncryptedKind::PgpMime)
+    );
+}
