@@ -304,7 +304,7 @@ fn inline_pgp_only_in_an_ascii_compatible_charset() {
 fn pgp_mime_part_headers_are_bounded_readable_text() {
     // Part header fields are readable text outside the ciphertext, like
     // the preamble: the same 1 KiB budget per part.
-    let secret = format!("Content-Description: {}\n", "the secret plan ".repeat(60));
+    let secret = format!("Content-Description: {}\n", "the secret plan ".repeat(70));
     let m = pgp_mime("", &armor(PACKETS), "").replace(
         "Content-Type: application/octet-stream\n",
         &format!("Content-Type: application/octet-stream\n{secret}"),
