@@ -485,6 +485,40 @@ sender = ["*@partner.example"]
     );
 }
 
+/// A domain-less MAIL FROM (`<legal>`) is qualified by the MTA with
+/// `$myorigin`, like a domain-less recipient: a sender rule for
+/// `*@<local domain>` must apply to it, or `MAIL FROM:<alice>` dodges a
+/// required rule for mail from that domain.
+#[test]
+fn domain_less_sender_meets_the_rules_for_local_domains() {
+    let text = r#"
+[[rule]]
+name = "from legal required"
+sender = ["*@legal.example"]
+mode = "required"
+[[rule]]
+name = "rest"
+methods = []
+"#;
+    let p = Policy::new(
+        rules(text),
+        vec!["legal.example".into()],
+        Settings::default(),
+    );
+    let c = ConnectionFacts::default();
+    for from in ["alice@legal.example", "alice", "<Alice>"] {
+        assert_eq!(
+            select(&p, "x@partner.example", Some(from), &c),
+            "from legal required",
+            "{from}"
+        );
+    }
+    assert_eq!(
+        select(&p, "x@partner.example", Some("alice@other.example"), &c),
+        "rest"
+    );
+}
+
 #[test]
 fn local_domains_decide_direction_exactly() {
     let p = Policy::new(vec![], vec!["example.org.".into()], Settings::default());

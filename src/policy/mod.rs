@@ -233,27 +233,57 @@ impl Policy {
     /// local domain we cannot see (`$myorigin`), so a rule also applies
     /// when it applies to `alice@D` for some `D` in `local_domains`: a
     /// `required` rule for a local domain cannot be dodged by leaving the
-    /// domain out.
+    /// domain out. The same holds for a domain-less sender (`MAIL
+    /// FROM:<alice>`), which the MTA qualifies with `$myorigin` too.
     pub fn select<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
-        let qualified: Vec<Address> = self
-            .local_domains
-            .iter()
-            .filter_map(|d| q.recipient.qualified(d))
-            .collect();
+        let qualify = |a: &Address| -> Vec<Address> {
+            self.local_domains
+                .iter()
+                .filter_map(|d| a.qualified(d))
+                .collect()
+        };
+        // Each reading of the envelope: as given first, then with a
+        // domain-less recipient and/or sender qualified by a local domain
+        // (the MTA qualifies a domain-less MAIL FROM the same way).
+        let qualified_rcpt = qualify(q.recipient);
+        let qualified_sender = q.sender.map(qualify).unwrap_or_default();
         let mut skipped = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let found = r.check(q).or_else(|why_not| {
-                qualified
-                    .iter()
-                    .find_map(|a| {
-                        let mut why = r.check(&Query { recipient: a, ..*q }).ok()?;
-                        why.insert(
-                            0,
-                            format!(
-                                "domain-less recipient {} taken as {a} (local_domains)",
-                                q.recipient
-                            ),
-                        );
+                let rcpts = std::iter::once(None).chain(qualified_rcpt.iter().map(Some));
+                rcpts
+                    .flat_map(|ra| {
+                        std::iter::once(None)
+                            .chain(qualified_sender.iter().map(Some))
+                            .map(move |sa| (ra, sa))
+                    })
+                    .filter(|(ra, sa)| ra.is_some() || sa.is_some())
+                    .find_map(|(ra, sa)| {
+                        let mut why = r
+                            .check(&Query {
+                                recipient: ra.unwrap_or(q.recipient),
+                                sender: sa.or(q.sender),
+                                ..*q
+                            })
+                            .ok()?;
+                        if let Some(s) = sa {
+                            why.insert(
+                                0,
+                                format!(
+                                    "domain-less sender {} taken as {s} (local_domains)",
+                                    q.sender.map_or_else(String::new, ToString::to_string)
+                                ),
+                            );
+                        }
+                        if let Some(a) = ra {
+                            why.insert(
+                                0,
+                                format!(
+                                    "domain-less recipient {} taken as {a} (local_domains)",
+                                    q.recipient
+                                ),
+                            );
+                        }
                         Some(why)
                     })
                     .ok_or(why_not)
