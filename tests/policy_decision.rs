@@ -517,6 +517,22 @@ methods = []
         select(&p, "x@partner.example", Some("alice@other.example"), &c),
         "rest"
     );
+    // Routing in the sender's local part: Postfix rewrites these to
+    // alice@legal.example (swap_bangpath, resolve_dequoted_address,
+    // allow_percent_hack).
+    for from in [
+        "legal.example!alice",
+        "\"alice@legal.example\"",
+        "\"alice@legal.example\"@other.example",
+        "alice%legal.example",
+        "alice%legal.example@other.example",
+    ] {
+        assert_eq!(
+            select(&p, "x@partner.example", Some(from), &c),
+            "from legal required",
+            "{from}"
+        );
+    }
 }
 
 #[test]

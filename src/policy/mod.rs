@@ -246,7 +246,20 @@ impl Policy {
         // domain-less recipient and/or sender qualified by a local domain
         // (the MTA qualifies a domain-less MAIL FROM the same way).
         let qualified_rcpt = qualify(q.recipient);
-        let qualified_sender = q.sender.map(qualify).unwrap_or_default();
+        // A sender with routing in its local part is rewritten by the MTA
+        // (`legal.example!alice` → `alice@legal.example`); recipients like
+        // that are refused at RCPT, senders are read as each routing.
+        let qualified_sender: Vec<Address> = q
+            .sender
+            .map(|s| {
+                let mut all = qualify(s);
+                for r in s.routed_readings() {
+                    all.extend(qualify(&r));
+                    all.push(r);
+                }
+                all
+            })
+            .unwrap_or_default();
         let mut skipped = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let found = r.check(q).or_else(|why_not| {
@@ -270,7 +283,7 @@ impl Policy {
                             why.insert(
                                 0,
                                 format!(
-                                    "domain-less sender {} taken as {s} (local_domains)",
+                                    "sender {} taken as {s} (local_domains, routing)",
                                     q.sender.map_or_else(String::new, ToString::to_string)
                                 ),
                             );
