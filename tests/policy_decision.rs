@@ -535,6 +535,42 @@ methods = []
     }
 }
 
+/// Postfix delivers `user@[its own address]` locally (a literal of
+/// `inet_interfaces` is a local domain), so a required inbound rule for
+/// `ceo@<local domain>` must not be dodged by `RCPT TO:<ceo@[192.0.2.1]>`.
+/// Which literals are the MTA's is unknown here: a literal meets the
+/// stricter of its outbound reading and the inbound `local@D` readings.
+#[test]
+fn address_literal_cannot_dodge_a_required_local_rule() {
+    let text = r#"
+[[rule]]
+name = "ceo required"
+direction = "inbound"
+recipient = ["ceo@local.example"]
+mode = "required"
+[[rule]]
+name = "inbound opportunistic"
+direction = "inbound"
+[[rule]]
+name = "outbound opportunistic"
+direction = "outbound"
+"#;
+    let p = Policy::new(
+        rules(text),
+        vec!["local.example".into()],
+        Settings::default(),
+    );
+    let c = ConnectionFacts::default();
+    for rcpt in ["ceo@[192.0.2.1]", "CEO@[IPv6:2001:db8::1]"] {
+        assert_eq!(select(&p, rcpt, None, &c), "ceo required", "{rcpt}");
+    }
+    // Not required in either reading: the literal's own (outbound) rule.
+    assert_eq!(
+        select(&p, "alice@[192.0.2.1]", None, &c),
+        "outbound opportunistic"
+    );
+}
+
 #[test]
 fn local_domains_decide_direction_exactly() {
     let p = Policy::new(vec![], vec!["example.org.".into()], Settings::default());

@@ -87,8 +87,12 @@ impl Drop for Milter {
 /// The milter (trust-ad mode against unbound) with `keys` as its key
 /// directory and Postfix's `$myorigin` as the local domain.
 fn milter(env: &DnsEnv, keys: &Path) -> Milter {
+    milter_with_policy(env, keys, POLICY)
+}
+
+fn milter_with_policy(env: &DnsEnv, keys: &Path, policy: &str) -> Milter {
     let dirs = tempfile::tempdir().unwrap();
-    std::fs::write(dirs.path().join("10-test.toml"), POLICY).unwrap();
+    std::fs::write(dirs.path().join("10-test.toml"), policy).unwrap();
     let mut config = Config {
         policy_dir: dirs.path().to_path_buf(),
         local_domains: vec!["mx.autoencrypt.test".into()],
@@ -375,4 +379,42 @@ fn routing_in_the_local_part_cannot_dodge_a_required_rule() {
             String::from_utf8_lossy(&mail.raw)
         );
     }
+}
+
+/// Postfix delivers `user@[its own address]` locally (relay=local: a
+/// literal of `inet_interfaces` is a local domain). With an opportunistic
+/// outbound rule, `RCPT TO:<ceo@[127.0.0.1]>` used to be accepted and
+/// passed in plaintext although the inbound rule for ceo@ is required;
+/// now the required rule applies (no key for a literal → 550 5.7.1).
+#[test]
+fn an_address_literal_cannot_dodge_a_required_local_rule() {
+    const LITERAL_POLICY: &str = r#"
+[[rule]]
+name = "local ceo required"
+direction = "inbound"
+recipient = ["ceo@mx.autoencrypt.test"]
+methods = ["smime"]
+mode = "required"
+
+[[rule]]
+name = "outbound opportunistic"
+direction = "outbound"
+"#;
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter_with_policy(&env, keys.path(), LITERAL_POLICY);
+    let pf = PostfixEnv::start(Some(m.addr));
+    for rcpt in ["ceo@[127.0.0.1]", "CEO@[127.0.0.1]"] {
+        let out = pf.send(
+            "sender@example.net",
+            &[rcpt],
+            &message(rcpt, "the secret plan\r\n"),
+        );
+        assert!(out.rcpt(rcpt).is("550 5.7.1"), "{rcpt}: {out}");
+    }
+    // Another literal is not the local ceo: its own rule (opportunistic,
+    // no key) passes it, as before.
+    let rcpt = "alice@[127.0.0.1]";
+    let out = pf.send("sender@example.net", &[rcpt], &message(rcpt, "hello\r\n"));
+    assert!(out.accepted(), "{out}");
 }

@@ -145,6 +145,16 @@ pub struct Match<'a> {
     pub skipped: Vec<(&'a Rule, String)>,
 }
 
+fn is_required(rule: &Rule) -> bool {
+    matches!(
+        rule.treatment,
+        Treatment::Encrypt {
+            mode: Mode::Required { .. },
+            ..
+        }
+    )
+}
+
 /// The loaded rules, the built-in default, and the settings decisions need.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -235,7 +245,43 @@ impl Policy {
     /// `required` rule for a local domain cannot be dodged by leaving the
     /// domain out. The same holds for a domain-less sender (`MAIL
     /// FROM:<alice>`), which the MTA qualifies with `$myorigin` too.
+    ///
+    /// An address literal (`ceo@[192.0.2.1]`) may name the MTA itself,
+    /// which then delivers it locally (Postfix: a literal of
+    /// `inet_interfaces`); which literals those are is unknown here, so
+    /// when its own rule is not required but the rule for `ceo@D`
+    /// (inbound, `D` in `local_domains`) is, that rule applies.
     pub fn select<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
+        let m = self.select_as_given(q);
+        if q.recipient.kind() != Domain::Literal || is_required(m.rule) {
+            return m;
+        }
+        for d in &self.local_domains {
+            let Ok(local) = Address::parse(&format!("{}@{d}", q.recipient.local())) else {
+                continue;
+            };
+            let inbound = Query {
+                recipient: &local,
+                direction: Direction::Inbound,
+                ..*q
+            };
+            let mut mi = self.select_as_given(&inbound);
+            if is_required(mi.rule) {
+                mi.why.insert(
+                    0,
+                    format!(
+                        "address literal {} may be this MTA: taken as {local} (inbound), \
+whose rule is required",
+                        q.recipient
+                    ),
+                );
+                return mi;
+            }
+        }
+        m
+    }
+
+    fn select_as_given<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
         let qualify = |a: &Address| -> Vec<Address> {
             self.local_domains
                 .iter()
