@@ -62,15 +62,36 @@ fn content_type(headers: &[HeaderField]) -> Result<ContentType, Fail> {
     let mut fields = headers.iter().filter(|h| h.is("Content-Type"));
     let ct = match fields.next() {
         None => ContentType::default_text(),
-        Some(f) => match ContentType::parse(&f.unfolded()) {
-            Some(ct) => ct,
-            None => return not("an unparseable Content-Type"),
-        },
+        Some(f) => {
+            let value = f.unfolded();
+            if repeated_param(&value) {
+                return not("a Content-Type parameter given twice");
+            }
+            match ContentType::parse(&value) {
+                Some(ct) => ct,
+                None => return not("an unparseable Content-Type"),
+            }
+        }
     };
     if fields.next().is_some() {
         return not("two Content-Type fields");
     }
     Ok(ct)
+}
+
+/// Whether a parameter name occurs twice in a `Content-Type` value
+/// (`charset=us-ascii; charset=utf-7`, `charset` and `charset*`): the
+/// parser keeps the first, a reader may take another. Over-counts `;`
+/// inside quotes, which only refuses more. Linear (a set of names).
+fn repeated_param(value: &str) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    value.split(';').skip(1).any(|seg| {
+        seg.split_once('=').is_some_and(|(name, _)| {
+            let name = name.trim().to_ascii_lowercase();
+            let base = name.strip_suffix('*').unwrap_or(&name).to_owned();
+            !seen.insert(base)
+        })
+    })
 }
 
 fn transfer_encoding(headers: &[HeaderField]) -> Result<String, Fail> {

@@ -327,3 +327,22 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\n",
         Verification::Verified(EncryptedKind::PgpMime)
     );
 }
+
+#[test]
+fn a_content_type_parameter_given_twice_is_not_verified() {
+    // The parser keeps the first; a reader may take the last.
+    let a = armor(PACKETS);
+    let raw = format!("Content-Type: text/plain; charset=us-ascii; Charset=\"utf-7\"\n\n{a}");
+    rejected(raw.as_bytes(), "given twice");
+    let raw = format!("Content-Type: text/plain; charset=us-ascii; charset*=utf-7''\n\n{a}");
+    rejected(raw.as_bytes(), "given twice");
+    let m =
+        pgp_mime("", &armor(PACKETS), "").replace("boundary=\"b\"", "boundary=\"b\"; boundary=c");
+    rejected(m.as_bytes(), "given twice");
+    // RFC 2231 sections are one parameter.
+    let m = pgp_mime("", &armor(PACKETS), "").replace("boundary=\"b\"", "boundary*0=\"b\"");
+    assert_eq!(
+        run(m.as_bytes()),
+        Verification::Verified(EncryptedKind::PgpMime)
+    );
+}
