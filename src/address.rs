@@ -113,6 +113,41 @@ fn is_dot_atom(s: &str) -> bool {
             .all(|run| !run.is_empty() && run.chars().all(atext))
 }
 
+/// `s` without RFC 5322 comments and white space outside quoted strings,
+/// as Postfix reads a MAIL FROM argument (`<alice(x) @example.org>` is
+/// `alice@example.org` to it). `None` for an unbalanced comment.
+pub fn strip_comments(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let (mut quoted, mut escaped, mut depth) = (false, false, 0usize);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.checked_sub(1)?,
+            _ if depth > 0 => {}
+            c if !quoted && c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    (depth == 0).then_some(out)
+}
+
 impl Address {
     /// Parses `local@domain`, `<local@domain>`, `"quoted local"@domain`,
     /// a source route `<@a,@b:local@domain>` (reduced to `local@domain`),
@@ -479,6 +514,24 @@ mod tests {
         let u = Address::unparseable("<\"bad>");
         assert_eq!(u.kind(), Domain::Unparseable);
         assert!(!u.matches_loosely(&u));
+    }
+
+    #[test]
+    fn comments_and_white_space_stripped_as_postfix_does() {
+        for (s, want) in [
+            ("<sender(c)@example.net>", "<sender@example.net>"),
+            ("sender @ example.net", "sender@example.net"),
+            ("a((nested) x)@b", "a@b"),
+            (
+                "\"john (not a comment) doe\"@x",
+                "\"john (not a comment) doe\"@x",
+            ),
+            ("a(\\))@b", "a@b"),
+        ] {
+            assert_eq!(strip_comments(s).as_deref(), Some(want), "{s}");
+        }
+        assert_eq!(strip_comments("a(b@c"), None);
+        assert_eq!(strip_comments("a)b@c"), None);
     }
 
     #[test]

@@ -418,3 +418,34 @@ direction = "outbound"
     let out = pf.send("sender@example.net", &[rcpt], &message(rcpt, "hello\r\n"));
     assert!(out.accepted(), "{out}");
 }
+
+/// Postfix drops RFC 5322 comments and white space in MAIL FROM (its log
+/// says from=<sender@example.net>) but hands the milter the text as sent:
+/// `<sender(c)@example.net>` used to be unparseable there, match no
+/// sender glob and dodge a required rule for mail from example.net.
+#[test]
+fn a_commented_sender_cannot_dodge_a_required_sender_rule() {
+    const SENDER_POLICY: &str = r#"
+[[rule]]
+name = "from example.net required"
+sender = ["*@example.net"]
+methods = ["smime"]
+mode = "required"
+"#;
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter_with_policy(&env, keys.path(), SENDER_POLICY);
+    let pf = PostfixEnv::start(Some(m.addr));
+    let rcpt = "nokey@autoencrypt.test";
+    for from in [
+        "sender@example.net",
+        "sender(comment)@example.net",
+        "sender @example.net",
+        "sender@(c)example.net",
+        "\"sender\"@example.net",
+    ] {
+        let out = pf.send(from, &[rcpt], &message(rcpt, "the secret plan\r\n"));
+        assert!(out.rcpt(rcpt).is("550 5.7.1"), "{from}: {out}");
+    }
+    assert_eq!(pf.maildir_count(rcpt), 0);
+}
