@@ -1,7 +1,8 @@
 //! E-mail addresses as the milter and the key sources see them.
 //!
-//! One canonical form per address: the local part is kept exactly as
-//! written (RFC 7929 §3 hashes it as written); the domain is in the
+//! One canonical form per address: the local part is kept as written
+//! (RFC 7929 §3 hashes it as written) except that needless quotes go
+//! (`"alice"` is `alice`, RFC 5321 §4.1.2); the domain is in the
 //! canonical form of [`domain`] (IDNA A-labels, lower case, no trailing
 //! dot), whichever spelling the client used. The U-label form is only for
 //! display ([`Address::unicode`]).
@@ -85,6 +86,68 @@ pub(crate) fn split_local(s: &str) -> Result<(&str, Option<&str>), &'static str>
     })
 }
 
+/// The case-insensitive form of a local part (or of a glob character):
+/// each character lower-cased, upper-cased, lower-cased again, one at a
+/// time. That is full case folding for nearly all text (`ß`, `ẞ` → `ss`,
+/// `ς` → `σ`, ligatures split) as Postfix compares UTF-8 local parts, and — unlike
+/// `str::to_lowercase`, which writes a word-final `Σ` as `ς` — the same
+/// whether a string is folded whole or character by character.
+pub fn fold_case(s: &str) -> String {
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// RFC 5322 dot-atom (with RFC 6531 UTF-8): atext runs joined by single
+/// dots.
+fn is_dot_atom(s: &str) -> bool {
+    let atext = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "!#$%&'*+-/=?^_`{|}~".contains(c)
+            || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+    };
+    !s.is_empty()
+        && s.split('.')
+            .all(|run| !run.is_empty() && run.chars().all(atext))
+}
+
+/// `s` without RFC 5322 comments and white space outside quoted strings,
+/// as Postfix reads a MAIL FROM argument (`<alice(x) @example.org>` is
+/// `alice@example.org` to it). `None` for an unbalanced comment.
+pub fn strip_comments(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let (mut quoted, mut escaped, mut depth) = (false, false, 0usize);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.checked_sub(1)?,
+            _ if depth > 0 => {}
+            c if !quoted && c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    (depth == 0).then_some(out)
+}
+
 impl Address {
     /// Parses `local@domain`, `<local@domain>`, `"quoted local"@domain`,
     /// a source route `<@a,@b:local@domain>` (reduced to `local@domain`),
@@ -142,6 +205,21 @@ impl Address {
                 "special character in unquoted local part (quote it)".to_owned()
             ));
         }
+        // RFC 5321 §4.1.2: a quoted string that could be a dot-atom is
+        // the same local part unquoted (`"alice"` = `alice`); keep that
+        // one form, as Postfix does, so key files and logs agree.
+        let unquoted;
+        let local = match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+            Some(_) => {
+                unquoted = Address::unquote(local);
+                if is_dot_atom(&unquoted) {
+                    unquoted.as_str()
+                } else {
+                    local
+                }
+            }
+            None => local,
+        };
         let (domain, kind) = match domain {
             None => (String::new(), Domain::None),
             Some(d) if d.starts_with('[') => (
@@ -202,11 +280,11 @@ impl Address {
     /// The local part without surrounding quotes and quoted-pair escapes:
     /// what RFC 7929 §3 hashes for `"john.doe"@example.com`-style addresses.
     pub fn local_unquoted(&self) -> String {
-        match self
-            .local
-            .strip_prefix('"')
-            .and_then(|l| l.strip_suffix('"'))
-        {
+        Address::unquote(&self.local)
+    }
+
+    fn unquote(local: &str) -> String {
+        match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
             Some(inner) => {
                 let mut out = String::with_capacity(inner.len());
                 let mut chars = inner.chars();
@@ -221,8 +299,62 @@ impl Address {
                 }
                 out
             }
-            None => self.local.clone(),
+            None => local.to_owned(),
         }
+    }
+
+    /// Whether the local part holds a routing operator the MTA may act on:
+    /// `site!user` (Postfix `swap_bangpath`), `user%site` (with a local
+    /// domain, `allow_percent_hack`), a quoted `"user@site"`
+    /// (`resolve_dequoted_address`). Mail to such a recipient goes to
+    /// `site`, which the policy never saw; so it is refused at RCPT.
+    pub fn routes_in_local_part(&self) -> bool {
+        self.kind != Domain::Unparseable
+            && self
+                .local_unquoted()
+                .chars()
+                .any(|c| matches!(c, '!' | '%' | '@'))
+    }
+
+    /// Where the MTA may route this address instead, for its routing
+    /// operators (see [`Address::routes_in_local_part`]): the quoted
+    /// `"user@site"` and `user%site` (rightmost operator) and `site!user`
+    /// (leftmost) each read as `user@site`, repeatedly (at most 4 steps).
+    /// Readings that do not parse are left out.
+    pub fn routed_readings(&self) -> Vec<Address> {
+        let mut out: Vec<Address> = Vec::new();
+        let mut todo = vec![self.clone()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for a in todo.iter().filter(|a| a.routes_in_local_part()) {
+                let l = a.local_unquoted();
+                let mut forms = Vec::new();
+                if let Some((user, site)) = l.rsplit_once('@') {
+                    forms.push((user.to_owned(), site.to_owned()));
+                }
+                if let Some((user, site)) = l.rsplit_once('%') {
+                    forms.push((user.to_owned(), site.to_owned()));
+                }
+                if let Some((site, user)) = l.split_once('!') {
+                    forms.push((user.to_owned(), site.to_owned()));
+                }
+                for (user, site) in forms {
+                    let quoted = format!("\"{}\"", user.replace('\\', "\\\\").replace('"', "\\\""));
+                    if let Ok(r) = Address::parse(&format!("{quoted}@{site}"))
+                        && !out.contains(&r)
+                        && r != *self
+                    {
+                        out.push(r.clone());
+                        next.push(r);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            todo = next;
+        }
+        out
     }
 
     /// The domain in canonical form: A-labels, lower case, no trailing
@@ -266,7 +398,7 @@ impl Address {
         self.kind == other.kind
             && self.kind != Domain::Unparseable
             && self.domain == other.domain
-            && self.local_unquoted().to_lowercase() == other.local_unquoted().to_lowercase()
+            && fold_case(&self.local_unquoted()) == fold_case(&other.local_unquoted())
     }
 }
 
@@ -382,6 +514,90 @@ mod tests {
         let u = Address::unparseable("<\"bad>");
         assert_eq!(u.kind(), Domain::Unparseable);
         assert!(!u.matches_loosely(&u));
+    }
+
+    #[test]
+    fn comments_and_white_space_stripped_as_postfix_does() {
+        for (s, want) in [
+            ("<sender(c)@example.net>", "<sender@example.net>"),
+            ("sender @ example.net", "sender@example.net"),
+            ("a((nested) x)@b", "a@b"),
+            (
+                "\"john (not a comment) doe\"@x",
+                "\"john (not a comment) doe\"@x",
+            ),
+            ("a(\\))@b", "a@b"),
+        ] {
+            assert_eq!(strip_comments(s).as_deref(), Some(want), "{s}");
+        }
+        assert_eq!(strip_comments("a(b@c"), None);
+        assert_eq!(strip_comments("a)b@c"), None);
+    }
+
+    #[test]
+    fn needless_quotes_are_dropped() {
+        let plain = Address::parse("john.doe@example.org").unwrap();
+        for s in ["\"john.doe\"@example.org", "\"j\\ohn.doe\"@Example.org"] {
+            let a = Address::parse(s).unwrap();
+            assert_eq!(a, plain, "{s}");
+            assert_eq!(a.to_string(), "john.doe@example.org");
+        }
+        for s in [
+            "\"john doe\"@x.test",
+            "\"a..b\"@x.test",
+            "\".a\"@x.test",
+            "\"a@b\"@x.test",
+        ] {
+            assert!(Address::parse(s).unwrap().local().starts_with('"'), "{s}");
+        }
+    }
+
+    #[test]
+    fn routing_operators_in_the_local_part() {
+        for s in [
+            "site.test!user",
+            "user%site.test@local.test",
+            "\"user@site.test\"",
+            "\"user@site.test\"@local.test",
+            "\"user\\@site.test\"@local.test",
+            "<@relay.test:a!b@local.test>",
+        ] {
+            assert!(Address::parse(s).unwrap().routes_in_local_part(), "{s}");
+        }
+        for s in [
+            "user@site.test",
+            "postmaster",
+            "\"john doe\"@x.test",
+            "a+b@x.test",
+        ] {
+            assert!(!Address::parse(s).unwrap().routes_in_local_part(), "{s}");
+        }
+    }
+
+    #[test]
+    fn routed_readings_follow_the_mta() {
+        let r = |s: &str| -> Vec<String> {
+            Address::parse(s)
+                .unwrap()
+                .routed_readings()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(r("site.test!bob"), ["bob@site.test"]);
+        assert_eq!(r("bob%site.test@local.test"), ["bob@site.test"]);
+        assert_eq!(r("\"bob@site.test\"@local.test"), ["bob@site.test"]);
+        let mut chain = r("a.test!b%c.test");
+        chain.sort();
+        assert_eq!(
+            chain,
+            ["a.test!b@c.test", "b%c.test@a.test", "b@a.test", "b@c.test"]
+        );
+        assert!(r("bob@site.test").is_empty());
+        assert!(r("bob%@x.test").is_empty(), "empty site: no reading");
+        // Bounded however long the chain.
+        let long = format!("{}u", "s.test!".repeat(200));
+        assert!(Address::parse(&long).unwrap().routed_readings().len() < 64);
     }
 
     #[test]

@@ -485,6 +485,92 @@ sender = ["*@partner.example"]
     );
 }
 
+/// A domain-less MAIL FROM (`<legal>`) is qualified by the MTA with
+/// `$myorigin`, like a domain-less recipient: a sender rule for
+/// `*@<local domain>` must apply to it, or `MAIL FROM:<alice>` dodges a
+/// required rule for mail from that domain.
+#[test]
+fn domain_less_sender_meets_the_rules_for_local_domains() {
+    let text = r#"
+[[rule]]
+name = "from legal required"
+sender = ["*@legal.example"]
+mode = "required"
+[[rule]]
+name = "rest"
+methods = []
+"#;
+    let p = Policy::new(
+        rules(text),
+        vec!["legal.example".into()],
+        Settings::default(),
+    );
+    let c = ConnectionFacts::default();
+    for from in ["alice@legal.example", "alice", "<Alice>"] {
+        assert_eq!(
+            select(&p, "x@partner.example", Some(from), &c),
+            "from legal required",
+            "{from}"
+        );
+    }
+    assert_eq!(
+        select(&p, "x@partner.example", Some("alice@other.example"), &c),
+        "rest"
+    );
+    // Routing in the sender's local part: Postfix rewrites these to
+    // alice@legal.example (swap_bangpath, resolve_dequoted_address,
+    // allow_percent_hack).
+    for from in [
+        "legal.example!alice",
+        "\"alice@legal.example\"",
+        "\"alice@legal.example\"@other.example",
+        "alice%legal.example",
+        "alice%legal.example@other.example",
+    ] {
+        assert_eq!(
+            select(&p, "x@partner.example", Some(from), &c),
+            "from legal required",
+            "{from}"
+        );
+    }
+}
+
+/// Postfix delivers `user@[its own address]` locally (a literal of
+/// `inet_interfaces` is a local domain), so a required inbound rule for
+/// `ceo@<local domain>` must not be dodged by `RCPT TO:<ceo@[192.0.2.1]>`.
+/// Which literals are the MTA's is unknown here: a literal meets the
+/// stricter of its outbound reading and the inbound `local@D` readings.
+#[test]
+fn address_literal_cannot_dodge_a_required_local_rule() {
+    let text = r#"
+[[rule]]
+name = "ceo required"
+direction = "inbound"
+recipient = ["ceo@local.example"]
+mode = "required"
+[[rule]]
+name = "inbound opportunistic"
+direction = "inbound"
+[[rule]]
+name = "outbound opportunistic"
+direction = "outbound"
+"#;
+    let p = Policy::new(
+        rules(text),
+        vec!["local.example".into()],
+        Settings::default(),
+    );
+    let c = ConnectionFacts::default();
+    for rcpt in ["ceo@[192.0.2.1]", "CEO@[IPv6:2001:db8::1]"] {
+        assert_eq!(select(&p, rcpt, None, &c), "ceo required", "{rcpt}");
+    }
+    // Not required in either reading: the literal's own (outbound) rule.
+    assert_eq!(
+        select(&p, "alice@[192.0.2.1]", None, &c),
+        "outbound opportunistic"
+    );
+}
+
 #[test]
 fn local_domains_decide_direction_exactly() {
     let p = Policy::new(vec![], vec!["example.org.".into()], Settings::default());

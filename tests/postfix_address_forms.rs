@@ -87,8 +87,12 @@ impl Drop for Milter {
 /// The milter (trust-ad mode against unbound) with `keys` as its key
 /// directory and Postfix's `$myorigin` as the local domain.
 fn milter(env: &DnsEnv, keys: &Path) -> Milter {
+    milter_with_policy(env, keys, POLICY)
+}
+
+fn milter_with_policy(env: &DnsEnv, keys: &Path, policy: &str) -> Milter {
     let dirs = tempfile::tempdir().unwrap();
-    std::fs::write(dirs.path().join("10-test.toml"), POLICY).unwrap();
+    std::fs::write(dirs.path().join("10-test.toml"), policy).unwrap();
     let mut config = Config {
         policy_dir: dirs.path().to_path_buf(),
         local_domains: vec!["mx.autoencrypt.test".into()],
@@ -327,4 +331,121 @@ fn recipients_postfix_accepts_get_a_policy_outcome() {
     }
     assert_eq!(env.unbound_queries(), queries, "a DNS query for a literal");
     assert!(pf.wait_queue_empty(WAIT), "{}", pf.postqueue());
+}
+
+/// Routing operators in a local part: Postfix rewrites `site!user` to
+/// `user@site` (`swap_bangpath`) and resolves a quoted `"user@site"`
+/// (`resolve_dequoted_address`), `user%site@local` too (`allow_percent_hack`)
+/// — so the mail goes to `site`, while the milter saw a domain-less (or
+/// local) recipient and applied the local rule. nokey@autoencrypt.test is
+/// under the `outbound required` rule: before, these spellings delivered it
+/// in plaintext. Now they are refused at RCPT (550 5.1.3) and nothing is
+/// delivered.
+#[test]
+fn routing_in_the_local_part_cannot_dodge_a_required_rule() {
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter(&env, keys.path());
+    let pf = PostfixEnv::start(Some(m.addr));
+    // The plain spelling: required, no key → refused.
+    let out = pf.send(
+        "sender@example.net",
+        &["nokey@autoencrypt.test"],
+        &message("nokey@autoencrypt.test", "the secret plan\r\n"),
+    );
+    assert!(out.rcpt("nokey@autoencrypt.test").is("550 5.7.1"), "{out}");
+    for rcpt in [
+        "autoencrypt.test!nokey",
+        "\"nokey@autoencrypt.test\"",
+        "nokey%autoencrypt.test@mx.autoencrypt.test",
+        "\"nokey@autoencrypt.test\"@mx.autoencrypt.test",
+    ] {
+        let out = pf.send(
+            "sender@example.net",
+            &[rcpt],
+            &message(rcpt, "the secret plan\r\n"),
+        );
+        assert!(
+            out.rcpt(rcpt).is("550 5.1.3"),
+            "{rcpt}: {out}\n{}",
+            pf.maillog()
+        );
+    }
+    assert!(pf.wait_queue_empty(WAIT), "{}", pf.postqueue());
+    for mail in pf.all_mail() {
+        assert!(
+            !String::from_utf8_lossy(&mail.raw).contains("secret"),
+            "delivered in plaintext:\n{}",
+            String::from_utf8_lossy(&mail.raw)
+        );
+    }
+}
+
+/// Postfix delivers `user@[its own address]` locally (relay=local: a
+/// literal of `inet_interfaces` is a local domain). With an opportunistic
+/// outbound rule, `RCPT TO:<ceo@[127.0.0.1]>` used to be accepted and
+/// passed in plaintext although the inbound rule for ceo@ is required;
+/// now the required rule applies (no key for a literal → 550 5.7.1).
+#[test]
+fn an_address_literal_cannot_dodge_a_required_local_rule() {
+    const LITERAL_POLICY: &str = r#"
+[[rule]]
+name = "local ceo required"
+direction = "inbound"
+recipient = ["ceo@mx.autoencrypt.test"]
+methods = ["smime"]
+mode = "required"
+
+[[rule]]
+name = "outbound opportunistic"
+direction = "outbound"
+"#;
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter_with_policy(&env, keys.path(), LITERAL_POLICY);
+    let pf = PostfixEnv::start(Some(m.addr));
+    for rcpt in ["ceo@[127.0.0.1]", "CEO@[127.0.0.1]"] {
+        let out = pf.send(
+            "sender@example.net",
+            &[rcpt],
+            &message(rcpt, "the secret plan\r\n"),
+        );
+        assert!(out.rcpt(rcpt).is("550 5.7.1"), "{rcpt}: {out}");
+    }
+    // Another literal is not the local ceo: its own rule (opportunistic,
+    // no key) passes it, as before.
+    let rcpt = "alice@[127.0.0.1]";
+    let out = pf.send("sender@example.net", &[rcpt], &message(rcpt, "hello\r\n"));
+    assert!(out.accepted(), "{out}");
+}
+
+/// Postfix drops RFC 5322 comments and white space in MAIL FROM (its log
+/// says from=<sender@example.net>) but hands the milter the text as sent:
+/// `<sender(c)@example.net>` used to be unparseable there, match no
+/// sender glob and dodge a required rule for mail from example.net.
+#[test]
+fn a_commented_sender_cannot_dodge_a_required_sender_rule() {
+    const SENDER_POLICY: &str = r#"
+[[rule]]
+name = "from example.net required"
+sender = ["*@example.net"]
+methods = ["smime"]
+mode = "required"
+"#;
+    let env = DnsEnv::start();
+    let keys = tempfile::tempdir().unwrap();
+    let m = milter_with_policy(&env, keys.path(), SENDER_POLICY);
+    let pf = PostfixEnv::start(Some(m.addr));
+    let rcpt = "nokey@autoencrypt.test";
+    for from in [
+        "sender@example.net",
+        "sender(comment)@example.net",
+        "sender @example.net",
+        "sender@(c)example.net",
+        "\"sender\"@example.net",
+    ] {
+        let out = pf.send(from, &[rcpt], &message(rcpt, "the secret plan\r\n"));
+        assert!(out.rcpt(rcpt).is("550 5.7.1"), "{from}: {out}");
+    }
+    assert_eq!(pf.maildir_count(rcpt), 0);
 }

@@ -239,6 +239,15 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
     // Both spellings when they differ: the canonical one is what rules
     // and key sources see.
     println!("recipient: {}", to.both_forms());
+    if to.routes_in_local_part() {
+        let r = crate::policy::Reply::routed_address();
+        println!(
+            "refused at RCPT: {} {} {} (the MTA would route it elsewhere)",
+            r.code(),
+            r.enhanced(),
+            r.text()
+        );
+    }
     println!(
         "sender:    {}",
         from.as_ref()

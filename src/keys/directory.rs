@@ -176,6 +176,26 @@ mod tests {
     }
 
     #[test]
+    fn needlessly_quoted_local_part_finds_the_same_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("alice.b@example.org.asc"), b"key").unwrap();
+        let src = DirectorySource::new(d.path());
+        for s in [
+            "alice.b@example.org",
+            "\"alice.b\"@example.org",
+            "\"alice\\.b\"@example.org",
+        ] {
+            assert!(
+                matches!(
+                    src.lookup_sync(&Address::parse(s).unwrap(), Method::OpenPgp),
+                    Lookup::Found { .. }
+                ),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
     fn path_tricks_find_nothing() {
         let d = tempfile::tempdir().unwrap();
         let src = DirectorySource::new(d.path());

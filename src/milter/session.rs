@@ -213,7 +213,16 @@ impl Session {
             // Not the null sender: an unparseable MAIL FROM must not pass
             // for `<>` (bounces are often exempt). It matches no sender
             // glob, so only rules without `sender` apply.
-            Some(Address::parse(sender).unwrap_or_else(|e| {
+            // Postfix reads comments and white space away (its log shows
+            // the stripped form); read them the same way before giving up.
+            let stripped = crate::address::strip_comments(sender);
+            let parsed = Address::parse(sender).or_else(|e| {
+                stripped
+                    .as_deref()
+                    .filter(|s| *s != sender)
+                    .map_or(Err(e.clone()), |s| Address::parse(s).map_err(|_| e))
+            });
+            Some(parsed.unwrap_or_else(|e| {
                 tracing::info!("{}: MAIL FROM matches no sender glob: {e}", self.queue_id());
                 Address::unparseable(sender)
             }))
@@ -257,6 +266,10 @@ impl Session {
                 return RcptVerdict::Refuse(Reply::bad_address());
             }
         };
+        if addr.routes_in_local_part() {
+            tracing::warn!("{qid}: rcpt {addr} refused: routing in the local part");
+            return RcptVerdict::Refuse(Reply::routed_address());
+        }
         let shown = addr.both_forms();
         let direction = engine.policy.direction_of(&addr);
         let q = Query {

@@ -5,7 +5,8 @@
 //! `*` matches any run of characters (also none, also dots). Matching is
 //! case-insensitive in the domain and — because in practice every mail
 //! system treats `Postmaster` and `postmaster` alike, and a policy must not
-//! be dodged by capitalisation — in the local part too. Local parts are
+//! be dodged by capitalisation — in the local part too, by one case fold
+//! on both sides ([`fold_case`]: `STRAẞE` = `strasse`, `ΑΣ` = `ασ`). Local parts are
 //! compared unquoted: `"john.doe"@example.org` and `john.doe@example.org`
 //! are the same mailbox. In a quoted pattern `*` is a literal character.
 //!
@@ -19,7 +20,7 @@
 use std::fmt;
 
 use crate::address::domain::{canonical_label, map_dots};
-use crate::address::{Address, Domain, split_local};
+use crate::address::{Address, Domain, fold_case, split_local};
 
 /// The canonical pattern of a glob's domain: labels without `*` in their
 /// A-label form, labels with `*` ASCII and lower-cased.
@@ -62,7 +63,8 @@ enum Tok {
     Ch(char),
 }
 
-/// A compiled glob over one part of an address (lower-cased).
+/// A compiled glob over one part of an address (case-folded, see
+/// [`fold_case`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pattern(Vec<Tok>);
 
@@ -80,7 +82,7 @@ impl Pattern {
         self.0 == [Tok::Star]
     }
 
-    /// Whether `s` (already lower-cased) matches.
+    /// Whether `s` (already case-folded) matches.
     fn matches(&self, s: &str) -> bool {
         let p = &self.0;
         let s: Vec<char> = s.chars().collect();
@@ -194,7 +196,7 @@ impl AddressGlob {
                 } else {
                     c
                 };
-                for lc in c.to_lowercase() {
+                for lc in fold_case(c.encode_utf8(&mut [0; 4])).chars() {
                     local.push(Tok::Ch(lc));
                 }
             }
@@ -212,7 +214,7 @@ impl AddressGlob {
                         return Err(err("invalid character in local part (quote it)"));
                     }
                     c => {
-                        for lc in c.to_lowercase() {
+                        for lc in fold_case(c.encode_utf8(&mut [0; 4])).chars() {
                             local.push(Tok::Ch(lc));
                         }
                     }
@@ -244,7 +246,7 @@ impl AddressGlob {
     pub fn matches(&self, addr: &Address) -> bool {
         addr.kind() != Domain::Unparseable
             && self.domain.matches(addr.domain())
-            && self.local.matches(&addr.local_unquoted().to_lowercase())
+            && self.local.matches(&fold_case(&addr.local_unquoted()))
     }
 
     /// Whether every address matched by `other` is matched by `self`.
@@ -384,6 +386,23 @@ mod tests {
         assert!(g("a*b*c@x").matches(&a("aXXbYYbc@x")));
         assert!(!g("a*b*c@x").matches(&a("aXXbYYb@x")));
         assert!(g("*@*").matches(&a("\"odd one\"@x.y")));
+    }
+
+    #[test]
+    fn local_case_folds_the_same_on_both_sides() {
+        // str::to_lowercase writes a final Σ as ς, char-wise lowering as σ:
+        // a glob did not even match its own spelling.
+        assert!(g("ΑΣ@x.test").matches(&a("ΑΣ@x.test")));
+        assert!(g("ασ@x.test").matches(&a("ΑΣ@x.test")));
+        assert!(g("ας@x.test").matches(&a("ΑΣ@x.test")));
+        assert!(g("\"ΟΔΥΣΣΕΑΣ\"@x.test").matches(&a("οδυσσεας@x.test")));
+        // Full case folding, as Postfix compares UTF-8 local parts:
+        // ß and ẞ fold to ss.
+        assert!(g("strasse@x.test").matches(&a("STRAẞE@x.test")));
+        assert!(g("straße@x.test").matches(&a("STRASSE@x.test")));
+        assert!(g("stra*e@x.test").matches(&a("Straße@x.test")));
+        let sigma = a("ΑΣ@x.test");
+        assert!(sigma.matches_loosely(&a("ασ@x.test")));
     }
 
     #[test]

@@ -145,6 +145,16 @@ pub struct Match<'a> {
     pub skipped: Vec<(&'a Rule, String)>,
 }
 
+fn is_required(rule: &Rule) -> bool {
+    matches!(
+        rule.treatment,
+        Treatment::Encrypt {
+            mode: Mode::Required { .. },
+            ..
+        }
+    )
+}
+
 /// The loaded rules, the built-in default, and the settings decisions need.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -233,27 +243,106 @@ impl Policy {
     /// local domain we cannot see (`$myorigin`), so a rule also applies
     /// when it applies to `alice@D` for some `D` in `local_domains`: a
     /// `required` rule for a local domain cannot be dodged by leaving the
-    /// domain out.
+    /// domain out. The same holds for a domain-less sender (`MAIL
+    /// FROM:<alice>`), which the MTA qualifies with `$myorigin` too.
+    ///
+    /// An address literal (`ceo@[192.0.2.1]`) may name the MTA itself,
+    /// which then delivers it locally (Postfix: a literal of
+    /// `inet_interfaces`); which literals those are is unknown here, so
+    /// when its own rule is not required but the rule for `ceo@D`
+    /// (inbound, `D` in `local_domains`) is, that rule applies.
     pub fn select<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
-        let qualified: Vec<Address> = self
-            .local_domains
-            .iter()
-            .filter_map(|d| q.recipient.qualified(d))
-            .collect();
+        let m = self.select_as_given(q);
+        if q.recipient.kind() != Domain::Literal || is_required(m.rule) {
+            return m;
+        }
+        for d in &self.local_domains {
+            let Ok(local) = Address::parse(&format!("{}@{d}", q.recipient.local())) else {
+                continue;
+            };
+            let inbound = Query {
+                recipient: &local,
+                direction: Direction::Inbound,
+                ..*q
+            };
+            let mut mi = self.select_as_given(&inbound);
+            if is_required(mi.rule) {
+                mi.why.insert(
+                    0,
+                    format!(
+                        "address literal {} may be this MTA: taken as {local} (inbound), \
+whose rule is required",
+                        q.recipient
+                    ),
+                );
+                return mi;
+            }
+        }
+        m
+    }
+
+    fn select_as_given<'a>(&'a self, q: &Query<'_>) -> Match<'a> {
+        let qualify = |a: &Address| -> Vec<Address> {
+            self.local_domains
+                .iter()
+                .filter_map(|d| a.qualified(d))
+                .collect()
+        };
+        // Each reading of the envelope: as given first, then with a
+        // domain-less recipient and/or sender qualified by a local domain
+        // (the MTA qualifies a domain-less MAIL FROM the same way).
+        let qualified_rcpt = qualify(q.recipient);
+        // A sender with routing in its local part is rewritten by the MTA
+        // (`legal.example!alice` → `alice@legal.example`); recipients like
+        // that are refused at RCPT, senders are read as each routing.
+        let qualified_sender: Vec<Address> = q
+            .sender
+            .map(|s| {
+                let mut all = qualify(s);
+                for r in s.routed_readings() {
+                    all.extend(qualify(&r));
+                    all.push(r);
+                }
+                all
+            })
+            .unwrap_or_default();
         let mut skipped = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let found = r.check(q).or_else(|why_not| {
-                qualified
-                    .iter()
-                    .find_map(|a| {
-                        let mut why = r.check(&Query { recipient: a, ..*q }).ok()?;
-                        why.insert(
-                            0,
-                            format!(
-                                "domain-less recipient {} taken as {a} (local_domains)",
-                                q.recipient
-                            ),
-                        );
+                let rcpts = std::iter::once(None).chain(qualified_rcpt.iter().map(Some));
+                rcpts
+                    .flat_map(|ra| {
+                        std::iter::once(None)
+                            .chain(qualified_sender.iter().map(Some))
+                            .map(move |sa| (ra, sa))
+                    })
+                    .filter(|(ra, sa)| ra.is_some() || sa.is_some())
+                    .find_map(|(ra, sa)| {
+                        let mut why = r
+                            .check(&Query {
+                                recipient: ra.unwrap_or(q.recipient),
+                                sender: sa.or(q.sender),
+                                ..*q
+                            })
+                            .ok()?;
+                        if let Some(s) = sa {
+                            why.insert(
+                                0,
+                                format!(
+                                    "sender {} taken as {s} (local_domains, routing)",
+                                    q.sender.map_or_else(String::new, ToString::to_string)
+                                ),
+                            );
+                        }
+                        if let Some(a) = ra {
+                            why.insert(
+                                0,
+                                format!(
+                                    "domain-less recipient {} taken as {a} (local_domains)",
+                                    q.recipient
+                                ),
+                            );
+                        }
                         Some(why)
                     })
                     .ok_or(why_not)

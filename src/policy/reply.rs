@@ -91,6 +91,17 @@ impl Reply {
         Reply::new(550, "5.1.3", "Bad recipient address syntax".to_owned())
     }
 
+    /// `550 5.1.3`: routing in the local part (`site!user`, `user%site`,
+    /// `"user@site"`): the MTA would deliver to a domain the policy never
+    /// saw.
+    pub fn routed_address() -> Reply {
+        Reply::new(
+            550,
+            "5.1.3",
+            "Routing in the local part (! % @) is not accepted".to_owned(),
+        )
+    }
+
     /// `451 4.3.0`: a bug or I/O error; never an unencrypted pass where a
     /// rule required encryption.
     pub fn internal_error() -> Reply {

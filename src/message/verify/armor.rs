@@ -10,11 +10,31 @@ const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
 /// Armor header lines (`Version:`, `Comment:`...) accepted.
 const MAX_HEADERS: usize = 32;
+/// Bytes of armor header lines accepted in all. They are readable text
+/// outside the ciphertext (a `Comment:` can say anything), so they get
+/// the same budget as the PGP/MIME preamble; clients write one or two
+/// short lines.
+pub(super) const MAX_HEADER_BYTES: usize = 1024;
+
+/// An RFC 9580 §6.2.2 armor header line: `Key: Value`, the key letters,
+/// digits and `-`.
+fn is_armor_header(t: &[u8]) -> bool {
+    match t.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => {
+            t[..colon]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && matches!(t.get(colon + 1), None | Some(b' '))
+        }
+        _ => false,
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum State {
     Before,
-    Headers(usize),
+    /// Armor header lines and their bytes so far.
+    Headers(usize, usize),
     Data,
     /// The checksum line was read; only END may follow.
     Checksum,
@@ -47,23 +67,27 @@ impl Armor {
         match self.state {
             State::Before if t.trim_ascii_start().is_empty() => Ok(()),
             State::Before if t == BEGIN => {
-                self.state = State::Headers(0);
+                self.state = State::Headers(0, 0);
                 Ok(())
             }
             State::Before => not("text before the PGP armor"),
-            State::Headers(_) if t.is_empty() => {
+            State::Headers(..) if t.is_empty() => {
                 self.state = State::Data;
                 Ok(())
             }
-            State::Headers(n) if t.contains(&b':') => {
-                if n >= MAX_HEADERS {
-                    return not("too many armor headers");
+            State::Headers(n, bytes) if t.contains(&b':') => {
+                if !is_armor_header(t) {
+                    return not("a line in the armor headers that is not an armor header");
                 }
-                self.state = State::Headers(n + 1);
+                let bytes = bytes + t.len();
+                if n >= MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+                    return not("armor header lines over 1 KiB (readable text)");
+                }
+                self.state = State::Headers(n + 1, bytes);
                 Ok(())
             }
             // No blank line after BEGIN: tolerated, the line is data.
-            State::Headers(_) => {
+            State::Headers(..) => {
                 self.state = State::Data;
                 self.data(t)
             }
@@ -166,6 +190,31 @@ mod tests {
         check(&armored(PACKETS, true)).unwrap();
         check(&armored(PACKETS, false)).unwrap();
         check(&format!("\n  \n{}\n \n", armored(PACKETS, true))).unwrap();
+    }
+
+    #[test]
+    fn armor_headers_are_bounded_readable_text() {
+        let good = armored(PACKETS, true);
+        // Real clients write a line or two ("Version: ...", "Comment: URL").
+        let two = good.replace(
+            "Comment: x\n",
+            "Version: Mailvelope v5.0.0\nComment: https://mailvelope.com\n",
+        );
+        check(&two).unwrap();
+        // Readable text smuggled as armor headers: 32 lines of 10 KB.
+        let secret = format!("Comment: {}\n", "the secret plan ".repeat(640)).repeat(32);
+        let smuggled = good.replace("Comment: x\n", &secret);
+        assert!(check(&smuggled).unwrap_err().contains("armor header"));
+        // Just over the budget, in short lines.
+        let over = "Comment: 0123456789012345678901234567890123456789\n".repeat(21);
+        assert!(
+            check(&good.replace("Comment: x\n", &over))
+                .unwrap_err()
+                .contains("armor header")
+        );
+        // A sentence with a colon is not an armor header.
+        let prose = good.replace("Comment: x\n", "Dear Bob: the secret is 42\n");
+        assert!(check(&prose).unwrap_err().contains("armor header"));
     }
 
     #[test]

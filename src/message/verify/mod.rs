@@ -9,11 +9,15 @@
 //!   holding one armored `PGP MESSAGE`, with at most 1 KiB of preamble and
 //!   of epilogue text.
 //! * inline PGP: a single-part `text/*` body that is white space, one
-//!   armored `PGP MESSAGE`, white space (after its transfer decoding).
+//!   armored `PGP MESSAGE`, white space (after its transfer decoding), in
+//!   an ASCII-compatible charset (not UTF-7).
 //! * S/MIME: `application/(x-)pkcs7-mime` (smime-type enveloped-data,
 //!   authEnveloped-data or none) or a `.p7m` file as the whole message,
 //!   whose decoded body is exactly one ContentInfo with EnvelopedData or
-//!   AuthEnvelopedData.
+//!   AuthEnvelopedData. The body must be base64 (raw BER would be stored
+//!   as written, readable text in its OCTET STRINGs included), and a
+//!   `.p7m` file must be `application/octet-stream` (a reader renders
+//!   `text/*` inline).
 //!
 //! Linear in the size, memory bounded; the caller runs it on the blocking
 //! pool (it reads the whole body).
@@ -58,15 +62,36 @@ fn content_type(headers: &[HeaderField]) -> Result<ContentType, Fail> {
     let mut fields = headers.iter().filter(|h| h.is("Content-Type"));
     let ct = match fields.next() {
         None => ContentType::default_text(),
-        Some(f) => match ContentType::parse(&f.unfolded()) {
-            Some(ct) => ct,
-            None => return not("an unparseable Content-Type"),
-        },
+        Some(f) => {
+            let value = f.unfolded();
+            if repeated_param(&value) {
+                return not("a Content-Type parameter given twice");
+            }
+            match ContentType::parse(&value) {
+                Some(ct) => ct,
+                None => return not("an unparseable Content-Type"),
+            }
+        }
     };
     if fields.next().is_some() {
         return not("two Content-Type fields");
     }
     Ok(ct)
+}
+
+/// Whether a parameter name occurs twice in a `Content-Type` value
+/// (`charset=us-ascii; charset=utf-7`, `charset` and `charset*`): the
+/// parser keeps the first, a reader may take another. Over-counts `;`
+/// inside quotes, which only refuses more. Linear (a set of names).
+fn repeated_param(value: &str) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    value.split(';').skip(1).any(|seg| {
+        seg.split_once('=').is_some_and(|(name, _)| {
+            let name = name.trim().to_ascii_lowercase();
+            let base = name.strip_suffix('*').unwrap_or(&name).to_owned();
+            !seen.insert(base)
+        })
+    })
 }
 
 fn transfer_encoding(headers: &[HeaderField]) -> Result<String, Fail> {
@@ -104,10 +129,21 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
             Ok(EncryptedKind::Smime)
         }
         _ if is_p7m_file(&ct, headers) => {
+            // A reader renders text/*, message/* and the like inline: the
+            // decoded CMS bytes would be shown, readable text inside them
+            // included. As an attachment only octet-stream stays opaque.
+            if !ct.is("application", "octet-stream") {
+                return not(
+                    "a .p7m file that is not application/octet-stream (its CMS bytes would be rendered)",
+                );
+            }
             cms_body(&cte, body)?;
             Ok(EncryptedKind::P7mFile)
         }
         ("text", _) => {
+            if !ct.param("charset").is_none_or(ascii_compatible) {
+                return not("inline PGP in a charset that is not ASCII-compatible");
+            }
             let mut text = LineReader::new(decoded(&cte, body)?);
             let mut armor = armor::Armor::new();
             while let Some((line, _)) = text.next_line()? {
@@ -120,7 +156,27 @@ fn check(headers: &[HeaderField], body: &mut dyn Read) -> Result<EncryptedKind, 
     }
 }
 
+/// Whether a reader shows ASCII bytes in `charset` as those characters.
+/// Not so in UTF-7, where `+` starts base64-encoded UTF-16: armor lines,
+/// whose packet bodies the sender chooses, would render as any text.
+fn ascii_compatible(charset: &str) -> bool {
+    let c = charset.to_ascii_lowercase();
+    matches!(c.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
+        || ["iso-8859-", "windows-", "koi8-"]
+            .iter()
+            .any(|p| c.starts_with(p))
+}
+
 fn cms_body(cte: &str, body: &mut dyn Read) -> Result<cms::CmsKind, Fail> {
+    // In an identity encoding the CMS bytes are stored as they are, and
+    // BER framing can carry readable text in any OCTET STRING. Mail
+    // transports S/MIME in base64 (RFC 8551 §3.1.3); anything else is
+    // encrypted again.
+    if cte != "base64" {
+        return not(
+            "a CMS body without base64 transfer encoding (its bytes would be stored readable)",
+        );
+    }
     let mut data = decoded(cte, body)?;
     let mut ber = cms::Ber::new();
     let mut buf = vec![0u8; 64 * 1024];

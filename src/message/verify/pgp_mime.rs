@@ -17,8 +17,10 @@ use crate::message::{HeaderField, Message};
 
 /// Non-white-space bytes allowed in the preamble, and in the epilogue.
 pub(super) const MAX_AROUND: usize = 1024;
-/// Bytes of a part's header section.
-const MAX_PART_HEADER: usize = 8 * 1024;
+/// Bytes of a part's header section: readable text outside the
+/// ciphertext (a `Content-Description` can say anything), so the
+/// preamble's budget; clients write two or three short fields.
+const MAX_PART_HEADER: usize = MAX_AROUND;
 /// Bytes of the version part's body.
 const MAX_VERSION_BODY: usize = 1024;
 
@@ -76,7 +78,7 @@ fn part_header<R: Read>(
         raw.extend_from_slice(line);
         raw.push(b'\n');
         if raw.len() > MAX_PART_HEADER {
-            return not("a PGP/MIME part header over 8 KiB");
+            return not("a PGP/MIME part header over 1 KiB");
         }
     }
     let whole = raw.len();

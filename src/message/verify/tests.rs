@@ -179,9 +179,170 @@ fn read_errors_are_not_verdicts() {
             Err(std::io::Error::other("disk on fire"))
         }
     }
-    let m = Message::parse(b"Content-Type: application/pkcs7-mime\n\n");
+    let m = Message::parse(
+        b"Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: base64\n\n",
+    );
     assert!(matches!(
         verify(&m.headers, &mut Broken),
         Verification::ReadError(_)
     ));
+}
+
+/// A DER EnvelopedData whose encryptedContent is `content` as written.
+fn cms_with_content(content: &[u8]) -> Vec<u8> {
+    fn tlv(tag: u8, c: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        let n = c.len();
+        if n < 0x80 {
+            v.push(n as u8);
+        } else {
+            v.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        v.extend_from_slice(c);
+        v
+    }
+    let ri = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x04, &[1, 2, 3])].concat());
+    let eci = tlv(
+        0x30,
+        &[
+            tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 1, 7, 1]),
+            tlv(0x30, &tlv(0x06, &[0x60])),
+            tlv(0x80, content),
+        ]
+        .concat(),
+    );
+    let ed = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x31, &ri), eci].concat());
+    tlv(
+        0x30,
+        &[
+            tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 1, 7, 3]),
+            tlv(0xA0, &ed),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn cms_in_raw_bytes_is_readable_so_not_verified() {
+    // Well-formed CMS framing around readable text: with an identity
+    // transfer encoding those bytes are stored (and grep-able) as written.
+    let der = cms_with_content(b"Dear Bob, the secret plan is to meet at noon.");
+    for cte in [
+        "",
+        "Content-Transfer-Encoding: binary\n",
+        "Content-Transfer-Encoding: 8bit\n",
+    ] {
+        let mut raw =
+            format!("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n{cte}\n")
+                .into_bytes();
+        raw.extend(&der);
+        rejected(&raw, "base64");
+    }
+    // The same structure in base64 verifies.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let raw = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n\
+Content-Transfer-Encoding: base64\n\n{b64}\n"
+    );
+    assert_eq!(
+        run(raw.as_bytes()),
+        Verification::Verified(EncryptedKind::Smime)
+    );
+}
+
+#[test]
+fn p7m_name_on_a_rendered_type_is_not_verified() {
+    // A reader renders text/* (and other displayable types) inline: the
+    // decoded CMS bytes, readable text in its encryptedContent included.
+    let der = cms_with_content(b"Dear Bob, the secret plan is to meet at noon.");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    for head in [
+        "Content-Type: text/plain; name=\"notes.p7m\"\n",
+        "Content-Type: text/html; name=\"notes.p7m\"\n",
+        "Content-Disposition: inline; filename=\"notes.p7m\"\n",
+        "Content-Type: message/rfc822; name=\"notes.p7m\"\n",
+    ] {
+        let raw = format!("{head}Content-Transfer-Encoding: base64\n\n{b64}\n");
+        rejected(raw.as_bytes(), "octet-stream");
+    }
+    let raw = format!(
+        "Content-Type: application/octet-stream; name=\"notes.p7m\"\n\
+Content-Transfer-Encoding: base64\n\n{b64}\n"
+    );
+    assert_eq!(
+        run(raw.as_bytes()),
+        Verification::Verified(EncryptedKind::P7mFile)
+    );
+}
+
+#[test]
+fn inline_pgp_only_in_an_ascii_compatible_charset() {
+    // In UTF-7 a '+' starts base64-encoded UTF-16: the armor's base64
+    // lines, whose packet bodies the sender chooses, render as any text.
+    let a = armor(PACKETS);
+    for cs in [
+        "utf-7",
+        "UTF-7",
+        "x-imap4-modified-utf7",
+        "utf-16",
+        "utf-32be",
+    ] {
+        let raw = format!("Content-Type: text/plain; charset={cs}\n\n{a}");
+        rejected(raw.as_bytes(), "charset");
+    }
+    for cs in ["us-ascii", "UTF-8", "iso-8859-15", "windows-1252"] {
+        let raw = format!("Content-Type: text/plain; charset=\"{cs}\"; format=flowed\n\n{a}");
+        assert_eq!(
+            run(raw.as_bytes()),
+            Verification::Verified(EncryptedKind::InlinePgp),
+            "{cs}"
+        );
+    }
+}
+
+#[test]
+fn pgp_mime_part_headers_are_bounded_readable_text() {
+    // Part header fields are readable text outside the ciphertext, like
+    // the preamble: the same 1 KiB budget per part.
+    let secret = format!("Content-Description: {}\n", "the secret plan ".repeat(70));
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/octet-stream\n",
+        &format!("Content-Type: application/octet-stream\n{secret}"),
+    );
+    rejected(m.as_bytes(), "part header over 1 KiB");
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/pgp-encrypted\n",
+        &format!("Content-Type: application/pgp-encrypted\n{secret}"),
+    );
+    rejected(m.as_bytes(), "part header over 1 KiB");
+    // What clients write passes.
+    let m = pgp_mime("", &armor(PACKETS), "").replace(
+        "Content-Type: application/octet-stream\n",
+        "Content-Type: application/octet-stream; name=\"encrypted.asc\"\n\
+Content-Description: OpenPGP encrypted message\n\
+Content-Disposition: inline; filename=\"encrypted.asc\"\n",
+    );
+    assert_eq!(
+        run(m.as_bytes()),
+        Verification::Verified(EncryptedKind::PgpMime)
+    );
+}
+
+#[test]
+fn a_content_type_parameter_given_twice_is_not_verified() {
+    // The parser keeps the first; a reader may take the last.
+    let a = armor(PACKETS);
+    let raw = format!("Content-Type: text/plain; charset=us-ascii; Charset=\"utf-7\"\n\n{a}");
+    rejected(raw.as_bytes(), "given twice");
+    let raw = format!("Content-Type: text/plain; charset=us-ascii; charset*=utf-7''\n\n{a}");
+    rejected(raw.as_bytes(), "given twice");
+    let m =
+        pgp_mime("", &armor(PACKETS), "").replace("boundary=\"b\"", "boundary=\"b\"; boundary=c");
+    rejected(m.as_bytes(), "given twice");
+    // RFC 2231 sections are one parameter.
+    let m = pgp_mime("", &armor(PACKETS), "").replace("boundary=\"b\"", "boundary*0=\"b\"");
+    assert_eq!(
+        run(m.as_bytes()),
+        Verification::Verified(EncryptedKind::PgpMime)
+    );
 }
