@@ -130,23 +130,27 @@ impl Outcome {
     }
 }
 
-/// Why the milter closed a connection before it negotiated (the `reason`
-/// label).
+/// Why the milter closed a connection: to make room, or for want of a
+/// first command (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConnectionDrop {
     /// Every slot was held by a negotiated connection: closed at once.
     Limit,
     /// Closed to make room for a newer connection at the limit.
     Evicted,
+    /// Closed (negotiated or not) because its peer held the most slots
+    /// and another peer's connection needed one (see `milter/slots.rs`).
+    OverShare,
     /// No command within `limits.negotiation_timeout_ms`.
     NegotiationTimeout,
 }
 
 impl ConnectionDrop {
     /// Every reason.
-    pub const ALL: [ConnectionDrop; 3] = [
+    pub const ALL: [ConnectionDrop; 4] = [
         ConnectionDrop::Limit,
         ConnectionDrop::Evicted,
+        ConnectionDrop::OverShare,
         ConnectionDrop::NegotiationTimeout,
     ];
 
@@ -155,6 +159,7 @@ impl ConnectionDrop {
         match self {
             ConnectionDrop::Limit => "limit",
             ConnectionDrop::Evicted => "evicted",
+            ConnectionDrop::OverShare => "over_share",
             ConnectionDrop::NegotiationTimeout => "negotiation_timeout",
         }
     }
@@ -560,7 +565,7 @@ impl Metrics {
         self.inner.limit.set(g(limit));
     }
 
-    /// Counts a connection closed before it negotiated.
+    /// Counts a connection the slots closed (see [`ConnectionDrop`]).
     pub fn connection_dropped(&self, reason: ConnectionDrop) {
         self.inner
             .dropped

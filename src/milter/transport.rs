@@ -100,6 +100,12 @@ impl<S> Coalesce<S> {
     }
 }
 
+impl<S: super::peer::HasPeer> super::peer::HasPeer for Coalesce<S> {
+    fn peer(&self) -> super::peer::Peer {
+        self.inner.peer()
+    }
+}
+
 impl<S: AsyncWrite + Unpin> Coalesce<S> {
     /// Writes out everything held.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
