@@ -554,6 +554,70 @@ async fn many_tiny_header_fields_do_not_multiply_memory() {
     c.close().await.unwrap();
 }
 
+/// Macro definitions with many tiny entries: indymilter keeps each
+/// stage's last definition for the life of the connection, and 800 KB of
+/// `k\0\0` pairs took ~11 MB per stage, ~75 MB per connection. A macro
+/// packet larger than any MTA sends closes the connection; the real
+/// binary's peak RSS stays small and the next connection is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_macro_definitions_close_the_connection() {
+    let _serial = SERIAL.lock().await;
+    let keys = Keys::new();
+    let (milter, addr) = Running::start(&keys, "");
+    let baseline_kib = milter.status_kib("VmRSS");
+    let mut stayed_open = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = open(addr, false).await;
+        let mut failed = false;
+        for stage in [
+            MacroStage::Connect,
+            MacroStage::Helo,
+            MacroStage::Mail,
+            MacroStage::Rcpt,
+            MacroStage::Data,
+            MacroStage::Eoh,
+            MacroStage::Eom,
+        ] {
+            let pairs = (0..100_000u32).map(|n| (format!("k{n}"), String::new()));
+            if c.macros(stage, pairs).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        // The milter closed the connection: the next command fails.
+        let next = c.mail(["<sender@example.net>"]).await;
+        if !failed && next.is_ok() {
+            stayed_open.push(format!("{next:?}"));
+        }
+        held.push(c);
+    }
+    let peak_kib = milter.status_kib("VmHWM");
+    eprintln!("2 x 7 x 100,000 macros: peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)");
+    assert!(
+        stayed_open.is_empty(),
+        "connections stayed open: {stayed_open:?}"
+    );
+    drop(held);
+    // Before the bound: about 150 MB.
+    assert!(
+        peak_kib < baseline_kib + 64 * 1024,
+        "peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)"
+    );
+
+    // An ordinary connection is served.
+    let headers = headers_for("req@example.org");
+    let body = text_body(2_000, "macros");
+    let mut c = open(addr, false).await;
+    begin(&mut c, "M1", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    send_body_chunk(&mut c, &body).await;
+    let (actions, status) = end(&mut c, "M1").await;
+    assert_eq!(status, Status::Continue);
+    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    c.close().await.unwrap();
+}
+
 /// Header fields just within the limit are kept and encrypted as usual:
 /// the limit counts what the message has, not more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
