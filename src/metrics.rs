@@ -749,9 +749,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Endpoint connections open at once; more are closed as soon as they are
+/// accepted. Without a bound, idle connections (each held up to
+/// [`HEADER_TIMEOUT`]) used up the process's file descriptors, and the
+/// milter socket could accept no MTA connection: mail before monitoring.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown`
 /// completes; then stops accepting (requests in progress finish on their
-/// own tasks).
+/// own tasks). At most [`MAX_HTTP_CONNECTIONS`] are served at once.
 ///
 /// `GET /metrics` answers the metrics (see [`Format::negotiate`]);
 /// `GET /healthz` answers `200 ok` while `health()` is true and
@@ -766,6 +772,7 @@ where
     S: Future<Output = ()>,
 {
     let health = Arc::new(health);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -780,9 +787,14 @@ where
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         let health = Arc::clone(&health);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let response = respond(&req, &metrics, &*health);
                 async move { Ok::<_, Infallible>(response) }
