@@ -418,6 +418,28 @@ fn a_local_user_negotiating_on_every_slot_does_not_keep_postfix_out() {
     let _ = hostile.wait();
 }
 
+/// Only an option negotiation ends the negotiation deadline: a client
+/// that sends a zero-length packet, or a macro definition, and then sits
+/// idle is closed at the deadline like one that sends nothing (both used
+/// to count as negotiated and keep their slots).
+#[test]
+fn packets_other_than_optneg_do_not_count_as_negotiating() {
+    let env = DnsEnv::start();
+    let m = milter(&env, |c| c.limits.negotiation_timeout_ms = 500);
+    let zero = [0u8, 0, 0, 0].to_vec();
+    let mut macro_packet = 7u32.to_be_bytes().to_vec();
+    macro_packet.extend_from_slice(b"DCi\0x\0\0");
+    for first in [zero, macro_packet] {
+        let mut s = TcpStream::connect(m.addr).unwrap();
+        s.write_all(&first).unwrap();
+        assert!(
+            closed_by_peer(&mut s, Duration::from_secs(10)),
+            "{first:?}: not closed at the negotiation deadline"
+        );
+    }
+    assert!(dropped(m.http, "negotiation_timeout") >= 2);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -362,31 +362,46 @@ impl Drop for Slot {
     }
 }
 
-/// Follows the length prefix of the first milter packet read, to know
-/// when the first command is complete.
+/// Follows the packets read until the option negotiation (`O`) is in.
+/// Framing as indymilter reads it: a 4-byte length, the kind byte (read
+/// even when the length is 0), then length − 1 bytes. Other packets (a
+/// macro definition, a zero-length packet) do not negotiate.
 #[derive(Debug, Default)]
 struct FirstPacket {
-    len: [u8; 4],
+    header: [u8; 5],
     have: usize,
     left: u64,
 }
 
 impl FirstPacket {
-    /// Takes bytes read; `true` once the whole first packet is in.
+    /// Takes bytes read; `true` once a whole OPTNEG packet is in.
     fn feed(&mut self, mut data: &[u8]) -> bool {
-        if self.have < 4 {
-            let n = (4 - self.have).min(data.len());
-            self.len[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have < 4 {
+        loop {
+            if self.have < 5 {
+                let n = (5 - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have < 5 {
+                    return false;
+                }
+                let [a, b, c, d, _] = self.header;
+                self.left = u64::from(u32::from_be_bytes([a, b, c, d]).saturating_sub(1));
+            }
+            let n = u64::try_from(data.len()).unwrap_or(u64::MAX).min(self.left);
+            self.left -= n;
+            data = &data[usize::try_from(n).unwrap_or(data.len())..];
+            if self.left > 0 {
                 return false;
             }
-            self.left = u64::from(u32::from_be_bytes(self.len));
+            if self.header[4] == b'O' {
+                return true;
+            }
+            self.have = 0;
+            if data.is_empty() {
+                return false;
+            }
         }
-        let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        self.left = self.left.saturating_sub(n);
-        self.left == 0
     }
 }
 
@@ -596,8 +611,15 @@ mod tests {
         assert!(!f.feed(&[0, 3, b'O']));
         assert!(!f.feed(&[1]));
         assert!(f.feed(&[2, 99, 99]));
+        // Only OPTNEG negotiates: not a zero-length packet, nor a macro
+        // definition before it.
         let mut f = FirstPacket::default();
-        assert!(f.feed(&[0, 0, 0, 0]), "an empty packet is whole");
+        assert!(!f.feed(&[0, 0, 0, 0]));
+        let mut f = FirstPacket::default();
+        assert!(!f.feed(&[0, 0, 0, 3, b'D', b'C', 0]));
+        assert!(f.feed(&[0, 0, 0, 1, b'O']));
+        let mut f = FirstPacket::default();
+        assert!(f.feed(&[0, 0, 0, 2, b'D', 0, 0, 0, 0, 1, b'O']));
     }
 
     #[tokio::test]
