@@ -736,7 +736,8 @@ async fn many_connections_stay_within_the_memory_budget() {
 /// A body of three times `max_message_bytes` through the real binary:
 /// the spool file never grows past the limit (sampled after every chunk,
 /// each answered), `required` → `552 5.3.4`, opportunistic → passed as
-/// sent. A body of exactly the limit is still encrypted.
+/// sent. A body of exactly the limit is still encrypted, one byte more is
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_beyond_max_message_bytes_is_not_stored() {
     let keys = Keys::new();
@@ -789,6 +790,17 @@ async fn a_body_beyond_max_message_bytes_is_not_stored() {
     let (actions, status) = end(&mut c, "S3").await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+
+    // One byte over (in the last chunk): refused for `required`.
+    let mut body = text_body(max, "over");
+    body.push(b'!');
+    begin(&mut c, "S4", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    for piece in body.chunks(65_535) {
+        send_body_chunk(&mut c, piece).await;
+    }
+    let (_, status) = end(&mut c, "S4").await;
+    assert_too_big(&status);
     c.close().await.unwrap();
 }
 
