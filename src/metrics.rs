@@ -751,7 +751,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Endpoint connections open at once; more are closed as soon as they are
 /// accepted. Without a bound, idle connections (each held up to
-/// [`HEADER_TIMEOUT`]) used up the process's file descriptors, and the
+/// the 10 s header timeout) used up the process's file descriptors, and the
 /// milter socket could accept no MTA connection: mail before monitoring.
 pub const MAX_HTTP_CONNECTIONS: usize = 64;
 
