@@ -440,6 +440,36 @@ fn packets_other_than_optneg_do_not_count_as_negotiating() {
     assert!(dropped(m.http, "negotiation_timeout") >= 2);
 }
 
+/// A packet declaring 4 GiB or 100 MiB after negotiating is refused
+/// before anything is allocated (indymilter takes at most 1 MiB): the
+/// connection is closed and its slot freed; the milter goes on.
+#[test]
+fn a_huge_declared_packet_length_closes_the_connection() {
+    let env = DnsEnv::start();
+    let m = milter(&env, |_| {});
+    for len in [u32::MAX, 100 * 1024 * 1024] {
+        let mut s = TcpStream::connect(m.addr).unwrap();
+        let mut optneg = 13u32.to_be_bytes().to_vec();
+        optneg.push(b'O');
+        for word in [6u32, 0x1ff, 0x1f_ffff] {
+            optneg.extend_from_slice(&word.to_be_bytes());
+        }
+        s.write_all(&optneg).unwrap();
+        let mut reply = [0u8; 5];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[4], b'O', "{reply:?}");
+        let mut rest = vec![0u8; u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize - 1];
+        s.read_exact(&mut rest).unwrap();
+        let mut huge = len.to_be_bytes().to_vec();
+        huge.push(b'B');
+        s.write_all(&huge).unwrap();
+        assert!(closed_by_peer(&mut s, Duration::from_secs(10)), "{len}");
+    }
+    wait_until("the slots are free", || {
+        get(m.http, "/healthz").1.starts_with("ok: 0/256 ")
+    });
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
