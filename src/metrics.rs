@@ -130,23 +130,27 @@ impl Outcome {
     }
 }
 
-/// Why the milter closed a connection before it negotiated (the `reason`
-/// label).
+/// Why the milter closed a connection: to make room, or for want of a
+/// first command (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConnectionDrop {
     /// Every slot was held by a negotiated connection: closed at once.
     Limit,
     /// Closed to make room for a newer connection at the limit.
     Evicted,
+    /// Closed (negotiated or not) because its peer held the most slots
+    /// and another peer's connection needed one (see `milter/slots.rs`).
+    OverShare,
     /// No command within `limits.negotiation_timeout_ms`.
     NegotiationTimeout,
 }
 
 impl ConnectionDrop {
     /// Every reason.
-    pub const ALL: [ConnectionDrop; 3] = [
+    pub const ALL: [ConnectionDrop; 4] = [
         ConnectionDrop::Limit,
         ConnectionDrop::Evicted,
+        ConnectionDrop::OverShare,
         ConnectionDrop::NegotiationTimeout,
     ];
 
@@ -155,6 +159,7 @@ impl ConnectionDrop {
         match self {
             ConnectionDrop::Limit => "limit",
             ConnectionDrop::Evicted => "evicted",
+            ConnectionDrop::OverShare => "over_share",
             ConnectionDrop::NegotiationTimeout => "negotiation_timeout",
         }
     }
@@ -560,7 +565,7 @@ impl Metrics {
         self.inner.limit.set(g(limit));
     }
 
-    /// Counts a connection closed before it negotiated.
+    /// Counts a connection the slots closed (see [`ConnectionDrop`]).
     pub fn connection_dropped(&self, reason: ConnectionDrop) {
         self.inner
             .dropped
@@ -744,9 +749,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Endpoint connections open at once; more are closed as soon as they are
+/// accepted. Without a bound, idle connections (each held up to
+/// the 10 s header timeout) used up the process's file descriptors, and the
+/// milter socket could accept no MTA connection: mail before monitoring.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown`
 /// completes; then stops accepting (requests in progress finish on their
-/// own tasks).
+/// own tasks). At most [`MAX_HTTP_CONNECTIONS`] are served at once.
 ///
 /// `GET /metrics` answers the metrics (see [`Format::negotiate`]);
 /// `GET /healthz` answers `200 ok` while `health()` is true and
@@ -761,6 +772,7 @@ where
     S: Future<Output = ()>,
 {
     let health = Arc::new(health);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -775,9 +787,14 @@ where
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         let health = Arc::clone(&health);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let response = respond(&req, &metrics, &*health);
                 async move { Ok::<_, Infallible>(response) }

@@ -334,3 +334,108 @@ async fn stops_accepting_on_shutdown() {
         "still accepting"
     );
 }
+
+/// Idle connections to the endpoint cannot use up the process's file
+/// descriptors: the real binary, limited to 256 descriptors, with 600
+/// idle endpoint connections open still negotiates with an MTA on the
+/// milter socket (it used to fail every accept with EMFILE, so the MTA's
+/// connection sat unanswered). The endpoint serves again once they go.
+#[tokio::test]
+async fn idle_endpoint_connections_do_not_starve_the_milter_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (milter_port, http_port) = (free(), free());
+    let policies = dir.path().join("policy.d");
+    std::fs::create_dir(&policies).unwrap();
+    let config = dir.path().join("milter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"inet:127.0.0.1:{milter_port}\"\nmetrics_listen = \"127.0.0.1:{http_port}\"\npolicy_dir = \"{}\"\n",
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) is required");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the milter did not start"
+            );
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("the milter exited: {s}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Kill(child)
+    };
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(http).await.unwrap());
+    }
+    // Time to accept them (without the bound it then holds all 256).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    let pid = _guard.0.id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    eprintln!("the milter has {fds} descriptors open (limit 256)");
+    let milter: SocketAddr = ([127, 0, 0, 1], milter_port).into();
+    let negotiated = tokio::time::timeout(
+        Duration::from_secs(5),
+        indymilter_test::TestConnection::open(milter),
+    )
+    .await;
+    match negotiated {
+        Ok(Ok(c)) => c.close().await.unwrap(),
+        Ok(Err(e)) => panic!("the milter socket did not negotiate: {e}"),
+        Err(_) => panic!("the milter socket did not negotiate within 5 s"),
+    }
+    drop(idle);
+    let healthz = || async {
+        let mut s = TcpStream::connect(http).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut raw))
+            .await
+            .ok()?
+            .ok()?;
+        Some(raw.starts_with(b"HTTP/1.1 200"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while healthz().await != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz not served again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -492,6 +492,132 @@ async fn header_bytes_beyond_the_limit_are_not_kept() {
     c.close().await.unwrap();
 }
 
+/// Many tiny header fields within `max_header_bytes`: each costs far more
+/// to keep than its few bytes on the wire (a 4-byte `X:` field took about
+/// 100 bytes), so 1 MiB of them took some 25 MiB per connection. Eight
+/// connections at once keep the real binary's peak RSS small, and a
+/// `required` recipient gets `552 5.3.4` (the fields were not all kept);
+/// `MAX_HEADER_FIELDS` fields are still encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tiny_header_fields_do_not_multiply_memory() {
+    let _serial = SERIAL.lock().await;
+    let keys = Keys::new();
+    let (milter, addr) = Running::start(&keys, "max_header_bytes = 1048576");
+    let baseline_kib = milter.status_kib("VmRSS");
+    let headers = headers_for("req@example.org");
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        let mut c = open(addr, false).await;
+        let qid = format!("T{i}");
+        begin(&mut c, &qid, "req@example.org").await;
+        send_headers(&mut c, &headers).await;
+        let want = quiet(&c, ProtoOpts::NOREPLY_HEADER);
+        // Name, colon, CRLF: 4 bytes each, 1,000,000 in all.
+        for _ in 0..250_000 {
+            assert_eq!(c.header("X", "").await.unwrap(), want);
+        }
+        send_body_chunk(&mut c, b"the secret text\r\n").await;
+        conns.push((qid, c));
+    }
+    let mut statuses = Vec::new();
+    for (qid, c) in &mut conns {
+        statuses.push(end(c, qid).await.1);
+    }
+    let peak_kib = milter.status_kib("VmHWM");
+    eprintln!(
+        "8 x 250,000 tiny header fields: peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)"
+    );
+    for s in &statuses {
+        assert_too_big(s);
+    }
+    // Before the bound: about 200 MB.
+    assert!(
+        peak_kib < baseline_kib + 64 * 1024,
+        "peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)"
+    );
+    for (_, c) in conns {
+        c.close().await.unwrap();
+    }
+
+    // Exactly MAX_HEADER_FIELDS fields are kept and encrypted.
+    let mut all = headers_for("req@example.org");
+    let fill = autoencrypt_milter::milter::session::MAX_HEADER_FIELDS - all.len();
+    all.extend((0..fill).map(|_| ("X".to_owned(), String::new())));
+    let body = text_body(2_000, "fields");
+    let mut c = open(addr, false).await;
+    begin(&mut c, "T8", "req@example.org").await;
+    send_headers(&mut c, &all).await;
+    send_body_chunk(&mut c, &body).await;
+    let (actions, status) = end(&mut c, "T8").await;
+    assert_eq!(status, Status::Continue);
+    assert_decrypts(&keys, "req@example.org", &all, &body, &actions);
+    c.close().await.unwrap();
+}
+
+/// Macro definitions with many tiny entries: indymilter keeps each
+/// stage's last definition for the life of the connection, and 800 KB of
+/// `k\0\0` pairs took ~11 MB per stage, ~75 MB per connection. A macro
+/// packet larger than any MTA sends closes the connection; the real
+/// binary's peak RSS stays small and the next connection is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_macro_definitions_close_the_connection() {
+    let _serial = SERIAL.lock().await;
+    let keys = Keys::new();
+    let (milter, addr) = Running::start(&keys, "");
+    let baseline_kib = milter.status_kib("VmRSS");
+    let mut stayed_open = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = open(addr, false).await;
+        let mut failed = false;
+        for stage in [
+            MacroStage::Connect,
+            MacroStage::Helo,
+            MacroStage::Mail,
+            MacroStage::Rcpt,
+            MacroStage::Data,
+            MacroStage::Eoh,
+            MacroStage::Eom,
+        ] {
+            let pairs = (0..100_000u32).map(|n| (format!("k{n}"), String::new()));
+            if c.macros(stage, pairs).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        // The milter closed the connection: the next command fails.
+        let next = c.mail(["<sender@example.net>"]).await;
+        if !failed && next.is_ok() {
+            stayed_open.push(format!("{next:?}"));
+        }
+        held.push(c);
+    }
+    let peak_kib = milter.status_kib("VmHWM");
+    eprintln!("2 x 7 x 100,000 macros: peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)");
+    assert!(
+        stayed_open.is_empty(),
+        "connections stayed open: {stayed_open:?}"
+    );
+    drop(held);
+    // Before the bound: about 150 MB.
+    assert!(
+        peak_kib < baseline_kib + 64 * 1024,
+        "peak RSS {peak_kib} KiB (baseline {baseline_kib} KiB)"
+    );
+
+    // An ordinary connection is served.
+    let headers = headers_for("req@example.org");
+    let body = text_body(2_000, "macros");
+    let mut c = open(addr, false).await;
+    begin(&mut c, "M1", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    send_body_chunk(&mut c, &body).await;
+    let (actions, status) = end(&mut c, "M1").await;
+    assert_eq!(status, Status::Continue);
+    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    c.close().await.unwrap();
+}
+
 /// Header fields just within the limit are kept and encrypted as usual:
 /// the limit counts what the message has, not more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,7 +736,8 @@ async fn many_connections_stay_within_the_memory_budget() {
 /// A body of three times `max_message_bytes` through the real binary:
 /// the spool file never grows past the limit (sampled after every chunk,
 /// each answered), `required` → `552 5.3.4`, opportunistic → passed as
-/// sent. A body of exactly the limit is still encrypted.
+/// sent. A body of exactly the limit is still encrypted, one byte more is
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_beyond_max_message_bytes_is_not_stored() {
     let keys = Keys::new();
@@ -663,6 +790,17 @@ async fn a_body_beyond_max_message_bytes_is_not_stored() {
     let (actions, status) = end(&mut c, "S3").await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+
+    // One byte over (in the last chunk): refused for `required`.
+    let mut body = text_body(max, "over");
+    body.push(b'!');
+    begin(&mut c, "S4", "req@example.org").await;
+    send_headers(&mut c, &headers).await;
+    for piece in body.chunks(65_535) {
+        send_body_chunk(&mut c, piece).await;
+    }
+    let (_, status) = end(&mut c, "S4").await;
+    assert_too_big(&status);
     c.close().await.unwrap();
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use autoencrypt_milter::config::{Config, DnsMode};
 use autoencrypt_milter::metrics::{self, Metrics};
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
+use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, UnixMilterListener, run_on};
 use common::{Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use env::DnsEnv;
 use postfix::{PostfixEnv, header_and_body, strip_delivery_headers};
@@ -55,6 +55,15 @@ impl Drop for Milter {
 }
 
 fn milter(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
+    milter_on(env, None, tweak)
+}
+
+/// As [`milter`], on the unix socket `unix` (mode 0666) when given.
+fn milter_on(
+    env: &DnsEnv,
+    unix: Option<std::path::PathBuf>,
+    tweak: impl FnOnce(&mut Config),
+) -> Milter {
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(
         policy.path().join("10-test.toml"),
@@ -82,6 +91,12 @@ fn milter(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let h = metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let unix = unix.map(|path| {
+                let u = tokio::net::UnixListener::bind(&path).unwrap();
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+                u
+            });
             addr_tx
                 .send((l.local_addr().unwrap(), h.local_addr().unwrap()))
                 .unwrap();
@@ -89,10 +104,13 @@ fn milter(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
             tokio::spawn(metrics::serve(h, metrics, || true, async move {
                 let _ = http_stopped.await;
             }));
-            let _ = run_on(TcpMilterListener(l), shared, async move {
+            let stop = async move {
                 let _ = stop_rx.await;
-            })
-            .await;
+            };
+            let _ = match unix {
+                Some(u) => run_on(UnixMilterListener(u), shared, stop).await,
+                None => run_on(TcpMilterListener(l), shared, stop).await,
+            };
             let _ = http_stop.send(());
         });
     });
@@ -312,6 +330,144 @@ fn negotiated_connections_on_every_slot_refuse_at_once_and_saturate_healthz() {
     assert!(out.accepted(), "{out}");
     assert_delivered_encrypted(&env, &pf, 1, &sent);
     drop(held);
+}
+
+/// Opens `n` connections to the unix socket `path` as user `nobody`, each
+/// negotiating (OPTNEG) and then sitting idle, as a hostile local user
+/// could; they stay open until the child is killed. `None` when not all
+/// of them were answered.
+fn hostile_local_user(path: &Path, n: usize) -> Option<Child> {
+    const SCRIPT: &str = r#"
+        use strict; use IO::Socket::UNIX; use Socket;
+        my @held;
+        for (1..$ARGV[1]) {
+            my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $ARGV[0])
+                or die "connect: $!";
+            syswrite($s, pack("NCNNN", 13, ord("O"), 6, 0x1ff, 0x1fffff)) == 17 or die "write";
+            sysread($s, my $len, 4) == 4 or die "no OPTNEG reply";
+            sysread($s, my $reply, unpack("N", $len)) > 0 or die "short OPTNEG reply";
+            push @held, $s;
+        }
+        $| = 1; print "ok
+"; <STDIN>;
+    "#;
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "perl",
+            "-e",
+            SCRIPT,
+        ])
+        .arg(path)
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv and perl (util-linux, perl-base) are required");
+    let mut line = [0u8; 3];
+    match child.stdout.as_mut().unwrap().read_exact(&mut line) {
+        Ok(()) if &line == b"ok\n" => Some(child),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+#[test]
+fn a_local_user_negotiating_on_every_slot_does_not_keep_postfix_out() {
+    let env = DnsEnv::start();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = dir.path().join("milter.sock");
+    let m = milter_on(&env, Some(socket.clone()), |c| c.limits.max_connections = 4);
+    let pf = PostfixEnv::start_with(&format!("unix:{}", socket.display()));
+
+    // Another user (not Postfix's) negotiates on every slot and sits idle.
+    let mut hostile = hostile_local_user(&socket, 4).expect("four slots were free");
+    wait_until("four negotiated connections", || {
+        get(m.http, "/healthz").0 == 503
+    });
+
+    // Postfix (user postfix) still gets a slot: one of the hostile user's
+    // connections is closed to make room, and the mail goes out encrypted.
+    for i in 0..3 {
+        // (`message` derives the Message-ID from the length.)
+        let sent = message(&format!(
+            "secret{} while a local user holds every slot",
+            "!".repeat(i)
+        ));
+        let out = pf.send("sender@example.net", &["smime@autoencrypt.test"], &sent);
+        assert!(out.accepted(), "{out}\n{}", pf.maillog());
+        assert_delivered_encrypted(&env, &pf, i + 1, &sent);
+    }
+    assert!(dropped(m.http, "over_share") >= 1);
+    assert_eq!(dropped(m.http, "limit"), 0);
+
+    // The hostile user still cannot get more slots than there are: with
+    // three held and one free, the second of two more is refused.
+    assert!(hostile_local_user(&socket, 2).is_none());
+    assert!(dropped(m.http, "limit") >= 1);
+    let _ = hostile.kill();
+    let _ = hostile.wait();
+}
+
+/// Only an option negotiation ends the negotiation deadline: a client
+/// that sends a zero-length packet, or a macro definition, and then sits
+/// idle is closed at the deadline like one that sends nothing (both used
+/// to count as negotiated and keep their slots).
+#[test]
+fn packets_other_than_optneg_do_not_count_as_negotiating() {
+    let env = DnsEnv::start();
+    let m = milter(&env, |c| c.limits.negotiation_timeout_ms = 500);
+    let zero = [0u8, 0, 0, 0].to_vec();
+    let mut macro_packet = 7u32.to_be_bytes().to_vec();
+    macro_packet.extend_from_slice(b"DCi\0x\0\0");
+    for first in [zero, macro_packet] {
+        let mut s = TcpStream::connect(m.addr).unwrap();
+        s.write_all(&first).unwrap();
+        assert!(
+            closed_by_peer(&mut s, Duration::from_secs(10)),
+            "{first:?}: not closed at the negotiation deadline"
+        );
+    }
+    assert!(dropped(m.http, "negotiation_timeout") >= 2);
+}
+
+/// A packet declaring 4 GiB or 100 MiB after negotiating is refused
+/// before anything is allocated (indymilter takes at most 1 MiB): the
+/// connection is closed and its slot freed; the milter goes on.
+#[test]
+fn a_huge_declared_packet_length_closes_the_connection() {
+    let env = DnsEnv::start();
+    let m = milter(&env, |_| {});
+    for len in [u32::MAX, 100 * 1024 * 1024] {
+        let mut s = TcpStream::connect(m.addr).unwrap();
+        let mut optneg = 13u32.to_be_bytes().to_vec();
+        optneg.push(b'O');
+        for word in [6u32, 0x1ff, 0x1f_ffff] {
+            optneg.extend_from_slice(&word.to_be_bytes());
+        }
+        s.write_all(&optneg).unwrap();
+        let mut reply = [0u8; 5];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[4], b'O', "{reply:?}");
+        let mut rest = vec![0u8; u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize - 1];
+        s.read_exact(&mut rest).unwrap();
+        let mut huge = len.to_be_bytes().to_vec();
+        huge.push(b'B');
+        s.write_all(&huge).unwrap();
+        assert!(closed_by_peer(&mut s, Duration::from_secs(10)), "{len}");
+    }
+    wait_until("the slots are free", || {
+        get(m.http, "/healthz").1.starts_with("ok: 0/256 ")
+    });
 }
 
 fn free_port() -> u16 {

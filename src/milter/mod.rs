@@ -6,9 +6,11 @@
 //! * `callbacks.rs`: milter stages → session calls, verdicts → replies.
 //!   SMTP reply texts come from [`crate::policy::reply`];
 //! * `transport.rs`: the listeners and the connection's byte stream;
-//! * `slots.rs`: the connection limit and the negotiation deadline.
+//! * `slots.rs`: the connection limit and the negotiation deadline;
+//! * `peer.rs`: whose connection it is (slots are shared out by peer).
 
 pub mod callbacks;
+pub mod peer;
 pub mod session;
 pub mod slots;
 pub mod transport;
@@ -216,11 +218,15 @@ pub fn milter_config(idle_timeout_secs: u64) -> indymilter::Config {
 
 /// Runs the milter on `listener` until `shutdown` completes; connections
 /// are admitted through the process's connection slots.
-pub async fn run_on<L: indymilter::Listener>(
+pub async fn run_on<L>(
     listener: L,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    L: indymilter::Listener,
+    L::Io: peer::HasPeer,
+{
     let config = milter_config(shared.idle_timeout_secs);
     let listener = Limited::new(listener, shared.connection_slots());
     indymilter::run(listener, callbacks::build(shared), config, shutdown)

@@ -95,12 +95,21 @@ struct MessageState {
     overflow: Option<Overflow>,
 }
 
+/// At most this many header fields are kept per message; beyond it the
+/// message is handled like one over `limits.max_header_bytes`. Keeping a
+/// field costs about 100 bytes however short it is (a 4-byte `X:` field
+/// included), so `max_header_bytes` alone let 1 MiB of tiny fields take
+/// some 13 MiB per connection. Real messages have tens to hundreds.
+pub const MAX_HEADER_FIELDS: usize = 10_000;
+
 /// Which limit a message passed. Its outcome is decided then: what was not
 /// kept cannot be encrypted, nor verified as ciphertext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Overflow {
     /// `limits.max_header_bytes`.
     Headers,
+    /// [`MAX_HEADER_FIELDS`].
+    Fields,
     /// `limits.max_message_bytes`.
     Body,
 }
@@ -112,6 +121,9 @@ impl Overflow {
                 "header fields of {} bytes exceed limits.max_header_bytes ({})",
                 msg.header_bytes, limits.max_header_bytes
             ),
+            Overflow::Fields => {
+                format!("more than {MAX_HEADER_FIELDS} header fields (the most kept per message)")
+            }
             Overflow::Body => format!(
                 "body of {} bytes exceeds limits.max_message_bytes ({})",
                 msg.body_bytes, limits.max_message_bytes
@@ -317,8 +329,9 @@ impl Session {
     /// A header field as received. `value` is everything after the colon
     /// (the MTA is asked to keep the leading space).
     ///
-    /// Beyond `limits.max_header_bytes` nothing more of the message is
-    /// stored (what was is released) and its outcome is decided.
+    /// Beyond `limits.max_header_bytes` or [`MAX_HEADER_FIELDS`] nothing
+    /// more of the message is stored (what was is released) and its
+    /// outcome is decided.
     pub fn header(&mut self, name: &str, value: &[u8]) {
         let limits = &self.engine.config.limits;
         let qid = self.queue_id.as_deref().unwrap_or("NOQUEUE");
@@ -332,14 +345,18 @@ impl Session {
         if msg.overflow.is_some() {
             return;
         }
-        if msg.header_bytes > limits.max_header_bytes {
-            msg.overflow = Some(Overflow::Headers);
+        let over = if msg.header_bytes > limits.max_header_bytes {
+            Some(Overflow::Headers)
+        } else if msg.headers.len() >= MAX_HEADER_FIELDS {
+            Some(Overflow::Fields)
+        } else {
+            None
+        };
+        if let Some(over) = over {
+            msg.overflow = Some(over);
             msg.headers = Vec::new();
             msg.body = Spool::new(0);
-            tracing::warn!(
-                "{qid}: {}; no longer stored",
-                Overflow::Headers.describe(msg, limits)
-            );
+            tracing::warn!("{qid}: {}; no longer stored", over.describe(msg, limits));
             return;
         }
         msg.headers.push(HeaderField::new(name, value));

@@ -8,6 +8,11 @@
 //! for each. The MTA acts on none of them before the final reply, so
 //! [`Coalesce`] holds modification actions back (up to [`HOLD_LIMIT`]
 //! bytes) and sends them with the next reply that is not one.
+//!
+//! On the way in, [`Coalesce`] follows the frames too and fails the read of
+//! a macro definition larger than [`MAX_MACRO_PACKET`]: indymilter keeps
+//! every stage's last definition for the life of the connection, and a
+//! packet (up to 1 MiB) of tiny entries costs some 40 times its size.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +24,52 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// flush; at most one more write (tokio's `BufWriter` passes writes of its
 /// capacity, 8 KiB, and more straight through) is added first.
 pub const HOLD_LIMIT: usize = 64 * 1024;
+
+/// The largest macro definition (`SMFIC_MACRO`, `D`) taken. The MTA sends
+/// only the macros asked for at negotiation (a few short values); 1 MiB of
+/// `k\0\0` entries for each of the seven stages took ~42 MB per connection.
+pub const MAX_MACRO_PACKET: u32 = 16 * 1024;
+
+/// Follows the frames read, to refuse an oversized macro definition
+/// before indymilter parses it.
+#[derive(Debug, Default)]
+struct Inbound {
+    header: [u8; 5],
+    have: usize,
+    payload_left: u64,
+}
+
+impl Inbound {
+    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n =
+                    usize::try_from(self.payload_left).map_or(data.len(), |l| l.min(data.len()));
+                self.payload_left -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 5 {
+                self.have = 0;
+                let [a, b, c, d, kind] = self.header;
+                // The length counts the kind byte.
+                let len = u32::from_be_bytes([a, b, c, d]).saturating_sub(1);
+                if kind == b'D' && len > MAX_MACRO_PACKET {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("macro definition of {len} bytes (more than {MAX_MACRO_PACKET})"),
+                    ));
+                }
+                self.payload_left = u64::from(len);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Milter replies that modify the message (RFC-less "milter protocol 6":
 /// `SMFIR_ADDRCPT`, `DELRCPT`, `ADDRCPT_PAR`, `REPLBODY`, `CHGFROM`,
@@ -86,6 +137,7 @@ pub struct Coalesce<S> {
     pending: Vec<u8>,
     sent: usize,
     frames: Frames,
+    inbound: Inbound,
 }
 
 impl<S> Coalesce<S> {
@@ -96,7 +148,14 @@ impl<S> Coalesce<S> {
             pending: Vec::new(),
             sent: 0,
             frames: Frames::default(),
+            inbound: Inbound::default(),
         }
+    }
+}
+
+impl<S: super::peer::HasPeer> super::peer::HasPeer for Coalesce<S> {
+    fn peer(&self) -> super::peer::Peer {
+        self.inner.peer()
     }
 }
 
@@ -127,7 +186,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        Poll::Ready(this.inbound.feed(&buf.filled()[before..]))
     }
 }
 
@@ -289,6 +351,25 @@ mod tests {
         assert_eq!(c.inner.writes.concat(), chunk, "a full chunk goes out");
         send_each(&mut c, &[frame(b'h', b"X\0 y\0")]).await;
         assert_eq!(c.inner.writes.concat(), chunk, "a small action is held");
+    }
+
+    #[test]
+    fn macro_definitions_beyond_the_limit_are_refused_across_reads() {
+        let big = MAX_MACRO_PACKET + 2;
+        let ok = frame(b'D', &vec![0; MAX_MACRO_PACKET as usize]);
+        let mut stream = [frame(b'O', &[0; 12]), ok, frame(b'B', &vec![b'D'; 100_000])].concat();
+        // A body chunk full of 'D' bytes is payload, not a frame.
+        let mut i = Inbound::default();
+        for piece in stream.chunks(7) {
+            i.feed(piece).unwrap();
+        }
+        stream.extend_from_slice(&big.to_be_bytes());
+        stream.push(b'D');
+        let mut i = Inbound::default();
+        let (head, tail) = stream.split_at(stream.len() - 3);
+        i.feed(head).unwrap();
+        let e = i.feed(tail).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]
