@@ -16,19 +16,17 @@
 mod common;
 #[path = "env/mod.rs"]
 mod env;
+#[path = "env/milter.rs"]
+mod milter;
 #[path = "env/postfix.rs"]
 mod postfix;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use autoencrypt_milter::config::{Config, DnsMode};
-use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
 use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use env::DnsEnv;
+use milter::InProcessMilter;
 use postfix::{PostfixEnv, SmtpOutcome, header_and_body, lf, strip_delivery_headers};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -70,64 +68,18 @@ direction = "outbound"
 mode = "required"
 "#;
 
-struct Milter {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dirs: tempfile::TempDir,
-}
-
-impl Drop for Milter {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
 /// The milter (trust-ad mode against unbound) with `keys` as its key
 /// directory and Postfix's `$myorigin` as the local domain.
-fn milter(env: &DnsEnv, keys: &Path) -> Milter {
+fn milter(env: &DnsEnv, keys: &Path) -> InProcessMilter {
     milter_with_policy(env, keys, POLICY)
 }
 
-fn milter_with_policy(env: &DnsEnv, keys: &Path, policy: &str) -> Milter {
-    let dirs = tempfile::tempdir().unwrap();
-    std::fs::write(dirs.path().join("10-test.toml"), policy).unwrap();
-    let mut config = Config {
-        policy_dir: dirs.path().to_path_buf(),
-        local_domains: vec!["mx.autoencrypt.test".into()],
-        ..Config::default()
-    };
-    config.keys.directory = Some(keys.to_path_buf());
-    config.dns.mode = DnsMode::TrustAd;
-    config.dns.resolvers = vec![env.resolver()];
-    config.dns.timeout_ms = 2000;
-    let engine = Engine::from_config(config, Metrics::new()).expect("engine");
-    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(l.local_addr().unwrap()).unwrap();
-            let _ = run_on(TcpMilterListener(l), shared, async move {
-                let _ = stop_rx.await;
-            })
-            .await;
-        });
-    });
-    Milter {
-        addr: addr_rx.recv().unwrap(),
-        stop: Some(stop_tx),
-        _dirs: dirs,
-    }
+fn milter_with_policy(env: &DnsEnv, keys: &Path, policy: &str) -> InProcessMilter {
+    InProcessMilter::trust_ad_on_thread(env.resolver(), policy, |config| {
+        config.local_domains = vec!["mx.autoencrypt.test".into()];
+        config.keys.directory = Some(keys.to_path_buf());
+    })
 }
-
 fn message(to: &str, body: &str) -> Vec<u8> {
     format!(
         "From: sender@example.net\r\nTo: {to}\r\nSubject: address forms\r\nMessage-ID: <{}@example.net>\r\nDate: Sun, 22 Nov 2026 07:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}",

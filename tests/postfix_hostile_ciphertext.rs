@@ -14,19 +14,18 @@
 mod common;
 #[path = "env/mod.rs"]
 mod env;
+#[path = "env/milter.rs"]
+mod milter;
 #[path = "env/postfix.rs"]
 mod postfix;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use autoencrypt_milter::config::{Config, DnsMode};
-use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
+use autoencrypt_milter::config::Config;
 use common::{Gpg, Scratch, SmimeId, expected_inner_entity, find, smime_decrypt, to_crlf};
 use env::DnsEnv;
+use milter::InProcessMilter;
 use postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,60 +38,15 @@ mode = "required"
 on_missing_key = "reject"
 "#;
 
-struct Milter {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _policy: tempfile::TempDir,
-}
-
-impl Drop for Milter {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-fn milter(env: &DnsEnv) -> Milter {
+fn milter(env: &DnsEnv) -> InProcessMilter {
     milter_with(env, |_| {})
 }
 
-fn milter_with(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
-    let mut config = Config {
-        policy_dir: policy.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.dns.mode = DnsMode::TrustAd;
-    config.dns.resolvers = vec![env.resolver()];
-    config.dns.trust_anchor = Some(env.trust_anchor_dnskeys());
-    config.dns.timeout_ms = 2000;
-    tweak(&mut config);
-    let engine = Engine::from_config(config, Metrics::new()).expect("engine");
-    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(l.local_addr().unwrap()).unwrap();
-            let _ = run_on(TcpMilterListener(l), shared, async move {
-                let _ = stop_rx.await;
-            })
-            .await;
-        });
-    });
-    Milter {
-        addr: addr_rx.recv().unwrap(),
-        stop: Some(stop_tx),
-        _policy: policy,
-    }
+fn milter_with(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> InProcessMilter {
+    InProcessMilter::trust_ad_on_thread(env.resolver(), POLICY, |config| {
+        config.dns.trust_anchor = Some(env.trust_anchor_dnskeys());
+        tweak(config);
+    })
 }
 
 fn fixtures(prefix: &str) -> Vec<(String, Vec<u8>)> {
