@@ -15,22 +15,21 @@
 mod common;
 #[path = "env/mod.rs"]
 mod env;
+#[path = "env/milter.rs"]
+mod milter;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use autoencrypt_milter::config::{Config, DnsMode};
-use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
+use autoencrypt_milter::config::Config;
 use common::{
     Gpg, Scratch, SmimeId, check_pgp_mime_output, check_smime_output, expected_inner_entity,
     smime_decrypt,
 };
 use env::DnsEnv;
 use indymilter::{MacroStage, ProtoOpts};
-use indymilter_test::{EomAction, EomActions, Status, TestConnection};
-use tokio::sync::oneshot;
+use indymilter_test::{EomActions, Status, TestConnection};
+use milter::{InProcessMilter, apply_actions};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -46,56 +45,16 @@ recipient = ["pgp*@autoencrypt.test"]
 methods = ["openpgp", "smime"]
 "#;
 
-struct Milter {
-    addr: SocketAddr,
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    _policy: tempfile::TempDir,
+async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> InProcessMilter {
+    InProcessMilter::trust_ad(env.resolver(), POLICY, |config| {
+        config.limits.spool_threshold_bytes = 64 * 1024;
+        tweak(config);
+    })
+    .await
 }
-
-impl Drop for Milter {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(env: &DnsEnv, tweak: impl FnOnce(&mut Config)) -> Milter {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
-    let mut config = Config {
-        policy_dir: policy.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.dns.mode = DnsMode::TrustAd;
-    config.dns.resolvers = vec![env.resolver()];
-    config.dns.timeout_ms = 2000;
-    config.limits.spool_threshold_bytes = 64 * 1024;
-    tweak(&mut config);
-    let metrics = Metrics::new();
-    let engine = Engine::from_config(config, metrics.clone()).expect("engine");
-    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = run_on(TcpMilterListener(listener), shared, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Milter {
-        addr,
-        metrics,
-        stop: Some(tx),
-        _policy: policy,
-    }
-}
-
 /// Opens a connection from an MTA offering `offered` protocol options and
 /// sends the connect stage.
-async fn connect_offering(m: &Milter, offered: ProtoOpts) -> TestConnection {
+async fn connect_offering(m: &InProcessMilter, offered: ProtoOpts) -> TestConnection {
     let mut c = TestConnection::configure()
         .available_opts(offered)
         .exact_leading_space(true)
@@ -123,7 +82,7 @@ async fn connect_offering(m: &Milter, offered: ProtoOpts) -> TestConnection {
     c
 }
 
-async fn open(m: &Milter) -> TestConnection {
+async fn open(m: &InProcessMilter) -> TestConnection {
     let c = connect_offering(m, ProtoOpts::all()).await;
     // The milter has no use for HELO and end-of-header and says so at
     // negotiation; an MTA then does not send them. DATA is kept (see
@@ -192,53 +151,7 @@ impl Msg {
 
     /// Applies the milter's actions as an MTA would.
     fn apply(&self, eom: &EomActions) -> Vec<u8> {
-        let mut headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone()))
-            .collect();
-        let mut body: Option<Vec<u8>> = None;
-        let nth = |h: &Vec<(String, String)>, name: &str, index: i32| {
-            h.iter()
-                .enumerate()
-                .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
-                .nth(usize::try_from(index - 1).unwrap())
-                .map(|(i, _)| i)
-        };
-        for a in &eom.actions {
-            match a {
-                EomAction::AddHeader { name, value } => {
-                    headers.push((
-                        name.to_str().unwrap().to_owned(),
-                        value.to_str().unwrap().to_owned(),
-                    ));
-                }
-                EomAction::ChangeHeader { name, index, value } => {
-                    let i = nth(&headers, name.to_str().unwrap(), *index)
-                        .expect("changed header exists");
-                    headers[i].1 = value.to_str().unwrap().to_owned();
-                }
-                EomAction::DeleteHeader { name, index } => {
-                    let i = nth(&headers, name.to_str().unwrap(), *index)
-                        .expect("deleted header exists");
-                    headers.remove(i);
-                }
-                EomAction::ReplaceBody { chunk } => {
-                    body.get_or_insert_with(Vec::new).extend_from_slice(chunk)
-                }
-                other => panic!("unexpected action {other:?}"),
-            }
-        }
-        let mut v = Vec::new();
-        for (n, val) in &headers {
-            v.extend_from_slice(n.as_bytes());
-            v.push(b':');
-            v.extend_from_slice(val.replace("\r\n", "\n").replace('\n', "\r\n").as_bytes());
-            v.extend_from_slice(b"\r\n");
-        }
-        v.extend_from_slice(b"\r\n");
-        v.extend_from_slice(body.as_deref().unwrap_or(&self.body));
-        v
+        apply_actions(&self.headers, &self.body, eom)
     }
 }
 
