@@ -12,18 +12,16 @@
 
 #[path = "env/mod.rs"]
 mod env;
+#[path = "env/milter.rs"]
+mod milter;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use autoencrypt_milter::config::{Config, DnsMode};
-use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
 use env::DnsEnv;
 use indymilter::MacroStage;
 use indymilter_test::{Status, TestConnection};
-use tokio::sync::oneshot;
+use milter::InProcessMilter;
 
 /// Bounces are exempt; everything else must be encrypted.
 const POLICY: &str = r#"
@@ -42,28 +40,8 @@ name = "everything required"
 mode = "required"
 "#;
 
-async fn start(env: &DnsEnv) -> (SocketAddr, oneshot::Sender<()>, tempfile::TempDir) {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("10-test.toml"), POLICY).unwrap();
-    let mut config = Config {
-        policy_dir: policy.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.dns.mode = DnsMode::TrustAd;
-    config.dns.resolvers = vec![env.resolver()];
-    config.dns.timeout_ms = 2000;
-    let engine = Engine::from_config(config, Metrics::new()).expect("engine");
-    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = run_on(TcpMilterListener(listener), shared, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    (addr, tx, policy)
+async fn start(env: &DnsEnv) -> InProcessMilter {
+    InProcessMilter::trust_ad(env.resolver(), POLICY, |_| {}).await
 }
 
 /// One transaction: the RCPT status for `rcpt` after `MAIL FROM:from`.
@@ -99,7 +77,8 @@ fn reply(s: &Status) -> String {
 #[tokio::test]
 async fn unparseable_sender_is_not_the_null_sender() {
     let env = DnsEnv::start();
-    let (addr, _stop, _p) = start(&env).await;
+    let m = start(&env).await;
+    let addr = m.addr;
     let rcpt = "<none@autoencrypt.test>";
     // The null sender is exempt ...
     assert_eq!(rcpt_status(addr, "<>", rcpt).await, Status::Continue);
@@ -114,7 +93,8 @@ async fn unparseable_sender_is_not_the_null_sender() {
 #[tokio::test]
 async fn domain_less_and_unparseable_recipients() {
     let env = DnsEnv::start();
-    let (addr, _stop, _p) = start(&env).await;
+    let m = start(&env).await;
+    let addr = m.addr;
     let from = "<sender@example.net>";
     for r in ["<postmaster>", "<Postmaster>", "<@a,@b:postmaster>"] {
         assert_eq!(rcpt_status(addr, from, r).await, Status::Continue, "{r}");

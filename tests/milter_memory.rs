@@ -26,22 +26,23 @@
 )]
 
 mod common;
+#[path = "env/milter.rs"]
+mod milter;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autoencrypt_milter::config::Config;
 use autoencrypt_milter::metrics::Metrics;
-use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, run_on};
+use autoencrypt_milter::milter::{Engine, Shared};
 use common::{
     CertSpec, KeyKind, Scratch, SmimeId, check_smime_output, expected_inner_entity, smime_decrypt,
 };
 use indymilter::{MacroStage, ProtoOpts};
 use indymilter_test::{EomAction, EomActions, Status, TestConnection};
-use tokio::sync::oneshot;
+use milter::{InProcessMilter, apply_actions};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -139,41 +140,8 @@ impl Keys {
 // The milter in this process
 // ---------------------------------------------------------------------------
 
-struct Milter {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Milter {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(config: Config) -> Milter {
-    let metrics = Metrics::new();
-    let engine = Engine::from_config(config, metrics.clone()).expect("engine");
-    let shared = Arc::new(Shared::new(engine, "/nonexistent".into()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let s = shared.clone();
-    tokio::spawn(async move {
-        let _ = run_on(TcpMilterListener(listener), s, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Milter {
-        addr,
-        shared,
-        metrics,
-        stop: Some(tx),
-    }
+async fn start(config: Config) -> InProcessMilter {
+    InProcessMilter::spawn(config, None).await
 }
 
 // ---------------------------------------------------------------------------
@@ -365,43 +333,6 @@ fn raw(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The message as the MTA would deliver it after the milter's actions.
-fn apply(headers: &[(String, String)], body: &[u8], eom: &EomActions) -> Vec<u8> {
-    let mut headers = headers.to_vec();
-    let mut new_body: Option<Vec<u8>> = None;
-    let nth = |h: &Vec<(String, String)>, name: &str, index: i32| {
-        h.iter()
-            .enumerate()
-            .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
-            .nth(usize::try_from(index - 1).unwrap())
-            .map(|(i, _)| i)
-    };
-    for a in &eom.actions {
-        match a {
-            EomAction::AddHeader { name, value } => headers.push((
-                name.to_str().unwrap().to_owned(),
-                value.to_str().unwrap().to_owned(),
-            )),
-            EomAction::ChangeHeader { name, index, value } => {
-                let i = nth(&headers, name.to_str().unwrap(), *index).unwrap();
-                headers[i].1 = value.to_str().unwrap().to_owned();
-            }
-            EomAction::DeleteHeader { name, index } => {
-                let i = nth(&headers, name.to_str().unwrap(), *index).unwrap();
-                headers.remove(i);
-            }
-            EomAction::ReplaceBody { chunk } => new_body
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(chunk),
-            other => panic!("unexpected action {other:?}"),
-        }
-    }
-    let headers: Vec<(String, String)> = headers
-        .into_iter()
-        .map(|(n, v)| (n, v.replace("\r\n", "\n").replace('\n', "\r\n")))
-        .collect();
-    raw(&headers, new_body.as_deref().unwrap_or(body))
-}
 
 /// The delivered message decrypts with `rcpt`'s key to the message sent.
 fn assert_decrypts(
@@ -412,7 +343,7 @@ fn assert_decrypts(
     eom: &EomActions,
 ) {
     let input = raw(headers, body);
-    let output = apply(headers, body, eom);
+    let output = apply_actions(headers, body, eom);
     let der = check_smime_output(&input, &output, false);
     let plain = smime_decrypt(&Scratch::new(), &der, "DER", keys.id(rcpt)).unwrap();
     assert!(
