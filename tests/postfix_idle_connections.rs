@@ -18,6 +18,8 @@
 mod common;
 #[path = "env/mod.rs"]
 mod env;
+#[path = "env/milter.rs"]
+mod milter;
 #[path = "env/postfix.rs"]
 mod postfix;
 
@@ -28,11 +30,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoencrypt_milter::config::{Config, DnsMode};
+use autoencrypt_milter::config::Config;
 use autoencrypt_milter::metrics::{self, Metrics};
 use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, UnixMilterListener, run_on};
 use common::{Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use env::DnsEnv;
+use milter::trust_ad_config;
 use postfix::{PostfixEnv, header_and_body, strip_delivery_headers};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -64,19 +67,10 @@ fn milter_on(
     unix: Option<std::path::PathBuf>,
     tweak: impl FnOnce(&mut Config),
 ) -> Milter {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(
-        policy.path().join("10-test.toml"),
+    let (mut config, policy) = trust_ad_config(
         "[[rule]]\nname = \"required\"\nrecipient = [\"smime@autoencrypt.test\"]\nmode = \"required\"\n",
-    )
-    .unwrap();
-    let mut config = Config {
-        policy_dir: policy.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.dns.mode = DnsMode::TrustAd;
-    config.dns.resolvers = vec![env.resolver()];
-    config.dns.timeout_ms = 2000;
+        env.resolver(),
+    );
     tweak(&mut config);
     let metrics = Metrics::new();
     let engine = Engine::from_config(config, metrics.clone()).expect("engine");

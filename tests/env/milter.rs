@@ -179,13 +179,13 @@ pub fn apply_actions<N: AsRef<str>>(
                 value.to_str().unwrap().to_owned(),
             )),
             EomAction::ChangeHeader { name, index, value } => {
-                let i = nth(&headers, name.to_str().unwrap(), *index)
-                    .expect("changed header exists");
+                let i =
+                    nth(&headers, name.to_str().unwrap(), *index).expect("changed header exists");
                 headers[i].1 = value.to_str().unwrap().to_owned();
             }
             EomAction::DeleteHeader { name, index } => {
-                let i = nth(&headers, name.to_str().unwrap(), *index)
-                    .expect("deleted header exists");
+                let i =
+                    nth(&headers, name.to_str().unwrap(), *index).expect("deleted header exists");
                 headers.remove(i);
             }
             EomAction::ReplaceBody { chunk } => new_body
