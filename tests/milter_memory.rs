@@ -280,6 +280,20 @@ async fn begin(c: &mut TestConnection, qid: &str, rcpt: &str) {
     assert_eq!(c.data().await.unwrap(), Status::Continue);
 }
 
+/// One message to `req@example.org` on `c`, its body in one chunk: the
+/// end-of-message actions and status.
+async fn one_message(
+    c: &mut TestConnection,
+    qid: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (EomActions, Status) {
+    begin(c, qid, "req@example.org").await;
+    send_headers(c, headers).await;
+    send_body_chunk(c, body).await;
+    end(c, qid).await
+}
+
 fn headers_for(rcpt: &str) -> Vec<(String, String)> {
     [
         ("From", " sender@example.net".to_owned()),
@@ -332,7 +346,6 @@ fn raw(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(body);
     v
 }
-
 
 /// The delivered message decrypts with `rcpt`'s key to the message sent.
 fn assert_decrypts(
@@ -414,10 +427,7 @@ async fn header_bytes_beyond_the_limit_are_not_kept() {
     // The connection is fine for the next message.
     let headers = headers_for("req@example.org");
     let body = text_body(10_000, "after");
-    begin(&mut c, "H3", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (actions, status) = end(&mut c, "H3").await;
+    let (actions, status) = one_message(&mut c, "H3", &headers, &body).await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
     c.close().await.unwrap();
@@ -476,10 +486,7 @@ async fn many_tiny_header_fields_do_not_multiply_memory() {
     all.extend((0..fill).map(|_| ("X".to_owned(), String::new())));
     let body = text_body(2_000, "fields");
     let mut c = open(addr, false).await;
-    begin(&mut c, "T8", "req@example.org").await;
-    send_headers(&mut c, &all).await;
-    send_body_chunk(&mut c, &body).await;
-    let (actions, status) = end(&mut c, "T8").await;
+    let (actions, status) = one_message(&mut c, "T8", &all, &body).await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &all, &body, &actions);
     c.close().await.unwrap();
@@ -540,10 +547,7 @@ async fn huge_macro_definitions_close_the_connection() {
     let headers = headers_for("req@example.org");
     let body = text_body(2_000, "macros");
     let mut c = open(addr, false).await;
-    begin(&mut c, "M1", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (actions, status) = end(&mut c, "M1").await;
+    let (actions, status) = one_message(&mut c, "M1", &headers, &body).await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
     c.close().await.unwrap();
@@ -562,10 +566,7 @@ async fn header_bytes_up_to_the_limit_are_encrypted() {
     let m = start(config.clone()).await;
     let body = text_body(5_000, "fits");
     let mut c = open(m.addr, false).await;
-    begin(&mut c, "L1", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (actions, status) = end(&mut c, "L1").await;
+    let (actions, status) = one_message(&mut c, "L1", &headers, &body).await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
     c.close().await.unwrap();
@@ -574,10 +575,7 @@ async fn header_bytes_up_to_the_limit_are_encrypted() {
     config.limits.max_header_bytes = wire as u64 - 1;
     let m = start(config).await;
     let mut c = open(m.addr, false).await;
-    begin(&mut c, "L2", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (_, status) = end(&mut c, "L2").await;
+    let (_, status) = one_message(&mut c, "L2", &headers, &body).await;
     assert_too_big(&status);
     c.close().await.unwrap();
 }
@@ -809,10 +807,7 @@ async fn an_oversized_body_that_looks_encrypted_is_not_trusted() {
         }
     }
     let (headers, body) = pgp_mime_lookalike(10_000);
-    begin(&mut c, "E3", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (_, status) = end(&mut c, "E3").await;
+    let (_, status) = one_message(&mut c, "E3", &headers, &body).await;
     assert_eq!(status, Status::Continue);
     c.close().await.unwrap();
 }
@@ -840,10 +835,7 @@ async fn an_aborted_message_releases_its_memory() {
     assert_eq!(b.used(), 0);
 
     let body = text_body(20_000, "A2");
-    begin(&mut c, "A2", "req@example.org").await;
-    send_headers(&mut c, &headers).await;
-    send_body_chunk(&mut c, &body).await;
-    let (actions, status) = end(&mut c, "A2").await;
+    let (actions, status) = one_message(&mut c, "A2", &headers, &body).await;
     assert_eq!(status, Status::Continue);
     assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
     c.close().await.unwrap();
