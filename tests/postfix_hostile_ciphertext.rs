@@ -112,6 +112,17 @@ fn decrypt(env: &DnsEnv, user: &str, delivered: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Sends fixture `name` to `to` through Postfix; what was sent and the
+/// `n`th message `to` got.
+fn send_fixture(pf: &PostfixEnv, to: &str, name: &str, raw: &[u8], n: usize) -> (Vec<u8>, Vec<u8>) {
+    let sent = as_sent(name, raw, to);
+    let out = pf.send("sender@example.net", &[to], &sent);
+    assert!(out.accepted(), "{name} to {to}: {out}");
+    let marker = format!("{}.{}", name.trim_end_matches(".eml"), to.replace('@', "."));
+    let got = delivered(pf, to, n, &marker);
+    (sent, got)
+}
+
 #[test]
 fn look_alikes_are_delivered_encrypted_and_genuine_ciphertext_unchanged() {
     let env = DnsEnv::start();
@@ -122,12 +133,8 @@ fn look_alikes_are_delivered_encrypted_and_genuine_ciphertext_unchanged() {
         let to = format!("{user}@autoencrypt.test");
         let mut count = 0;
         for (name, raw) in fixtures("hostile-") {
-            let sent = as_sent(&name, &raw, &to);
-            let out = pf.send("sender@example.net", &[&to], &sent);
-            assert!(out.accepted(), "{name} to {to}: {out}");
             count += 1;
-            let marker = format!("{}.{}", name.trim_end_matches(".eml"), to.replace('@', "."));
-            let got = delivered(&pf, &to, count, &marker);
+            let (sent, got) = send_fixture(&pf, &to, &name, &raw, count);
             assert!(
                 find(&got, b"SECRET").is_none(),
                 "{name} to {to}: secret text readable in the Maildir file:\n{}",
@@ -140,12 +147,8 @@ fn look_alikes_are_delivered_encrypted_and_genuine_ciphertext_unchanged() {
             );
         }
         for (name, raw) in fixtures("genuine-") {
-            let sent = as_sent(&name, &raw, &to);
-            let out = pf.send("sender@example.net", &[&to], &sent);
-            assert!(out.accepted(), "{name} to {to}: {out}");
             count += 1;
-            let marker = format!("{}.{}", name.trim_end_matches(".eml"), to.replace('@', "."));
-            let got = delivered(&pf, &to, count, &marker);
+            let (sent, got) = send_fixture(&pf, &to, &name, &raw, count);
             assert_eq!(
                 strip_delivery_headers(&got),
                 lf(&sent).as_slice(),
