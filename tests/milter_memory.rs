@@ -42,7 +42,7 @@ use common::{
 };
 use indymilter::{MacroStage, ProtoOpts};
 use indymilter_test::{EomAction, EomActions, Status, TestConnection};
-use milter::{InProcessMilter, apply_actions};
+use milter::{InProcessMilter, apply_actions, free_port};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -163,11 +163,7 @@ impl Drop for Running {
 
 impl Running {
     fn start(keys: &Keys, limits: &str) -> (Running, SocketAddr) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let config = keys.config_file(port, limits);
         let tmp = keys.scratch.work.join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
@@ -292,6 +288,19 @@ async fn one_message(
     send_headers(c, headers).await;
     send_body_chunk(c, body).await;
     end(c, qid).await
+}
+
+/// [`one_message`], which must be accepted and decrypt to what was sent.
+async fn assert_encrypted(
+    c: &mut TestConnection,
+    keys: &Keys,
+    qid: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
+    let (actions, status) = one_message(c, qid, headers, body).await;
+    assert_eq!(status, Status::Continue, "{qid}");
+    assert_decrypts(keys, "req@example.org", headers, body, &actions);
 }
 
 fn headers_for(rcpt: &str) -> Vec<(String, String)> {
@@ -427,9 +436,7 @@ async fn header_bytes_beyond_the_limit_are_not_kept() {
     // The connection is fine for the next message.
     let headers = headers_for("req@example.org");
     let body = text_body(10_000, "after");
-    let (actions, status) = one_message(&mut c, "H3", &headers, &body).await;
-    assert_eq!(status, Status::Continue);
-    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    assert_encrypted(&mut c, &keys, "H3", &headers, &body).await;
     c.close().await.unwrap();
 }
 
@@ -486,9 +493,7 @@ async fn many_tiny_header_fields_do_not_multiply_memory() {
     all.extend((0..fill).map(|_| ("X".to_owned(), String::new())));
     let body = text_body(2_000, "fields");
     let mut c = open(addr, false).await;
-    let (actions, status) = one_message(&mut c, "T8", &all, &body).await;
-    assert_eq!(status, Status::Continue);
-    assert_decrypts(&keys, "req@example.org", &all, &body, &actions);
+    assert_encrypted(&mut c, &keys, "T8", &all, &body).await;
     c.close().await.unwrap();
 }
 
@@ -547,9 +552,7 @@ async fn huge_macro_definitions_close_the_connection() {
     let headers = headers_for("req@example.org");
     let body = text_body(2_000, "macros");
     let mut c = open(addr, false).await;
-    let (actions, status) = one_message(&mut c, "M1", &headers, &body).await;
-    assert_eq!(status, Status::Continue);
-    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    assert_encrypted(&mut c, &keys, "M1", &headers, &body).await;
     c.close().await.unwrap();
 }
 
@@ -566,9 +569,7 @@ async fn header_bytes_up_to_the_limit_are_encrypted() {
     let m = start(config.clone()).await;
     let body = text_body(5_000, "fits");
     let mut c = open(m.addr, false).await;
-    let (actions, status) = one_message(&mut c, "L1", &headers, &body).await;
-    assert_eq!(status, Status::Continue);
-    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    assert_encrypted(&mut c, &keys, "L1", &headers, &body).await;
     c.close().await.unwrap();
 
     // One byte less: refused for the required recipient.
@@ -835,9 +836,7 @@ async fn an_aborted_message_releases_its_memory() {
     assert_eq!(b.used(), 0);
 
     let body = text_body(20_000, "A2");
-    let (actions, status) = one_message(&mut c, "A2", &headers, &body).await;
-    assert_eq!(status, Status::Continue);
-    assert_decrypts(&keys, "req@example.org", &headers, &body, &actions);
+    assert_encrypted(&mut c, &keys, "A2", &headers, &body).await;
     c.close().await.unwrap();
 }
 

@@ -35,7 +35,7 @@ use autoencrypt_milter::metrics::{self, Metrics};
 use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, UnixMilterListener, run_on};
 use common::{Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use env::DnsEnv;
-use milter::trust_ad_config;
+use milter::{free_port, trust_ad_config};
 use postfix::{PostfixEnv, header_and_body, strip_delivery_headers};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -462,14 +462,6 @@ fn a_huge_declared_packet_length_closes_the_connection() {
     wait_until("the slots are free", || {
         get(m.http, "/healthz").1.starts_with("ok: 0/256 ")
     });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Running(Child);

@@ -205,3 +205,13 @@ pub fn apply_actions<N: AsRef<str>>(
     v.extend_from_slice(new_body.as_deref().unwrap_or(body));
     v
 }
+
+/// A loopback TCP port nothing listens on just now (for the real binary's
+/// configuration file).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
