@@ -101,6 +101,8 @@ impl<'a> Tokens<'a> {
                     }
                     self.pos += 1;
                 }
+                // A `\` as the last byte stepped past the end.
+                self.pos = self.pos.min(self.s.len());
             } else {
                 return;
             }
