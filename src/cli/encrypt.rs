@@ -10,9 +10,9 @@ use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
 use crate::keys::directory::DirectorySource;
 use crate::message::Message;
-use crate::message::classify::{Classification, classify};
+use crate::message::classify::classify;
 use crate::message::rewrite::{apply_edits, inner_reader, write_header};
-use crate::pipeline::{Prepared, encrypt_entity};
+use crate::pipeline::{Check, Prepared, check_ciphertext, encrypt_entity};
 use crate::policy::KeyOutcome;
 
 /// Arguments of `encrypt`.
@@ -65,10 +65,20 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
     let msg = Message::parse(&raw);
     let body = &raw[msg.body_offset..];
 
-    if let Classification::Encrypted(kind) = classify(&msg.headers, body) {
-        io::stdout().lock().write_all(&raw)?;
-        eprintln!("autoencrypt-milter: already encrypted ({kind:?}); passed through unchanged");
-        return Ok(ExitCode::SUCCESS);
+    let class = classify(&msg.headers, body);
+    match check_ciphertext(&msg.headers, &class, &mut &body[..])? {
+        Check::Verified(kind) => {
+            io::stdout().lock().write_all(&raw)?;
+            eprintln!(
+                "autoencrypt-milter: already encrypted (verified {kind}); passed through unchanged"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        check => {
+            if let Some(note) = check.note() {
+                eprintln!("autoencrypt-milter: {note}");
+            }
+        }
     }
 
     let registry = Registry::new();

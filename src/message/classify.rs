@@ -1,12 +1,15 @@
-//! Is a message already encrypted? A pure function of the header fields
-//! and (a bounded prefix of) the body.
+//! Could a message already be encrypted? A cheap, pure function of the
+//! header fields and a bounded prefix of the body, run on the connection
+//! thread. A candidate is only a candidate: it passes unchanged only once
+//! [`crate::message::verify`] has checked the whole body (on the blocking
+//! pool); everything else is encrypted.
 //!
-//! Encrypted messages are left alone: PGP/MIME (and any other
-//! `multipart/encrypted`), inline PGP at the start of the first text part,
-//! S/MIME `application/(x-)pkcs7-mime` enveloped or authEnveloped data
-//! (by `smime-type`, or by the CMS content type when `smime-type` is
-//! missing), and a `.p7m` file as the whole message. Signed-only messages
-//! are not encrypted and get encrypted (the signature stays valid inside).
+//! Candidates: `multipart/encrypted`, a single-part `text/*` body that
+//! starts with `-----BEGIN PGP MESSAGE-----`, S/MIME
+//! `application/(x-)pkcs7-mime` enveloped or authEnveloped data (by
+//! `smime-type`, or by the CMS content type when `smime-type` is missing),
+//! and a `.p7m` file as the whole message. Signed-only messages are not
+//! candidates and get encrypted (the signature stays valid inside).
 
 use base64::Engine as _;
 
@@ -18,17 +21,12 @@ use super::mime::ContentType;
 /// treated as not encrypted (it then gets encrypted, never lost).
 pub const SCAN_LIMIT: usize = 256 * 1024;
 
-/// Nesting depth followed to find the first text part.
-const MAX_DEPTH: usize = 8;
-
-/// What kind of encryption a message already carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What kind of encryption a message carries (or seems to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EncryptedKind {
     /// `multipart/encrypted; protocol="application/pgp-encrypted"`.
     PgpMime,
-    /// `multipart/encrypted` with another protocol.
-    MultipartEncrypted(String),
-    /// `-----BEGIN PGP MESSAGE-----` in the first text part.
+    /// An armored `PGP MESSAGE` as a whole `text/*` body.
     InlinePgp,
     /// `application/pkcs7-mime` enveloped-data or authEnveloped-data.
     Smime,
@@ -36,11 +34,22 @@ pub enum EncryptedKind {
     P7mFile,
 }
 
+impl std::fmt::Display for EncryptedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncryptedKind::PgpMime => "PGP/MIME",
+            EncryptedKind::InlinePgp => "inline PGP",
+            EncryptedKind::Smime => "S/MIME",
+            EncryptedKind::P7mFile => ".p7m file",
+        })
+    }
+}
+
 /// The classification of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Classification {
-    /// Already encrypted: leave it alone.
-    Encrypted(EncryptedKind),
+    /// Looks encrypted: verify the whole body before leaving it alone.
+    Candidate(EncryptedKind),
     /// Not encrypted; `signed` says whether it carries a signature.
     Plain {
         /// multipart/signed or pkcs7 signed-data.
@@ -49,9 +58,12 @@ pub enum Classification {
 }
 
 impl Classification {
-    /// Whether the message is already encrypted.
-    pub fn is_encrypted(&self) -> bool {
-        matches!(self, Classification::Encrypted(_))
+    /// The kind, if the message looks encrypted.
+    pub fn candidate(&self) -> Option<EncryptedKind> {
+        match self {
+            Classification::Candidate(k) => Some(*k),
+            Classification::Plain { .. } => None,
+        }
     }
 }
 
@@ -69,7 +81,7 @@ const OID_AUTH_ENVELOPED: &[u8] = &[
 /// [`SCAN_LIMIT`] bytes of the body are read).
 pub fn classify(headers: &[HeaderField], body: &[u8]) -> Classification {
     let body = &body[..body.len().min(SCAN_LIMIT)];
-    classify_entity(headers, body, 0)
+    classify_entity(headers, body)
 }
 
 fn content_type(headers: &[HeaderField]) -> Option<ContentType> {
@@ -87,18 +99,12 @@ fn transfer_encoding(headers: &[HeaderField]) -> String {
         .unwrap_or_default()
 }
 
-fn classify_entity(headers: &[HeaderField], body: &[u8], depth: usize) -> Classification {
+fn classify_entity(headers: &[HeaderField], body: &[u8]) -> Classification {
     let ct = content_type(headers).unwrap_or_else(ContentType::default_text);
     let plain = Classification::Plain { signed: false };
     match (ct.kind.as_str(), ct.subtype.as_str()) {
-        ("multipart", "encrypted") => {
-            let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
-            if protocol == "application/pgp-encrypted" {
-                Classification::Encrypted(EncryptedKind::PgpMime)
-            } else {
-                Classification::Encrypted(EncryptedKind::MultipartEncrypted(protocol))
-            }
-        }
+        // Any protocol: verification names the reason a wrong one fails.
+        ("multipart", "encrypted") => Classification::Candidate(EncryptedKind::PgpMime),
         ("multipart", "signed") => Classification::Plain { signed: true },
         ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
             match ct
@@ -107,43 +113,27 @@ fn classify_entity(headers: &[HeaderField], body: &[u8], depth: usize) -> Classi
                 .as_deref()
             {
                 Some("enveloped-data" | "authenveloped-data") => {
-                    Classification::Encrypted(EncryptedKind::Smime)
+                    Classification::Candidate(EncryptedKind::Smime)
                 }
                 Some("signed-data") => Classification::Plain { signed: true },
                 Some("certs-only" | "compressed-data") => plain,
                 _ => match cms_content_type(body, &transfer_encoding(headers)) {
                     Some(CmsKind::Signed) => Classification::Plain { signed: true },
+                    // Unreadable pkcs7-mime is a candidate too: verification
+                    // decides (and logs why it is not ciphertext).
                     Some(CmsKind::Enveloped) | None => {
-                        // Unknown or unreadable pkcs7-mime is treated as
-                        // encrypted: wrapping opaque CMS again helps nobody.
-                        Classification::Encrypted(EncryptedKind::Smime)
+                        Classification::Candidate(EncryptedKind::Smime)
                     }
                 },
             }
         }
-        ("multipart", _) => {
-            if depth >= MAX_DEPTH {
-                return plain;
-            }
-            match ct
-                .param("boundary")
-                .and_then(|b| first_part(body, b.as_bytes()))
-            {
-                Some((part_headers, part_body)) => {
-                    match classify_entity(&part_headers, part_body, depth + 1) {
-                        // Only inline PGP carries over from a first part; an
-                        // S/MIME part inside a mixed message is an attachment.
-                        c @ Classification::Encrypted(EncryptedKind::InlinePgp) => c,
-                        _ => plain,
-                    }
-                }
-                None => plain,
-            }
-        }
-        _ if is_p7m_file(&ct, headers) => Classification::Encrypted(EncryptedKind::P7mFile),
+        // Inline PGP inside a multipart is not the whole message: a
+        // forwarded PGP block with plaintext attachments gets encrypted.
+        ("multipart", _) => plain,
+        _ if is_p7m_file(&ct, headers) => Classification::Candidate(EncryptedKind::P7mFile),
         ("text", _) => {
             if starts_with_pgp_message(body, &transfer_encoding(headers)) {
-                Classification::Encrypted(EncryptedKind::InlinePgp)
+                Classification::Candidate(EncryptedKind::InlinePgp)
             } else {
                 plain
             }
@@ -152,7 +142,8 @@ fn classify_entity(headers: &[HeaderField], body: &[u8], depth: usize) -> Classi
     }
 }
 
-fn is_p7m_file(ct: &ContentType, headers: &[HeaderField]) -> bool {
+/// Whether the entity is named as a `.p7m` file.
+pub(crate) fn is_p7m_file(ct: &ContentType, headers: &[HeaderField]) -> bool {
     let ends_p7m = |s: &str| s.to_ascii_lowercase().ends_with(".p7m");
     if ct.param("name").is_some_and(ends_p7m) {
         return true;
@@ -219,36 +210,6 @@ fn starts_with_pgp_message(body: &[u8], cte: &str) -> bool {
     trimmed.starts_with(ARMOR)
 }
 
-/// The header fields and body of the first body part of a multipart body.
-fn first_part<'a>(body: &'a [u8], boundary: &[u8]) -> Option<(Vec<HeaderField>, &'a [u8])> {
-    let mut delim = Vec::with_capacity(boundary.len() + 2);
-    delim.extend_from_slice(b"--");
-    delim.extend_from_slice(boundary);
-    let start = find_delimiter(body, &delim, 0)?;
-    // Skip to the end of the delimiter line.
-    let after = start + super::memchr(b'\n', &body[start..])? + 1;
-    let end = find_delimiter(body, &delim, after).unwrap_or(body.len());
-    let part = &body[after..end];
-    let parsed = super::Message::parse(part);
-    Some((parsed.headers, &part[parsed.body_offset..]))
-}
-
-/// Position of the next delimiter line (`--boundary` at a line start).
-fn find_delimiter(body: &[u8], delim: &[u8], from: usize) -> Option<usize> {
-    let mut pos = from;
-    while pos + delim.len() <= body.len() {
-        let at_line_start = pos == 0 || body[pos - 1] == b'\n';
-        if at_line_start && body[pos..].starts_with(delim) {
-            return Some(pos);
-        }
-        pos += match super::memchr(b'\n', &body[pos..]) {
-            Some(i) => i + 1,
-            None => return None,
-        };
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,23 +223,24 @@ mod tests {
     #[test]
     fn pgp_mime_and_other_multipart_encrypted() {
         let c = classify_raw(b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=x\n\n--x\n");
-        assert_eq!(c, Classification::Encrypted(EncryptedKind::PgpMime));
+        assert_eq!(c, Classification::Candidate(EncryptedKind::PgpMime));
         let c = classify_raw(
             b"Content-Type: multipart/encrypted; protocol=\"application/x-other\"; boundary=x\n\n",
         );
-        assert!(c.is_encrypted());
+        assert!(c.candidate().is_some());
     }
 
     #[test]
-    fn inline_pgp_top_level_and_in_first_part() {
+    fn inline_pgp_top_level_only() {
         assert_eq!(
             classify_raw(b"Subject: x\n\n\n  -----BEGIN PGP MESSAGE-----\nabc\n"),
-            Classification::Encrypted(EncryptedKind::InlinePgp)
+            Classification::Candidate(EncryptedKind::InlinePgp)
         );
+        // Inside a multipart it is not the whole message: not a candidate.
         let nested = b"Content-Type: multipart/mixed; boundary=\"a\"\n\npreamble\n--a\nContent-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\n-----BEGIN PGP MESSAGE-----\n--b--\n--a--\n";
         assert_eq!(
             classify_raw(nested),
-            Classification::Encrypted(EncryptedKind::InlinePgp)
+            Classification::Plain { signed: false }
         );
         // Armor further down the text is a quotation, not an encrypted message.
         assert_eq!(
@@ -286,7 +248,7 @@ mod tests {
             Classification::Plain { signed: false }
         );
         // Base64-encoded text part.
-        assert!(classify_raw(b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\nLS0tLS1CRUdJTiBQR1AgTUVTU0FHRS0tLS0tCg==\n").is_encrypted());
+        assert!(classify_raw(b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\nLS0tLS1CRUdJTiBQR1AgTUVTU0FHRS0tLS0tCg==\n").candidate().is_some());
     }
 
     #[test]
@@ -295,13 +257,15 @@ mod tests {
             classify_raw(
                 b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\n\nMIIB\n"
             )
-            .is_encrypted()
+            .candidate()
+            .is_some()
         );
         assert!(
             classify_raw(
                 b"Content-Type: application/x-pkcs7-mime; smime-type=authEnveloped-data\n\n"
             )
-            .is_encrypted()
+            .candidate()
+            .is_some()
         );
         // No smime-type: 30 80 06 09 2a864886f70d010703 = EnvelopedData.
         let env = base64::engine::general_purpose::STANDARD.encode([
@@ -310,7 +274,7 @@ mod tests {
         let raw = format!(
             "Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: base64\n\n{env}\n"
         );
-        assert!(classify_raw(raw.as_bytes()).is_encrypted());
+        assert!(classify_raw(raw.as_bytes()).candidate().is_some());
         let sig = base64::engine::general_purpose::STANDARD.encode([
             0x30, 0x82, 0x01, 0x00, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07,
             0x02, 0xA0,
@@ -328,9 +292,9 @@ mod tests {
     fn p7m_file_and_signed() {
         assert_eq!(
             classify_raw(b"Content-Type: application/octet-stream; name=\"SMIME.P7M\"\n\n"),
-            Classification::Encrypted(EncryptedKind::P7mFile)
+            Classification::Candidate(EncryptedKind::P7mFile)
         );
-        assert!(classify_raw(b"Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=x.p7m\n\n").is_encrypted());
+        assert!(classify_raw(b"Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=x.p7m\n\n").candidate().is_some());
         assert_eq!(
             classify_raw(b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=s\n\n"),
             Classification::Plain { signed: true }

@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod mime;
 pub mod rewrite;
+pub mod verify;
 
 /// A line ending convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

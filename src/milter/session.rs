@@ -11,10 +11,10 @@ use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient};
 use crate::keys::KeySource;
 use crate::message::HeaderField;
-use crate::message::classify::{Classification, SCAN_LIMIT, classify};
+use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader};
 use crate::metrics::{ConnectionGuard, Outcome};
-use crate::pipeline::{Prepared, encrypt_entity};
+use crate::pipeline::{Check, Prepared, check_ciphertext, encrypt_entity};
 use crate::policy::{
     Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Query,
     RecipientDecision, Reply, Transaction, Treatment,
@@ -299,13 +299,48 @@ impl Session {
             tracing::error!("{qid}: reading the spooled body: {e}");
             return EomVerdict::Refuse(Reply::internal_error());
         }
-        if let Classification::Encrypted(kind) = classify(&msg.headers, &prefix) {
-            return unchanged(
-                format!("already encrypted ({kind:?})"),
-                Outcome::AlreadyEncrypted,
-            );
+        // The cheap candidate check here; the full verification reads the
+        // whole body and runs on the blocking pool.
+        let class = classify(&msg.headers, &prefix);
+        drop(prefix);
+        let oversized = size > engine.config.limits.max_message_bytes;
+        if class.candidate().is_some() && (oversized || engine.config.dry_run) {
+            // Nothing will be encrypted here: only verify.
+            let headers = msg.headers.clone();
+            let class = class.clone();
+            let body = std::mem::replace(&mut msg.body, Spool::new(0));
+            let Ok(slot) = self.encryption_slots.clone().acquire_owned().await else {
+                tracing::error!("{qid}: encryption slots closed");
+                return EomVerdict::Refuse(Reply::internal_error());
+            };
+            let checked = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                check_ciphertext(&headers, &class, &mut body.reader())
+            })
+            .await;
+            match checked {
+                Ok(Ok(Check::Verified(kind))) => {
+                    return unchanged(
+                        format!("already encrypted (verified {kind})"),
+                        Outcome::AlreadyEncrypted,
+                    );
+                }
+                Ok(Ok(check)) => {
+                    if let Some(note) = check.note() {
+                        tracing::info!("{qid}: {note}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("{qid}: {e}");
+                    return EomVerdict::Refuse(Reply::internal_error());
+                }
+                Err(e) => {
+                    tracing::error!("{qid}: verification task failed: {e}");
+                    return EomVerdict::Refuse(Reply::internal_error());
+                }
+            }
         }
-        if size > engine.config.limits.max_message_bytes {
+        if oversized {
             return if required {
                 EomVerdict::Refuse(Reply::too_big_to_encrypt())
             } else {
@@ -350,10 +385,24 @@ impl Session {
             tracing::error!("{qid}: encryption slots closed");
             return EomVerdict::Refuse(Reply::internal_error());
         };
+        /// What the blocking task did.
+        enum Done {
+            Verified(crate::message::classify::EncryptedKind),
+            Encrypted(Vec<HeaderEdit>, Spool),
+        }
+        let task_qid = qid.clone();
         // CPU-bound: off the thread that serves the milter connections.
         let result = tokio::task::spawn_blocking(move || {
             // Held while the work runs, even if the connection goes away.
             let _slot = slot;
+            // Verified ciphertext passes; a candidate that fails is encrypted.
+            let check = check_ciphertext(&headers, &class, &mut body.reader())?;
+            if let Check::Verified(kind) = check {
+                return Ok(Done::Verified(kind));
+            }
+            if let Some(note) = check.note() {
+                tracing::info!("{task_qid}: {note}");
+            }
             let backend = registry.get(method);
             let mut inner = inner_reader(&headers, body.reader());
             let prepared = encrypt_entity(&headers, &mut inner, backend, &to, &opts)?;
@@ -366,12 +415,18 @@ impl Session {
             entity
                 .body
                 .write_to(crate::message::Eol::Crlf, &mut rendered)?;
-            Ok((edits, rendered))
+            Ok(Done::Encrypted(edits, rendered))
         })
         .await;
-        engine.metrics.encryption(method, started.elapsed());
+        if !matches!(result, Ok(Ok(Done::Verified(_)))) {
+            engine.metrics.encryption(method, started.elapsed());
+        }
         match result {
-            Ok(Ok((edits, body))) => EomVerdict::Encrypt {
+            Ok(Ok(Done::Verified(kind))) => unchanged(
+                format!("already encrypted (verified {kind})"),
+                Outcome::AlreadyEncrypted,
+            ),
+            Ok(Ok(Done::Encrypted(edits, body))) => EomVerdict::Encrypt {
                 edits,
                 body,
                 method,
