@@ -6,6 +6,14 @@
 //! attacker-controlled input, and panics only when an invariant breaks.
 //! Not part of the public API.
 
+mod rdata;
+mod session;
+mod verify;
+
+pub use rdata::rdata;
+pub use session::session;
+pub use verify::verify;
+
 use crate::address::Address;
 use crate::backend::Method;
 use crate::keys::owner::{lowercase_owner_name, owner_name, owner_name_for};
@@ -18,6 +26,9 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("mime_params", mime_params),
     ("header", header),
     ("address", address),
+    ("rdata", rdata),
+    ("session", session),
+    ("verify", verify),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,

@@ -1,0 +1,137 @@
+//! Classification and full ciphertext verification of a whole message
+//! (issue 9.1), checked against independent parsers: what the verifier
+//! calls ciphertext must parse as encrypted CMS (OpenSSL) or as ESK
+//! packets plus one encrypted data packet (Sequoia).
+
+use std::io::{self, Read};
+
+use base64::Engine as _;
+use openssl::cms::CmsContentInfo;
+use sequoia_openpgp::Packet;
+use sequoia_openpgp::packet::Tag;
+use sequoia_openpgp::parse::{PacketParserResult, Parse};
+use sequoia_openpgp::parse::PacketParser;
+
+use crate::message::classify::{EncryptedKind, classify};
+use crate::message::verify::{Verification, verify as verify_message};
+use crate::message::{HeaderField, Message};
+use crate::pipeline::{Check, check_ciphertext};
+
+/// The input is a raw message (header section, empty line, body).
+pub fn verify(data: &[u8]) {
+    let msg = Message::parse(data);
+    let body = &data[msg.body_offset..];
+    let whole = verify_message(&msg.headers, &mut &body[..]);
+    // Streaming: the verdict does not depend on how the body is cut.
+    let chunked = verify_message(&msg.headers, &mut Chunks { data: body, step: 0 });
+    assert_eq!(verdict(&whole), verdict(&chunked), "chunking changed the verdict");
+    assert!(!matches!(whole, Verification::ReadError(_)));
+    let class = classify(&msg.headers, body);
+    if let Ok(Check::Verified(kind)) = check_ciphertext(&msg.headers, &class, &mut &body[..]) {
+        assert_eq!(whole, Verification::Verified(kind));
+    }
+    if let Verification::Verified(kind) = whole {
+        oracle(&msg.headers, body, kind);
+    }
+}
+
+fn verdict(v: &Verification) -> Option<EncryptedKind> {
+    match v {
+        Verification::Verified(k) => Some(*k),
+        _ => None,
+    }
+}
+
+/// A reader that hands out `data` in uneven pieces (1, 2, 3, ... 61 bytes).
+struct Chunks<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.step = self.step % 61 + 1;
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn cte(headers: &[HeaderField]) -> String {
+    headers
+        .iter()
+        .find(|h| h.is("Content-Transfer-Encoding"))
+        .map(|h| h.unfolded().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Panics unless an independent parser agrees that this is ciphertext.
+/// Only for the transfer encodings the oracle can undo itself.
+fn oracle(headers: &[HeaderField], body: &[u8], kind: EncryptedKind) {
+    let cte = cte(headers);
+    match kind {
+        EncryptedKind::Smime | EncryptedKind::P7mFile => {
+            if cte != "base64" {
+                return;
+            }
+            let text: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .unwrap_or_else(|e| panic!("verified S/MIME is not base64: {e}"));
+            let cms = CmsContentInfo::from_der(&der);
+            assert!(cms.is_ok(), "verified S/MIME that OpenSSL cannot read");
+        }
+        EncryptedKind::PgpMime | EncryptedKind::InlinePgp => {
+            if !matches!(cte.as_str(), "" | "7bit" | "8bit" | "binary") {
+                return;
+            }
+            let begin = b"-----BEGIN PGP MESSAGE-----";
+            let end = b"-----END PGP MESSAGE-----";
+            let Some(start) = find(body, begin) else {
+                panic!("verified PGP without an armor header");
+            };
+            let Some(stop) = find(&body[start..], end) else {
+                panic!("verified PGP without an armor tail");
+            };
+            pgp_oracle(&body[start..start + stop + end.len()]);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// ESK packets, then exactly one encrypted data packet, then nothing.
+fn pgp_oracle(armored: &[u8]) {
+    let mut ppr = match PacketParser::from_bytes(armored) {
+        Ok(p) => p,
+        Err(e) => panic!("verified PGP that Sequoia cannot read: {e}"),
+    };
+    let mut tags = Vec::new();
+    while let PacketParserResult::Some(pp) = ppr {
+        assert_eq!(pp.recursion_depth(), 0, "nested packet outside encryption");
+        tags.push(pp.packet.tag());
+        let encrypted = matches!(pp.packet, Packet::SEIP(_));
+        let esk = matches!(pp.packet, Packet::PKESK(_) | Packet::SKESK(_));
+        assert!(encrypted || esk || matches!(pp.packet, Packet::Unknown(_)), "packet {:?}", pp.packet.tag());
+        ppr = match pp.next() {
+            Ok((_, next)) => next,
+            Err(e) => panic!("verified PGP whose packets Sequoia cannot read: {e}"),
+        };
+    }
+    let (last, esks) = tags.split_last().unwrap_or_else(|| panic!("no packets"));
+    assert!(!esks.is_empty(), "no session key packet");
+    for t in esks {
+        assert!(matches!(t, Tag::PKESK | Tag::SKESK), "{t:?} before the encrypted data");
+    }
+    assert!(
+        matches!(last, Tag::SEIP | Tag::AED),
+        "last packet {last:?}"
+    );
+}
