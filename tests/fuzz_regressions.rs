@@ -50,3 +50,19 @@ fn every_seed_runs_clean() {
 fn every_crash_found_stays_fixed() {
     assert!(replay("regressions") >= 1, "the regression inputs are gone");
 }
+
+/// The session seeds reach every end the invariant distinguishes, so the
+/// checks in `fuzzing::session` are not vacuous.
+#[test]
+fn session_seeds_reach_each_outcome() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/session");
+    let run = |name: &str| {
+        autoencrypt_milter::fuzzing::session_outcomes(&std::fs::read(dir.join(name)).unwrap())
+    };
+    assert_eq!(run("plain-required"), ["required:encrypted"]);
+    assert_eq!(run("fake-required"), ["required:encrypted"]);
+    assert_eq!(run("mixed-required"), ["required:encrypted"]);
+    assert_eq!(run("pgpmime-required"), ["required:verified"]);
+    assert_eq!(run("smime-required"), ["required:verified"]);
+    assert_eq!(run("two-messages"), ["passed", "required:verified"]);
+}

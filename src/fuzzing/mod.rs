@@ -11,7 +11,7 @@ mod session;
 mod verify;
 
 pub use rdata::rdata;
-pub use session::session;
+pub use session::{session, session_outcomes};
 pub use verify::verify;
 
 use crate::address::Address;

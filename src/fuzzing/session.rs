@@ -175,13 +175,22 @@ struct Mirror {
 /// Stages: one byte (the stage in the low 4 bits, a flag in the high
 /// bit), one length byte, that many argument bytes.
 pub fn session(data: &[u8]) {
+    session_outcomes(data);
+}
+
+/// [`session`], returning how each end of message ended (`encrypted`,
+/// `verified`, `passed`, `refused`; `required:` first when a required
+/// recipient was accepted): for the replay test to see that the checks
+/// above are reached.
+pub fn session_outcomes(data: &[u8]) -> Vec<String> {
     let Some(h) = harness() else {
         panic!("fuzz harness could not be set up");
     };
-    h.runtime.block_on(run(h, data));
+    h.runtime.block_on(run(h, data))
 }
 
-async fn run(h: &Harness, mut data: &[u8]) {
+async fn run(h: &Harness, mut data: &[u8]) -> Vec<String> {
+    let mut outcomes = Vec::new();
     let mut s = Session::new(&h.shared);
     let mut m = Mirror::default();
     while let [op, len, rest @ ..] = data {
@@ -229,7 +238,7 @@ async fn run(h: &Harness, mut data: &[u8]) {
             }
             8 => {
                 let verdict = s.eom().await;
-                check_eom(&m, verdict);
+                outcomes.push(check_eom(&m, verdict));
                 m = Mirror::default();
             }
             9 => {
@@ -239,6 +248,7 @@ async fn run(h: &Harness, mut data: &[u8]) {
             _ => {}
         }
     }
+    outcomes
 }
 
 fn header(s: &mut Session, m: &mut Mirror, name: &str, value: &[u8]) {
@@ -271,9 +281,24 @@ async fn rcpt(h: &Harness, s: &mut Session, m: &mut Mirror, rcpt: &str) {
     }
 }
 
-fn check_eom(m: &Mirror, verdict: EomVerdict) {
-    if !(m.open && m.required) {
-        return;
+fn check_eom(m: &Mirror, verdict: EomVerdict) -> String {
+    let required = m.open && m.required;
+    let what = match &verdict {
+        EomVerdict::Refuse(_) => "refused",
+        EomVerdict::Unchanged {
+            outcome: Outcome::AlreadyEncrypted,
+            ..
+        } => "verified",
+        EomVerdict::Unchanged { .. } => "passed",
+        EomVerdict::Encrypt { .. } => "encrypted",
+    };
+    let what = if required {
+        format!("required:{what}")
+    } else {
+        what.to_owned()
+    };
+    if !required {
+        return what;
     }
     match verdict {
         EomVerdict::Refuse(_) => {}
@@ -300,4 +325,5 @@ fn check_eom(m: &Mirror, verdict: EomVerdict) {
             );
         }
     }
+    what
 }
