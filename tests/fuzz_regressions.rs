@@ -4,14 +4,21 @@
 //! `cargo fuzz` targets call (`autoencrypt_milter::fuzzing`), on stable.
 //! A crash found once stays fixed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::path::Path;
 
 use autoencrypt_milter::fuzzing::TARGETS;
 
 fn replay(kind: &str) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(kind);
     let mut n = 0;
     for (target, run) in TARGETS {
         let dir = root.join(target);
@@ -36,9 +43,13 @@ fn every_seed_runs_clean() {
     // Each target has seeds: a missing corpus would make the fuzzer and
     // this test prove nothing.
     for (target, _) in TARGETS {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
         assert!(
-            std::fs::read_dir(&dir).map(|d| d.count() > 0).unwrap_or(false),
+            std::fs::read_dir(&dir)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false),
             "no seeds for {target} in {}",
             dir.display()
         );

@@ -6,6 +6,11 @@
 //! attacker-controlled input, and panics only when an invariant breaks.
 //! Not part of the public API.
 
+#![allow(
+    clippy::panic,
+    reason = "a fuzz target reports a broken invariant by panicking"
+)]
+
 mod rdata;
 mod session;
 mod verify;
@@ -17,12 +22,15 @@ pub use verify::verify;
 use crate::address::Address;
 use crate::backend::Method;
 use crate::keys::owner::{lowercase_owner_name, owner_name, owner_name_for};
-use crate::message::mime::ContentType;
 use crate::message::Message;
+use crate::message::mime::ContentType;
+
+/// A target body: arbitrary bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
 
 /// The targets by name, for the replay test (`fuzz/corpus/<name>/`,
 /// `fuzz/regressions/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("mime_params", mime_params),
     ("header", header),
     ("address", address),

@@ -65,7 +65,12 @@ pub fn rdata(data: &[u8]) {
 
 /// A NOERROR response to `name`'s query with one answer whose rdata is
 /// `rdata` (cut to what a record can hold).
-fn response(name: &hickory_resolver::proto::rr::Name, method: Method, ad: bool, rdata: &[u8]) -> Vec<u8> {
+fn response(
+    name: &hickory_resolver::proto::rr::Name,
+    method: Method,
+    ad: bool,
+    rdata: &[u8],
+) -> Vec<u8> {
     let rtype: u16 = match method {
         Method::Smime => 53,
         Method::OpenPgp => 61,
@@ -73,7 +78,20 @@ fn response(name: &hickory_resolver::proto::rr::Name, method: Method, ad: bool, 
     let rdata = &rdata[..rdata.len().min(usize::from(u16::MAX) - 512)];
     let mut w = Vec::with_capacity(rdata.len() + 128);
     // id 0; QR RD; RA and maybe AD; one question, one answer.
-    w.extend_from_slice(&[0, 0, 0x81, if ad { 0xA0 } else { 0x80 }, 0, 1, 0, 1, 0, 0, 0, 0]);
+    w.extend_from_slice(&[
+        0,
+        0,
+        0x81,
+        if ad { 0xA0 } else { 0x80 },
+        0,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]);
     for label in name.iter() {
         w.push(u8::try_from(label.len()).unwrap_or(63));
         w.extend_from_slice(label);

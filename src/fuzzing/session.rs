@@ -106,7 +106,10 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
     std::fs::write(policy_dir.join("10-fuzz.toml"), POLICY)?;
     let pkey = PKey::from_rsa(Rsa::generate(2048)?)?;
     for addr in ["alice@req.test", "bob@opp.test"] {
-        std::fs::write(key_dir.join(format!("{addr}.pem")), certificate(&pkey, addr)?)?;
+        std::fs::write(
+            key_dir.join(format!("{addr}.pem")),
+            certificate(&pkey, addr)?,
+        )?;
     }
     let config = Config {
         policy_dir,
@@ -215,7 +218,8 @@ async fn run(h: &Harness, mut data: &[u8]) -> Vec<String> {
             }
             3 => rcpt(h, &mut s, &mut m, &text).await,
             4 => {
-                let pick = RECIPIENTS[usize::from(arg.first().copied().unwrap_or(0)) % RECIPIENTS.len()];
+                let pick =
+                    RECIPIENTS[usize::from(arg.first().copied().unwrap_or(0)) % RECIPIENTS.len()];
                 rcpt(h, &mut s, &mut m, pick).await;
             }
             5 => {
@@ -231,11 +235,7 @@ async fn run(h: &Harness, mut data: &[u8]) -> Vec<String> {
                     HEADERS[usize::from(arg.first().copied().unwrap_or(0)) % HEADERS.len()];
                 header(&mut s, &mut m, name, value.as_bytes());
             }
-            7 => {
-                if s.body(arg).is_ok() && m.open {
-                    m.body.extend_from_slice(arg);
-                }
-            }
+            7 if s.body(arg).is_ok() && m.open => m.body.extend_from_slice(arg),
             8 => {
                 let verdict = s.eom().await;
                 outcomes.push(check_eom(&m, verdict));
@@ -308,7 +308,10 @@ fn check_eom(m: &Mirror, verdict: EomVerdict) -> String {
                 "required recipient, passed unchanged: {reason}"
             );
             assert!(
-                matches!(verify(&m.headers, &mut &m.body[..]), Verification::Verified(_)),
+                matches!(
+                    verify(&m.headers, &mut &m.body[..]),
+                    Verification::Verified(_)
+                ),
                 "required recipient, passed as encrypted without verifying: {reason}"
             );
         }

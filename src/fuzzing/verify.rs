@@ -9,8 +9,8 @@ use base64::Engine as _;
 use openssl::cms::CmsContentInfo;
 use sequoia_openpgp::Packet;
 use sequoia_openpgp::packet::Tag;
-use sequoia_openpgp::parse::{PacketParserResult, Parse};
 use sequoia_openpgp::parse::PacketParser;
+use sequoia_openpgp::parse::{PacketParserResult, Parse};
 
 use crate::message::classify::{EncryptedKind, classify};
 use crate::message::verify::{Verification, verify as verify_message};
@@ -23,8 +23,18 @@ pub fn verify(data: &[u8]) {
     let body = &data[msg.body_offset..];
     let whole = verify_message(&msg.headers, &mut &body[..]);
     // Streaming: the verdict does not depend on how the body is cut.
-    let chunked = verify_message(&msg.headers, &mut Chunks { data: body, step: 0 });
-    assert_eq!(verdict(&whole), verdict(&chunked), "chunking changed the verdict");
+    let chunked = verify_message(
+        &msg.headers,
+        &mut Chunks {
+            data: body,
+            step: 0,
+        },
+    );
+    assert_eq!(
+        verdict(&whole),
+        verdict(&chunked),
+        "chunking changed the verdict"
+    );
     assert!(!matches!(whole, Verification::ReadError(_)));
     let class = classify(&msg.headers, body);
     if let Ok(Check::Verified(kind)) = check_ciphertext(&msg.headers, &class, &mut &body[..]) {
@@ -119,7 +129,11 @@ fn pgp_oracle(armored: &[u8]) {
         tags.push(pp.packet.tag());
         let encrypted = matches!(pp.packet, Packet::SEIP(_));
         let esk = matches!(pp.packet, Packet::PKESK(_) | Packet::SKESK(_));
-        assert!(encrypted || esk || matches!(pp.packet, Packet::Unknown(_)), "packet {:?}", pp.packet.tag());
+        assert!(
+            encrypted || esk || matches!(pp.packet, Packet::Unknown(_)),
+            "packet {:?}",
+            pp.packet.tag()
+        );
         ppr = match pp.next() {
             Ok((_, next)) => next,
             Err(e) => panic!("verified PGP whose packets Sequoia cannot read: {e}"),
@@ -128,10 +142,10 @@ fn pgp_oracle(armored: &[u8]) {
     let (last, esks) = tags.split_last().unwrap_or_else(|| panic!("no packets"));
     assert!(!esks.is_empty(), "no session key packet");
     for t in esks {
-        assert!(matches!(t, Tag::PKESK | Tag::SKESK), "{t:?} before the encrypted data");
+        assert!(
+            matches!(t, Tag::PKESK | Tag::SKESK),
+            "{t:?} before the encrypted data"
+        );
     }
-    assert!(
-        matches!(last, Tag::SEIP | Tag::AED),
-        "last packet {last:?}"
-    );
+    assert!(matches!(last, Tag::SEIP | Tag::AED), "last packet {last:?}");
 }
