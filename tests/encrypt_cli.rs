@@ -1193,8 +1193,10 @@ Content-Transfer-Encoding: 7bit
     p.assert_passed_through("inline PGP, text/plain", &msg);
 }
 
+/// Inline PGP as the first part of a multipart/mixed is not the whole
+/// message (the attachment is plaintext): it gets encrypted (issue 9.1).
 #[test]
-fn passes_through_inline_pgp_in_first_text_part() {
+fn inline_pgp_in_first_part_of_multipart_is_encrypted() {
     let p = PassThroughSetup::new();
     let armored = p.gpg.encrypt_armored(b"secret text\n", &p.fpr);
     let mut msg = PT_HEADERS.as_bytes().to_vec();
@@ -1218,7 +1220,9 @@ AAECAwQFBgc=
 --inl--
 ",
     );
-    p.assert_passed_through("inline PGP, first part of multipart/mixed", &msg);
+    let case = Case::plain("inline PGP, first part of multipart/mixed", msg);
+    pgp_check_case(&p.s, &p.gpg, ALICE, &case);
+    smime_check_case(&p.s, &p.cert, ALICE, &case, None);
 }
 
 /// A PGP block quoted in the middle of a text is not an encrypted message:

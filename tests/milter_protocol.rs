@@ -479,7 +479,8 @@ async fn abort_folding_8bit_chunks_and_already_encrypted() {
     );
     assert!(!String::from_utf8_lossy(&out).contains("aborted"));
 
-    // Already encrypted: no actions at all.
+    // Looks encrypted (a PGP/MIME header without an encrypted part): it is
+    // not verified ciphertext, so it is encrypted (issue 9.1).
     let enc = Msg {
         headers: vec![
             ("From", " a@example.net".into()),
@@ -491,7 +492,29 @@ async fn abort_folding_8bit_chunks_and_already_encrypted() {
         body: b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b--\r\n"
             .to_vec(),
     };
-    let (_, eom) = transaction(&mut c, "Q6", &["both@autoencrypt.test"], &enc, 4096).await;
+    let (_, eom) = transaction(&mut c, "Q6", &["smime@autoencrypt.test"], &enc, 4096).await;
+    let (actions, status) = eom.unwrap();
+    assert_eq!(status, Status::Continue);
+    let out = enc.apply(&actions);
+    assert_eq!(
+        decrypt_smime(&env, "smime", &enc.raw(), &out),
+        expected_inner_entity(&enc.raw())
+    );
+
+    // Genuine gpg-made PGP/MIME (tests/fixtures/ciphertext): no actions at all.
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ciphertext/genuine-pgp-mime.eml"
+    ))
+    .unwrap();
+    let split = fixture.windows(2).position(|w| w == b"\n\n").unwrap();
+    let ct = String::from_utf8_lossy(&fixture[..split]);
+    let ct = ct.split("Content-Type:").nth(1).unwrap().to_owned();
+    let genuine = Msg {
+        headers: vec![("From", " a@example.net".into()), ("Content-Type", ct)],
+        body: common::to_crlf(&fixture[split + 2..]),
+    };
+    let (_, eom) = transaction(&mut c, "Q6b", &["both@autoencrypt.test"], &genuine, 4096).await;
     let (actions, status) = eom.unwrap();
     assert_eq!(status, Status::Continue);
     assert!(actions.actions.is_empty(), "{actions:?}");

@@ -255,8 +255,18 @@ fn every_case(mode: DnsMode) {
         assert_eq!(pf.maildir_count(to), 0);
     }
 
-    // Already encrypted: untouched.
-    let enc = b"From: sender@example.net\r\nTo: smime@autoencrypt.test\r\nSubject: pre-encrypted\r\nMessage-ID: <pre@example.net>\r\nDate: Sun, 22 Nov 2026 07:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA+\r\n-----END PGP MESSAGE-----\r\n--b--\r\n".to_vec();
+    // Already encrypted (verified gpg-made PGP/MIME): untouched.
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ciphertext/genuine-pgp-mime.eml"
+    ))
+    .unwrap();
+    let enc = common::to_crlf(
+        String::from_utf8(fixture)
+            .unwrap()
+            .replacen("Subject: fixture", "Subject: pre-encrypted", 1)
+            .as_bytes(),
+    );
     let to = "smime@autoencrypt.test";
     let before = pf.maildir_count(to);
     assert!(pf.send("sender@example.net", &[to], &enc).accepted());

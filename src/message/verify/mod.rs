@@ -6,7 +6,8 @@
 //!
 //! * PGP/MIME: `multipart/encrypted; protocol="application/pgp-encrypted"`
 //!   with exactly the version part and one `application/octet-stream` part
-//!   holding one armored `PGP MESSAGE` (see [`pgp_mime`]).
+//!   holding one armored `PGP MESSAGE`, with at most 1 KiB of preamble and
+//!   of epilogue text.
 //! * inline PGP: a single-part `text/*` body that is white space, one
 //!   armored `PGP MESSAGE`, white space (after its transfer decoding).
 //! * S/MIME: `application/(x-)pkcs7-mime` (smime-type enveloped-data,
@@ -19,6 +20,7 @@
 
 mod armor;
 mod cms;
+mod cms_schema;
 mod pgp;
 mod pgp_mime;
 mod transfer;
