@@ -35,7 +35,9 @@ impl Address {
         let s = s
             .strip_prefix('<')
             .and_then(|s| s.strip_suffix('>'))
-            .unwrap_or(s);
+            // `< a@b >` is `a@b`: a space kept in front would not survive
+            // printing and parsing again (found by fuzzing).
+            .map_or(s, str::trim);
         // The domain never contains '@'; a quoted local part may.
         let at = s.rfind('@').ok_or_else(|| err("no '@'"))?;
         let (local, domain) = (&s[..at], &s[at + 1..]);
@@ -145,6 +147,7 @@ mod tests {
         assert_eq!(a.domain(), "example.com");
         assert_eq!(a.to_string(), "Hugh@example.com");
         let b = Address::parse("<bob+tag@example.org>").unwrap();
+        assert_eq!(Address::parse("< bob+tag@example.org >").unwrap(), b);
         assert_eq!(b.local(), "bob+tag");
         let q = Address::parse(r#""john \"x\" @doe"@example.org"#).unwrap();
         assert_eq!(q.local(), r#""john \"x\" @doe""#);
@@ -162,6 +165,7 @@ mod tests {
             "a@b@c",
             "\"a@b",
             "a b@exa mple.org",
+            "< @example.org>",
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
         }
