@@ -283,3 +283,30 @@ fn fresh_large_genuine_ciphertext_passes_unchanged() {
         p.assert_unchanged(&format!("openssl -stream {cipher}"), &msg);
     }
 }
+
+/// Every truncation of a genuine ciphertext that removes more than
+/// trailing white space fails verification; flipped bytes never panic.
+#[test]
+fn truncated_genuine_ciphertext_never_verifies() {
+    for (name, raw) in fixtures("genuine-") {
+        let m = Message::parse(&raw);
+        let body = &raw[m.body_offset..];
+        let whole = body.trim_ascii_end();
+        for cut in 0..body.len() {
+            let part = &body[..cut];
+            let v = verify(&m.headers, &mut &part[..]);
+            if part.trim_ascii_end() != whole {
+                assert!(
+                    !matches!(v, Verification::Verified(_)),
+                    "{name}: cut at {cut} of {} still verifies",
+                    body.len()
+                );
+            }
+        }
+        for i in 0..body.len() {
+            let mut flipped = body.to_vec();
+            flipped[i] ^= 0x41;
+            let _ = verify(&m.headers, &mut &flipped[..]);
+        }
+    }
+}

@@ -242,6 +242,10 @@ impl Ber {
         if class == UNIVERSAL && number == 0 {
             return not("a misplaced end-of-contents marker");
         }
+        if depth == 0 && !(class == UNIVERSAL && number == 16 && constructed) {
+            // Fail early with a clear reason (plain text lands here).
+            return not("the body is not a CMS ContentInfo SEQUENCE");
+        }
         let end = match len {
             Some(l) => Some(
                 self.offset
@@ -441,7 +445,11 @@ mod tests {
                 .contains("truncated")
         );
         assert!(check(&[]).unwrap_err().contains("empty"));
-        assert!(check(b"Dear Bob, the secret is").is_err());
+        assert!(
+            check(b"Dear Bob, the secret is")
+                .unwrap_err()
+                .contains("not a CMS")
+        );
     }
 
     #[test]
