@@ -145,7 +145,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// ESK packets, then exactly one encrypted data packet, then nothing.
+/// ESK packets, then exactly one encrypted data packet (SED, SEIPD or AEAD), then nothing.
 fn pgp_oracle(armored: &[u8]) -> Result<(), String> {
     let mut ppr = PacketParser::from_bytes(armored).map_err(|e| e.to_string())?;
     let mut tags = Vec::new();
@@ -165,7 +165,8 @@ fn pgp_oracle(armored: &[u8]) -> Result<(), String> {
     if let Some(t) = esks.iter().find(|t| !matches!(t, Tag::PKESK | Tag::SKESK)) {
         return Err(format!("{t:?} before the encrypted data"));
     }
-    if !matches!(last, Tag::SEIP | Tag::AED) {
+    // SED (tag 9) is legacy, unprotected, but encrypted all the same.
+    if !matches!(last, Tag::SED | Tag::SEIP | Tag::AED) {
         return Err(format!("last packet {last:?}"));
     }
     Ok(())
