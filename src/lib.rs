@@ -9,6 +9,8 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod memory;
 pub mod message;

@@ -742,6 +742,22 @@ async fn tcp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Messa
     Ok(m)
 }
 
+/// What one `trust-ad` resolver response (its wire bytes) yields for
+/// `name`'s `method` record: the path every answer from the network takes
+/// after the transport. `None` when the bytes are no DNS message (the
+/// transport drops those). For fuzzing and tests.
+#[doc(hidden)]
+pub fn lookup_from_response(
+    wire: &[u8],
+    name: &Name,
+    method: Method,
+    allow_insecure: bool,
+) -> Option<Lookup> {
+    let m = Message::from_vec(wire).ok()?;
+    let answer = read_ad_response(&m, name, record_type(method));
+    Some(to_lookup(&answer, method, allow_insecure, Some(name)))
+}
+
 fn read_ad_response(r: &Message, name: &Name, rtype: RecordType) -> Answer {
     let validation = if r.metadata.authentic_data {
         Validation::Secure

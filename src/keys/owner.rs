@@ -44,6 +44,12 @@ pub fn owner_name_for(local: &str, domain: &str, method: Method) -> Result<Name,
         address: format!("{local}@{domain}"),
         reason,
     };
+    // Name::from_utf8 reads `\` as an escape (`a\.b` is one label, a
+    // trailing `\.` makes the name relative): a domain must not steer the
+    // query that way.
+    if domain.contains('\\') {
+        return Err(err("backslash in domain".into()));
+    }
     let fqdn = format!(
         "{}.{}.{}.",
         local_part_label(local),
@@ -85,6 +91,17 @@ pub fn lowercase_owner_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backslash_cannot_escape_a_label_or_the_root() {
+        // Found by fuzzing: `h@\` gave a relative owner name.
+        for domain in ["\\", "example\\.org", "example.org\\"] {
+            assert!(
+                owner_name_for("h", domain, Method::Smime).is_err(),
+                "{domain}"
+            );
+        }
+    }
 
     #[test]
     fn rfc_7929_test_vector() {
