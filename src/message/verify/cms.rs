@@ -471,6 +471,27 @@ mod tests {
         let bad = tlv(0x30, &cat(&[tlv(0x02, &[0]), tlv(0x31, &[]), eci]));
         let ci = tlv(0x30, &cat(&[oid(OID_ENVELOPED), tlv(0xA0, &bad)]));
         assert!(check(&ci).unwrap_err().contains("recipientInfos"));
+        // An encrypted content type that is no valid OID encoding (found
+        // by fuzzing: OpenSSL cannot read such a structure).
+        for bad_oid in [
+            &[][..],
+            &[0x2A, 0x86][..],
+            &[0x80, 0x01][..],
+            &[0x2A, 0x80, 0x01][..],
+        ] {
+            let eci = tlv(
+                0x30,
+                &cat(&[oid(bad_oid), tlv(0x30, &oid(&[0x60])), tlv(0x80, &[1])]),
+            );
+            let ri = tlv(0x30, &cat(&[tlv(0x02, &[0]), tlv(0x04, &[1, 2, 3])]));
+            let ed = tlv(0x30, &cat(&[tlv(0x02, &[0]), tlv(0x31, &ri), eci]));
+            let ci = tlv(0x30, &cat(&[oid(OID_ENVELOPED), tlv(0xA0, &ed)]));
+            let err = check(&ci).unwrap_err();
+            assert!(err.contains("not a valid OID"), "{bad_oid:02x?}: {err}");
+        }
+        // A well-formed id-data still verifies.
+        let ok = enveloped(tlv(0x80, &[1]));
+        assert!(check(&ok).is_ok());
     }
 
     #[test]

@@ -24,6 +24,18 @@ fn index_of(nodes: &[Node], node: &Node) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Whether a kept OID is well encoded (X.690 §8.19): content present and
+/// kept (at most `MAX_VALUE` octets), no sub-identifier with a leading
+/// 0x80, the last octet ending one.
+fn valid_oid(node: &Node) -> bool {
+    let v = &node.value;
+    let kept = !v.is_empty() && u64::try_from(v.len()).is_ok_and(|l| l == node.len);
+    kept && v.last().is_some_and(|b| b & 0x80 == 0)
+        && v.iter()
+            .enumerate()
+            .all(|(i, &b)| b != 0x80 || (i > 0 && v[i - 1] & 0x80 != 0))
+}
+
 /// ContentInfo → [0] → (Auth)EnvelopedData, per RFC 5652 §6.1 and
 /// RFC 5083 §2.1.
 pub(super) fn schema(nodes: &[Node]) -> Result<CmsKind, Fail> {
@@ -71,10 +83,11 @@ pub(super) fn schema(nodes: &[Node]) -> Result<CmsKind, Fail> {
     };
     let eci_fields = children(nodes, index_of(nodes, eci));
     match eci_fields[..] {
-        [ct, alg, content]
-            if ct.is(UNIVERSAL, 6)
-                && !ct.constructed
-                && alg.is(UNIVERSAL, 16)
+        [ct, _, _] if !(ct.is(UNIVERSAL, 6) && !ct.constructed && valid_oid(ct)) => {
+            return not("the encrypted content type is not a valid OID");
+        }
+        [_, alg, content]
+            if alg.is(UNIVERSAL, 16)
                 && alg.constructed
                 && content.is(CONTEXT, 0)
                 && (content.len > 0 || content.children > 0) => {}
