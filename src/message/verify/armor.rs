@@ -87,10 +87,13 @@ impl Armor {
                 Ok(())
             }
             // No blank line after BEGIN: tolerated, the line is data.
-            State::Headers(..) => {
+            State::Headers(0, _) => {
                 self.state = State::Data;
                 self.data(t)
             }
+            // Header lines must end in a blank line (RFC 9580 §6.2); without
+            // it OpenPGP readers refuse the armor (found by fuzzing).
+            State::Headers(..) => not("armor header lines not followed by a blank line"),
             State::Data if t == END => {
                 self.end_data()?;
                 self.state = State::After;
@@ -190,6 +193,18 @@ mod tests {
         check(&armored(PACKETS, true)).unwrap();
         check(&armored(PACKETS, false)).unwrap();
         check(&format!("\n  \n{}\n \n", armored(PACKETS, true))).unwrap();
+    }
+
+    #[test]
+    fn armor_headers_end_in_a_blank_line() {
+        let good = armored(PACKETS, true);
+        let no_blank = good.replacen("Comment: x\n\n", "Comment: x\n", 1);
+        assert_ne!(good, no_blank);
+        let err = check(&no_blank).unwrap_err();
+        assert!(err.contains("blank line"), "{err}");
+        // Without any header line the blank line may be missing.
+        let bare = good.replacen("Comment: x\n\n", "", 1);
+        check(&bare).unwrap();
     }
 
     #[test]
