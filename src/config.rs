@@ -24,7 +24,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::backend::SmimeCipher;
+use crate::material::SmimeCipher;
 
 /// Default configuration file (also the default of `--config`).
 pub const DEFAULT_CONFIG: &str = "/etc/autoencrypt-milter/autoencrypt-milter.toml";

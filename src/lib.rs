@@ -12,6 +12,7 @@ pub mod encoding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod material;
 pub mod memory;
 pub mod message;
 pub mod metrics;

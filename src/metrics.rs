@@ -37,7 +37,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
-use crate::backend::Method;
+use crate::material::Method;
 use crate::keys::Lookup;
 use crate::policy::Direction;
 

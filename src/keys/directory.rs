@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::address::Address;
-use crate::backend::{KeyMaterial, Method};
+use crate::material::{KeyMaterial, Method};
 use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Security};
 
 /// A directory of key files.

@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::address::Address;
-use crate::backend::{KeyMaterial, KeyRejected, Method, RejectReason};
+use crate::material::{KeyMaterial, KeyRejected, Method, RejectReason};
 use crate::config::{DnsConfig, DnsMode};
 use crate::keys::owner::{lowercase_owner_name, owner_name};
 use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Security};

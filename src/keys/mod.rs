@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::address::Address;
-use crate::backend::{KeyMaterial, KeyRejected, Method};
+use crate::material::{KeyMaterial, KeyRejected, Method};
 
 /// How far a found key is vouched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use hickory_resolver::proto::rr::Name;
 use sha2::{Digest, Sha256};
 
 use crate::address::Address;
-use crate::backend::Method;
+use crate::material::Method;
 
 /// Why no owner name can be made for an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

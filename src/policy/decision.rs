@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::address::Address;
-use crate::backend::{KeyMaterial, KeyRejected, Method, SmimeCipher};
+use crate::material::{KeyMaterial, KeyRejected, Method, SmimeCipher};
 use crate::keys::{FailReason, Lookup, Security};
 use crate::policy::reply::{LookupFailure, Reply};
 use crate::policy::rule::{Mode, OnLookupError, OnMissingKey, Rule, Treatment};

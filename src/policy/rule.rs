@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backend::{Method, SmimeCipher};
+use crate::material::{Method, SmimeCipher};
 use crate::config::{Location, TomlIndex};
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::{Direction, PolicyError, Query};

@@ -1,0 +1,187 @@
+//! The vocabulary shared by key sources, the policy and the backends:
+//! encryption methods, S/MIME ciphers, key material as found, and why a
+//! key is refused. Neutral ground, so that `keys` needs nothing from
+//! `backend` (and the reverse) for types alone.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An encryption method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// S/MIME: CMS `application/pkcs7-mime` (RFC 8551).
+    Smime,
+    /// OpenPGP: PGP/MIME (RFC 3156).
+    OpenPgp,
+}
+
+impl Method {
+    /// Every method, in the default preference order.
+    pub const ALL: [Method; 2] = [Method::Smime, Method::OpenPgp];
+
+    /// The name used in configuration, policy files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Smime => "smime",
+            Method::OpenPgp => "openpgp",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method name that is not one of [`Method::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown encryption method {0:?} (expected \"smime\" or \"openpgp\")")]
+pub struct UnknownMethod(pub String);
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "smime" => Ok(Method::Smime),
+            "openpgp" => Ok(Method::OpenPgp),
+            other => Err(UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+/// The symmetric cipher of an S/MIME message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SmimeCipher {
+    /// EnvelopedData, AES-128-CBC.
+    Aes128Cbc,
+    /// EnvelopedData, AES-256-CBC: what every S/MIME client reads.
+    #[default]
+    Aes256Cbc,
+    /// AuthEnvelopedData (RFC 5083/5084), AES-256-GCM.
+    Aes256Gcm,
+}
+
+impl SmimeCipher {
+    /// The name used in configuration (`smime.cipher`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmimeCipher::Aes128Cbc => "aes-128-cbc",
+            SmimeCipher::Aes256Cbc => "aes-256-cbc",
+            SmimeCipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+impl fmt::Display for SmimeCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cipher name that is not supported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown S/MIME cipher {0:?} (expected aes-128-cbc, aes-256-cbc or aes-256-gcm)")]
+pub struct UnknownCipher(pub String);
+
+impl FromStr for SmimeCipher {
+    type Err = UnknownCipher;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aes-128-cbc" => Ok(SmimeCipher::Aes128Cbc),
+            "aes-256-cbc" => Ok(SmimeCipher::Aes256Cbc),
+            "aes-256-gcm" => Ok(SmimeCipher::Aes256Gcm),
+            other => Err(UnknownCipher(other.to_owned())),
+        }
+    }
+}
+
+/// Key bytes as a key source found them, not yet checked.
+#[derive(Clone, Debug)]
+pub struct KeyMaterial {
+    /// Which backend reads these bytes.
+    pub method: Method,
+    /// S/MIME: an X.509 certificate, DER or PEM. OpenPGP: a transferable
+    /// public key, binary or ASCII-armored.
+    pub data: Vec<u8>,
+    /// Where it came from, for logs and reasons ("file /x/a.pem",
+    /// "SMIMEA `owner-name`").
+    pub origin: String,
+}
+
+impl KeyMaterial {
+    /// A refusal of this key.
+    pub fn reject(&self, reason: RejectReason) -> KeyRejected {
+        KeyRejected {
+            origin: self.origin.clone(),
+            reason,
+        }
+    }
+
+    /// Refuses material meant for another backend.
+    pub(crate) fn expect_method(&self, method: Method) -> Result<(), KeyRejected> {
+        if self.method == method {
+            Ok(())
+        } else {
+            Err(self.reject(RejectReason::WrongMethod(self.method)))
+        }
+    }
+}
+
+/// Why a key may not be used. The reason is shown to administrators
+/// (logs, `lookup`, `encrypt`), never to the SMTP client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {reason}")]
+pub struct KeyRejected {
+    /// Where the key came from.
+    pub origin: String,
+    /// What is wrong with it.
+    pub reason: RejectReason,
+}
+
+/// What is wrong with a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The bytes are not a certificate or key of the method's kind.
+    #[error("unreadable key: {0}")]
+    Unreadable(String),
+    /// Key material for another method was handed to this backend.
+    #[error("key is for {0}, not for this method")]
+    WrongMethod(Method),
+    /// Past its notAfter or expiration time.
+    #[error("expired ({0})")]
+    Expired(String),
+    /// Before its notBefore time.
+    #[error("not yet valid (from {0})")]
+    NotYetValid(String),
+    /// S/MIME: keyUsage lacks keyEncipherment (RSA) or keyAgreement (EC).
+    #[error("key usage does not allow encryption (needs {0})")]
+    KeyUsage(&'static str),
+    /// S/MIME: extendedKeyUsage present without emailProtection.
+    #[error("extended key usage lacks emailProtection")]
+    ExtendedKeyUsage,
+    /// S/MIME: a public key algorithm that cannot receive CMS mail.
+    #[error("unsupported public key algorithm {0}")]
+    Algorithm(String),
+    /// The certificate or key does not name the address.
+    #[error("not issued for {0}")]
+    AddressMismatch(String),
+    /// OpenPGP: the certificate is revoked.
+    #[error("revoked")]
+    Revoked,
+    /// OpenPGP: no live, unrevoked, policy-conformant encryption subkey.
+    #[error("no usable encryption-capable (sub)key")]
+    NoEncryptionKey,
+    /// OpenPGP: the standard policy rejects the certificate.
+    #[error("rejected by policy: {0}")]
+    Policy(String),
+    /// A DNS record that cannot give an encryption key by itself (SMIMEA
+    /// with only a hash, or a CA usage).
+    #[error("record present, no usable certificate: {0}")]
+    UnusableRecord(String),
+    /// SMIMEA usage 1 (PKIX-EE): the certificate does not verify against
+    /// the system trust store.
+    #[error("PKIX-EE certificate does not chain to a trusted CA: {0}")]
+    Untrusted(String),
+}
+
