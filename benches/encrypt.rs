@@ -18,6 +18,7 @@ use autoencrypt_milter::Address;
 use autoencrypt_milter::backend::{
     EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
 };
+use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
 use autoencrypt_milter::message::Message;
 use autoencrypt_milter::message::rewrite::apply_edits;
 use autoencrypt_milter::pipeline::{Prepared, prepare};
@@ -39,6 +40,7 @@ fn recipient(registry: &Registry, method: Method, data: Vec<u8>) -> Recipient {
         method,
         data,
         origin: "bench".into(),
+        provenance: Provenance::now(SourceKind::Directory, Security::Local),
     };
     registry
         .get(method)

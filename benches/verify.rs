@@ -21,6 +21,7 @@ use autoencrypt_milter::Address;
 use autoencrypt_milter::backend::{
     EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
 };
+use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
 use autoencrypt_milter::message::rewrite::{apply_edits, write_header};
 use autoencrypt_milter::message::verify::{Verification, verify};
 use autoencrypt_milter::message::{Eol, Message};
@@ -35,6 +36,7 @@ fn recipient(registry: &Registry, method: Method, data: Vec<u8>) -> Recipient {
         method,
         data,
         origin: "bench".into(),
+        provenance: Provenance::now(SourceKind::Directory, Security::Local),
     };
     registry
         .get(method)

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, SystemTime};
 
 /// An encryption method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,9 +105,11 @@ pub struct KeyMaterial {
     /// S/MIME: an X.509 certificate, DER or PEM. OpenPGP: a transferable
     /// public key, binary or ASCII-armored.
     pub data: Vec<u8>,
-    /// Where it came from, for logs and reasons ("file /x/a.pem",
-    /// "SMIMEA `owner-name`").
+    /// Where exactly it came from, for logs and reasons ("file /x/a.pem",
+    /// "SMIMEA 3 0 0 at `owner-name`").
     pub origin: String,
+    /// Which source found it, what vouched for it, when it was fetched.
+    pub provenance: Provenance,
 }
 
 impl KeyMaterial {
@@ -185,3 +188,97 @@ pub enum RejectReason {
     Untrusted(String),
 }
 
+/// How far a found key is vouched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// DNSSEC validated the answer.
+    Secure,
+    /// The administrator put the key there (local key directory).
+    Local,
+    /// From an unsigned zone, used only because `dns.allow_insecure` is on.
+    Insecure,
+}
+
+impl Security {
+    /// Who vouched for the key, in words (logs, `policy explain`).
+    pub fn vouched_by(self) -> &'static str {
+        match self {
+            Security::Secure => "DNSSEC",
+            Security::Local => "the operator",
+            Security::Insecure => "nobody (unsigned zone, dns.allow_insecure)",
+        }
+    }
+}
+
+/// Which kind of source found a key. The names are the ones policy files
+/// and metric labels use (`source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// `keys.directory`: files the operator put there.
+    Directory,
+    /// SMIMEA / OPENPGPKEY records in DNS (DANE for mail).
+    Dane,
+    /// A source only tests build (in-memory keys).
+    Test,
+}
+
+impl SourceKind {
+    /// The name in policy files, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Directory => "directory",
+            SourceKind::Dane => "dane",
+            SourceKind::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a key came from and what vouched for it: carried by every key
+/// from the source that found it to the log line that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    /// The source that found it.
+    pub source: SourceKind,
+    /// What vouched for it.
+    pub security: Security,
+    /// When the source fetched it (for a cached DNS answer: when the
+    /// answer arrived, not when it was read from the cache).
+    pub fetched: SystemTime,
+}
+
+impl Provenance {
+    /// `source`'s word on a key fetched now.
+    pub fn now(source: SourceKind, security: Security) -> Self {
+        Provenance {
+            source,
+            security,
+            fetched: SystemTime::now(),
+        }
+    }
+
+    /// How long ago the key was fetched, in whole seconds (0 when the
+    /// clock went backwards).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        let d = now.duration_since(self.fetched).unwrap_or_default();
+        Duration::from_secs(d.as_secs())
+    }
+}
+
+impl fmt::Display for Provenance {
+    /// `source dane, vouched for by DNSSEC, fetched 12 s ago`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "source {}, vouched for by {}, fetched {} s ago",
+            self.source,
+            self.security.vouched_by(),
+            self.age(SystemTime::now()).as_secs()
+        )
+    }
+}

@@ -37,8 +37,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
-use crate::material::Method;
 use crate::keys::Lookup;
+use crate::material::Method;
 use crate::policy::Direction;
 
 /// Messages handled, by direction and outcome (a counter).
@@ -491,6 +491,24 @@ impl Metrics {
     /// it took.
     pub fn lookup(&self, method: Method, lookup: &Lookup, duration: Duration) {
         self.lookup_result(method, LookupResult::from(lookup), Some(duration));
+    }
+
+    /// Counts one key source's answer: a cache hit, or a lookup with its
+    /// result and duration.
+    pub fn source_lookup(
+        &self,
+        source: crate::material::SourceKind,
+        method: Method,
+        lookup: &Lookup,
+        cached: bool,
+        duration: Duration,
+    ) {
+        let _ = source;
+        if cached {
+            self.cache_hit(method);
+        } else {
+            self.lookup(method, lookup, duration);
+        }
     }
 
     /// Counts one lookup of `method`'s keys answered from the cache (its

@@ -1,19 +1,24 @@
 //! The end-of-message steps between "a message and its validated
 //! recipients" and "an encrypted message", shared by the offline `encrypt`
-//! command and the milter: classify, verify a candidate ciphertext over the
-//! whole body, stream the inner entity, encrypt, and compute the header
-//! edits. (Validating found keys belongs to the policy engine:
-//! [`crate::policy::KeyOutcome::from_lookup`].)
+//! command and the milter: verify a candidate ciphertext over the whole
+//! body ([`check_ciphertext`]), take the chosen method's keys from the
+//! recipients' decisions ([`keys_for`]), stream the inner entity and
+//! encrypt it ([`encrypt_entity`]), and render the new body ([`seal`]).
+//! (Finding and validating keys belongs to [`crate::keys::KeyService`].)
 
 use std::io;
 
 use crate::backend::{BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, Recipient};
-use crate::message::HeaderField;
+use crate::material::Method;
+use crate::memory::MemoryBudget;
 use crate::message::classify::{Classification, EncryptedKind, classify};
 use crate::message::rewrite::{HeaderEdit, inner_reader, outer_edits};
 use crate::message::verify::{Verification, verify};
+use crate::message::{Eol, HeaderField};
+use crate::policy::{Action, RecipientDecision};
+use crate::spool::Spool;
 
-/// The result of the end-of-message step.
+/// The result of [`prepare`].
 pub enum Prepared {
     /// Verified ciphertext: change nothing.
     AlreadyEncrypted(EncryptedKind),
@@ -90,7 +95,17 @@ pub fn prepare(
     if let Check::Verified(kind) = check_ciphertext(headers, &class, &mut &body[..])? {
         return Ok(Prepared::AlreadyEncrypted(kind));
     }
-    encrypt_entity(headers, &mut inner_reader(headers, body), backend, to, opts)
+    let Encrypted { edits, entity } =
+        encrypt_entity(headers, &mut inner_reader(headers, body), backend, to, opts)?;
+    Ok(Prepared::Encrypted { edits, entity })
+}
+
+/// An encrypted message: the header edits and the new body.
+pub struct Encrypted {
+    /// Edits turning the original header into the outer header.
+    pub edits: Vec<HeaderEdit>,
+    /// The encrypted entity (its body is the new message body).
+    pub entity: EncryptedEntity,
 }
 
 /// Encrypts the inner entity `inner` yields (see
@@ -98,12 +113,70 @@ pub fn prepare(
 /// callers whose body is not one slice in memory.
 pub fn encrypt_entity(
     headers: &[HeaderField],
-    inner: &mut dyn std::io::Read,
+    inner: &mut dyn io::Read,
     backend: &dyn EncryptionBackend,
     to: &[Recipient],
     opts: &EncryptOptions,
-) -> Result<Prepared, BackendError> {
+) -> Result<Encrypted, BackendError> {
     let entity = backend.encrypt(inner, to, opts)?;
     let edits = outer_edits(headers, &entity.fields);
-    Ok(Prepared::Encrypted { edits, entity })
+    Ok(Encrypted { edits, entity })
+}
+
+/// The keys for `method` of every recipient whose decision is to encrypt
+/// (the transaction admitted only recipients that can use `method`).
+pub fn keys_for(method: Method, decisions: Vec<RecipientDecision<Recipient>>) -> Vec<Recipient> {
+    let mut to = Vec::new();
+    for d in decisions {
+        if let Action::Encrypt { choices, .. } = d.action
+            && let Some((_, keys)) = choices.into_iter().find(|(m, _)| *m == method)
+        {
+            to.extend(keys);
+        }
+    }
+    to
+}
+
+/// What [`seal`] did.
+pub enum Sealed {
+    /// The body is verified ciphertext: change nothing.
+    Verified(EncryptedKind),
+    /// Encrypted; the body rendered with CRLF line endings.
+    Encrypted {
+        /// Edits turning the original header into the outer header.
+        edits: Vec<HeaderEdit>,
+        /// The rendered body.
+        body: Spool,
+        /// Why a message that looked encrypted was encrypted (for the log).
+        note: Option<String>,
+    },
+}
+
+/// The milter's blocking end-of-message work, in one place: verify a
+/// candidate over the whole body; unless it is verified ciphertext,
+/// encrypt the inner entity to `to` and render the result into a spool
+/// drawing on `budget`. Reads `body` once to verify (only a candidate)
+/// and once to encrypt.
+pub fn seal(
+    headers: &[HeaderField],
+    class: &Classification,
+    body: &Spool,
+    backend: &dyn EncryptionBackend,
+    to: &[Recipient],
+    opts: &EncryptOptions,
+    budget: MemoryBudget,
+) -> Result<Sealed, BackendError> {
+    let check = check_ciphertext(headers, class, &mut body.reader())?;
+    if let Check::Verified(kind) = check {
+        return Ok(Sealed::Verified(kind));
+    }
+    let mut inner = inner_reader(headers, body.reader());
+    let Encrypted { edits, entity } = encrypt_entity(headers, &mut inner, backend, to, opts)?;
+    let mut rendered = Spool::with_budget(opts.spool_threshold, budget);
+    entity.body.write_to(Eol::Crlf, &mut rendered)?;
+    Ok(Sealed::Encrypted {
+        edits,
+        body: rendered,
+        note: check.note(),
+    })
 }

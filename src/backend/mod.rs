@@ -16,10 +16,10 @@ use std::io::{self, Write};
 use std::time::SystemTime;
 
 use crate::address::Address;
-use crate::message::Eol;
 pub use crate::material::{
     KeyMaterial, KeyRejected, Method, RejectReason, SmimeCipher, UnknownCipher, UnknownMethod,
 };
+use crate::message::Eol;
 
 /// Per-message choices that are not properties of a recipient.
 #[derive(Clone, Copy, Debug)]
@@ -48,8 +48,10 @@ pub struct Recipient {
     /// Fingerprint (OpenPGP) or SHA-256 fingerprint of the certificate
     /// (S/MIME), upper-case hex: safe to log.
     pub fingerprint: String,
-    /// Where the key came from.
+    /// Where exactly the key came from.
     pub origin: String,
+    /// Which source found it, what vouched for it, when.
+    pub provenance: crate::material::Provenance,
     pub(crate) key: RecipientKey,
 }
 
@@ -70,6 +72,7 @@ impl fmt::Debug for Recipient {
             .field("method", &self.method())
             .field("fingerprint", &self.fingerprint)
             .field("origin", &self.origin)
+            .field("provenance", &self.provenance)
             .finish()
     }
 }
@@ -161,41 +164,29 @@ pub trait EncryptionBackend: Send + Sync {
     ) -> Result<EncryptedEntity, BackendError>;
 }
 
-/// The backends, by method.
+/// The backends, by method: one field per [`Method`], so that a method
+/// without a backend does not compile (and [`Registry::get`] cannot fail).
 pub struct Registry {
-    backends: Vec<Box<dyn EncryptionBackend>>,
+    smime: smime::SmimeBackend,
+    openpgp: openpgp::OpenPgpBackend,
 }
 
 impl Registry {
     /// Every built-in backend.
     pub fn new() -> Self {
         Registry {
-            backends: vec![
-                Box::new(smime::SmimeBackend::new()),
-                Box::new(openpgp::OpenPgpBackend::new()),
-            ],
+            smime: smime::SmimeBackend::new(),
+            openpgp: openpgp::OpenPgpBackend::new(),
         }
     }
 
     /// The backend for `method`.
     pub fn get(&self, method: Method) -> &dyn EncryptionBackend {
-        // Every Method has a backend: Registry::new lists them all, and a
-        // unit test checks it.
-        let found = self.backends.iter().find(|b| b.method() == method);
-        match found {
-            Some(b) => b.as_ref(),
-            None => unreachable_backend(method),
+        match method {
+            Method::Smime => &self.smime,
+            Method::OpenPgp => &self.openpgp,
         }
     }
-}
-
-#[cold]
-#[allow(
-    clippy::panic,
-    reason = "Registry::new registers every Method; a test proves it"
-)]
-fn unreachable_backend(method: Method) -> ! {
-    panic!("no backend registered for {method}")
 }
 
 impl Default for Registry {

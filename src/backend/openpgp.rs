@@ -152,6 +152,7 @@ impl EncryptionBackend for OpenPgpBackend {
             address: addr.clone(),
             fingerprint: cert.fingerprint().to_hex(),
             origin: key.origin.clone(),
+            provenance: key.provenance,
             key: RecipientKey::OpenPgp {
                 cert: std::sync::Arc::new(cert),
                 subkeys,

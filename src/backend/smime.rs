@@ -162,6 +162,7 @@ impl EncryptionBackend for SmimeBackend {
             address: addr.clone(),
             fingerprint: fingerprint(&cert),
             origin: key.origin.clone(),
+            provenance: key.provenance,
             key: RecipientKey::Smime(cert),
         })
     }

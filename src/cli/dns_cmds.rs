@@ -3,16 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use base64::Engine as _;
 
 use crate::address::Address;
 use crate::backend::{KeyMaterial, Method, Registry, openpgp, smime};
 use crate::config::{Config, FileRequirement};
-use crate::keys::Lookup;
-use crate::keys::dns::{Answer, DnsSettings, DnsSource, Validation};
 use crate::keys::owner::owner_name;
+use crate::keys::{KeyService, SourceKind};
 use crate::policy::KeyOutcome;
 
 /// Arguments of `lookup`.
@@ -126,47 +125,40 @@ pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
     };
-    let source = match DnsSource::new(DnsSettings::from_config(&loaded.config.dns)) {
-        Ok(s) => s,
+    // DNS alone: `lookup` shows what the address's domain publishes.
+    let keys = match KeyService::from_config_only(
+        &loaded.config,
+        &[SourceKind::Dane],
+        Arc::new(Registry::new()),
+        None,
+    ) {
+        Ok(k) => k,
         Err(e) => return super::fail(1, e),
     };
-    let registry = Registry::new();
     let mut worst = 0u8;
     for addr in &addrs {
-        let status = runtime.block_on(report(&source, &registry, &loaded.config, addr));
+        let status = runtime.block_on(report(&keys, &loaded.config, addr));
         worst = worst.max(status);
     }
     ExitCode::from(worst)
 }
 
 /// Prints one address's report; returns its exit status.
-async fn report(source: &DnsSource, registry: &Registry, config: &Config, addr: &Address) -> u8 {
+async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
     println!("{addr}");
-    let now = SystemTime::now();
     let (smime, openpgp) = tokio::join!(
-        source.lookup_detailed(addr, Method::Smime),
-        source.lookup_detailed(addr, Method::OpenPgp)
+        keys.explain(addr, Method::Smime),
+        keys.explain(addr, Method::OpenPgp)
     );
     let mut usable_any = false;
     let mut incomplete = false;
-    for (method, detailed) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
-        for asked in &detailed.asked {
-            println!(
-                "  {:<8} {}  {}",
-                method.as_str(),
-                asked.name,
-                describe_answer(&asked.answer)
-            );
+    for (method, explained) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
+        for step in &explained.steps {
+            for line in &step.asked {
+                println!("  {:<8} {line}", method.as_str());
+            }
         }
-        if let Lookup::Bogus(_) | Lookup::Failed(_) = detailed.lookup {
-            incomplete = true;
-        }
-        let backend = registry.get(method);
-        let keys: Vec<KeyMaterial> = match &detailed.lookup {
-            Lookup::Found { keys, .. } => keys.clone(),
-            _ => Vec::new(),
-        };
-        match KeyOutcome::from_lookup(detailed.lookup, |k| backend.validate(k, addr, now)) {
+        match explained.outcome.outcome {
             KeyOutcome::Found {
                 usable, rejected, ..
             } => {
@@ -175,7 +167,7 @@ async fn report(source: &DnsSource, registry: &Registry, config: &Config, addr: 
                     println!(
                         "           usable: {} {}",
                         r.origin,
-                        facts(method, &keys, &r.fingerprint)
+                        facts(method, &explained.found, &r.fingerprint)
                     );
                 }
                 for r in &rejected {
@@ -185,6 +177,7 @@ async fn report(source: &DnsSource, registry: &Registry, config: &Config, addr: 
             KeyOutcome::Insecure if !config.dns.allow_insecure => {
                 println!("           unsigned zone: keys are not used (dns.allow_insecure is off)");
             }
+            KeyOutcome::Bogus(_) | KeyOutcome::Failed(_) => incomplete = true,
             _ => {}
         }
     }
@@ -194,26 +187,6 @@ async fn report(source: &DnsSource, registry: &Registry, config: &Config, addr: 
         0
     } else {
         1
-    }
-}
-
-fn describe_answer(a: &Answer) -> String {
-    let v = |v: &Validation| match v {
-        Validation::Secure => "DNSSEC secure",
-        Validation::Insecure => "DNSSEC insecure",
-    };
-    match a {
-        Answer::Records {
-            records,
-            validation,
-        } => format!("{} record(s), {}", records.len(), v(validation)),
-        Answer::Empty {
-            validation: Validation::Secure,
-            ..
-        } => "no record (authenticated denial)".into(),
-        Answer::Empty { .. } => "no record (denial not authenticated)".into(),
-        Answer::Bogus(why) => format!("DNSSEC bogus: {why}"),
-        Answer::Failed(why) => format!("lookup failed: {why}"),
     }
 }
 

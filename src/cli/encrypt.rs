@@ -5,15 +5,16 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
+use crate::keys::KeyService;
 use crate::keys::directory::DirectorySource;
 use crate::message::Message;
 use crate::message::classify::classify;
 use crate::message::rewrite::{apply_edits, inner_reader, write_header};
-use crate::pipeline::{Check, Prepared, check_ciphertext, encrypt_entity};
+use crate::pipeline::{Check, Encrypted, check_ciphertext, encrypt_entity};
 use crate::policy::KeyOutcome;
 
 /// Arguments of `encrypt`.
@@ -83,9 +84,13 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
         }
     }
 
-    let registry = Registry::new();
-    let source = DirectorySource::new(&args.key_dir);
-    let (method, recipients) = choose(&registry, &source, &addrs, args.method)?;
+    let registry = Arc::new(Registry::new());
+    let keys = KeyService::new(
+        vec![Arc::new(DirectorySource::new(&args.key_dir))],
+        registry.clone(),
+        None,
+    );
+    let (method, recipients) = choose(&keys, &addrs, args.method)?;
 
     let eol = msg.eol;
     let opts = EncryptOptions {
@@ -96,12 +101,8 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
     // The inner entity is streamed from the input and the ciphertext
     // spooled, so the message is held in memory once.
     let mut inner = inner_reader(&msg.headers, body);
-    let Prepared::Encrypted { edits, entity } =
-        encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)?
-    else {
-        // encrypt_entity never classifies; nothing else to do.
-        return Ok(ExitCode::SUCCESS);
-    };
+    let Encrypted { edits, entity } =
+        encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)?;
     drop(inner);
     let mut headers = msg.headers;
     apply_edits(&mut headers, &edits, eol);
@@ -144,24 +145,22 @@ fn split_mbox_separator(raw: &[u8]) -> (&[u8], &[u8]) {
 /// Picks the method (the given one, or the first that every recipient
 /// has a usable key for) and the recipients' keys.
 fn choose(
-    registry: &Registry,
-    source: &DirectorySource,
+    keys: &KeyService,
     addrs: &[Address],
     wanted: Option<Method>,
 ) -> Result<(Method, Vec<Recipient>), EncryptError> {
-    let now = SystemTime::now();
     let methods: Vec<Method> = match wanted {
         Some(m) => vec![m],
         None => Method::ALL.to_vec(),
     };
+    // The directory answers at once; the runtime only drives its future.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let mut problems: Vec<String> = Vec::new();
     'method: for &method in &methods {
-        let backend = registry.get(method);
         let mut all = Vec::new();
         for addr in addrs {
-            let lookup = source.lookup_sync(addr, method);
-            let problem = match KeyOutcome::from_lookup(lookup, |k| backend.validate(k, addr, now))
-            {
+            let resolved = runtime.block_on(keys.resolve(addr, method));
+            let problem = match resolved.outcome {
                 KeyOutcome::Found { usable, .. } if !usable.is_empty() => {
                     all.extend(usable);
                     continue;

@@ -5,17 +5,15 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use clap::{Subcommand, ValueEnum};
 
 use crate::address::Address;
 use crate::backend::{Method, Registry};
 use crate::config::{Config, DnsConfig, DnsMode, FileRequirement, LoadedConfig};
-use crate::keys::directory::DirectorySource;
-use crate::keys::dns::{DnsSettings, DnsSource, resolv_conf_servers};
-use crate::keys::{FailReason, Security};
-use crate::keys::{KeySource, Sources};
+use crate::keys::dns::resolv_conf_servers;
+use crate::keys::{FailReason, KeyService, Security};
 use crate::policy::{
     Action, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Policy, Query,
     RecipientDecision, Treatment, decide,
@@ -305,20 +303,11 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let dns = match DnsSource::new(DnsSettings::from_config(&loaded.config.dns)) {
-        Ok(d) => d,
+    let keys = match KeyService::from_config(&loaded.config, Arc::new(Registry::new()), None) {
+        Ok(k) => k,
         Err(e) => return super::fail(1, e),
     };
-    let sources = Sources {
-        directory: loaded
-            .config
-            .keys
-            .directory
-            .as_ref()
-            .map(DirectorySource::new),
-        dns: Some(dns),
-    };
-    println!("key lookup: {}", sources.describe());
+    println!("key lookup: {}", keys.describe());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,20 +315,21 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
     };
-    let registry = Registry::new();
-    let now = SystemTime::now();
-    let outcomes = methods
-        .iter()
-        .map(|&method| {
-            let lookup = runtime.block_on(sources.lookup(&to, method));
-            MethodOutcome {
-                method,
-                outcome: KeyOutcome::from_lookup(lookup, |k| {
-                    registry.get(method).validate(k, &to, now)
-                }),
+    let mut outcomes = Vec::with_capacity(methods.len());
+    for &method in &methods {
+        let explained = runtime.block_on(keys.explain(&to, method));
+        for step in &explained.steps {
+            println!(
+                "  {method}: {}: {}",
+                step.source,
+                step.answer.replace('_', " ")
+            );
+            for line in &step.asked {
+                println!("    {line}");
             }
-        })
-        .collect::<Vec<_>>();
+        }
+        outcomes.push(explained.outcome);
+    }
     let d = decide(m.rule, &to, outcomes, policy.settings());
     for n in &d.notes {
         println!("  {n}");
@@ -347,7 +337,10 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
     if let Action::Encrypt { choices, .. } = &d.action {
         for (method, keys) in choices {
             for k in keys {
-                println!("  {method} key {} ({})", k.fingerprint, k.origin);
+                println!(
+                    "  {method} key {} ({}; {})",
+                    k.fingerprint, k.origin, k.provenance
+                );
             }
         }
     }

@@ -12,7 +12,7 @@
 )]
 
 mod rdata;
-mod session;
+pub(crate) mod session;
 mod verify;
 
 pub use rdata::rdata;

@@ -23,9 +23,8 @@ use openssl::x509::{X509Builder, X509NameBuilder};
 use crate::address::Address;
 use crate::backend::Registry;
 use crate::config::Config;
-use crate::keys::Sources;
+use crate::keys::KeyService;
 use crate::keys::directory::DirectorySource;
-use crate::keys::validated::ValidationCache;
 use crate::message::rewrite::apply_edits;
 use crate::message::verify::{Verification, verify};
 use crate::message::{Eol, HeaderField};
@@ -119,16 +118,20 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
         ..Config::default()
     };
     let (policy, _) = Policy::load(&config)?;
+    let registry = Arc::new(Registry::new());
+    let metrics = Metrics::new();
+    // The directory alone: no network in a fuzz run.
+    let keys = KeyService::new(
+        vec![Arc::new(DirectorySource::new(PathBuf::from(&key_dir)))],
+        registry.clone(),
+        Some(metrics.clone()),
+    );
     let engine = Engine {
-        sources: Sources {
-            directory: Some(DirectorySource::new(PathBuf::from(&key_dir))),
-            dns: None,
-        },
         config,
         policy,
-        registry: Arc::new(Registry::new()),
-        metrics: Metrics::new(),
-        validated: ValidationCache::new(),
+        keys,
+        registry,
+        metrics,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,7 +143,7 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
     })
 }
 
-fn certificate(
+pub(crate) fn certificate(
     pkey: &PKey<openssl::pkey::Private>,
     email: &str,
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {

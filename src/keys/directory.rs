@@ -15,8 +15,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::address::Address;
+use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Provenance, Security, SourceKind};
 use crate::material::{KeyMaterial, Method};
-use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Security};
 
 /// A directory of key files.
 #[derive(Clone, Debug)]
@@ -68,6 +68,7 @@ impl DirectorySource {
                         method,
                         data,
                         origin: format!("file {}", path.display()),
+                        provenance: Provenance::now(SourceKind::Directory, Security::Local),
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -95,6 +96,14 @@ impl DirectorySource {
 }
 
 impl KeySource for DirectorySource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Directory
+    }
+
+    fn describe(&self) -> String {
+        format!("local key directory {}", self.dir.display())
+    }
+
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
         let result = self.lookup_sync(addr, method);
         Box::pin(std::future::ready(result))

@@ -33,10 +33,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::address::Address;
-use crate::material::{KeyMaterial, KeyRejected, Method, RejectReason};
 use crate::config::{DnsConfig, DnsMode};
 use crate::keys::owner::{lowercase_owner_name, owner_name};
-use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Security};
+use crate::keys::{
+    FailReason, KeySource, Lookup, LookupFuture, Provenance, Security, SourceKind, Traced,
+    TracedFuture,
+};
+use crate::material::{KeyMaterial, KeyRejected, Method, RejectReason};
 
 /// Longest a positive answer is cached, whatever its TTL.
 pub const MAX_POSITIVE_TTL: Duration = Duration::from_secs(3600);
@@ -322,8 +325,63 @@ impl DnsSource {
 }
 
 impl KeySource for DnsSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Dane
+    }
+
+    fn describe(&self) -> String {
+        match self.settings.mode {
+            crate::config::DnsMode::Validate => "DNS (validate mode)".to_owned(),
+            crate::config::DnsMode::TrustAd => "DNS (trust-ad mode)".to_owned(),
+        }
+    }
+
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
         Box::pin(async move { self.lookup_detailed(addr, method).await.lookup })
+    }
+
+    fn lookup_traced<'a>(
+        &'a self,
+        addr: &'a Address,
+        method: Method,
+        detail: bool,
+    ) -> TracedFuture<'a> {
+        Box::pin(async move {
+            let Detailed { asked, lookup } = self.lookup_detailed(addr, method).await;
+            Traced {
+                cached: !asked.is_empty() && asked.iter().all(|a| a.cached),
+                asked: if detail {
+                    asked
+                        .iter()
+                        .map(|a| format!("{}  {}", a.name, describe_answer(&a.answer)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                lookup,
+            }
+        })
+    }
+}
+
+/// One answer in words, for `lookup` and `policy explain`.
+pub fn describe_answer(a: &Answer) -> String {
+    let v = |v: &Validation| match v {
+        Validation::Secure => "DNSSEC secure",
+        Validation::Insecure => "DNSSEC insecure",
+    };
+    match a {
+        Answer::Records {
+            records,
+            validation,
+        } => format!("{} record(s), {}", records.len(), v(validation)),
+        Answer::Empty {
+            validation: Validation::Secure,
+            ..
+        } => "no record (authenticated denial)".into(),
+        Answer::Empty { .. } => "no record (denial not authenticated)".into(),
+        Answer::Bogus(why) => format!("DNSSEC bogus: {why}"),
+        Answer::Failed(why) => format!("lookup failed: {why}"),
     }
 }
 
@@ -377,7 +435,10 @@ fn to_lookup(answer: &Answer, method: Method, allow_insecure: bool, name: Option
             let mut unusable = Vec::new();
             for r in records {
                 match record_key(&r.data, method, &origin_name) {
-                    Some(Ok(k)) => keys.push(k),
+                    Some(Ok(mut k)) => {
+                        k.provenance.security = security;
+                        keys.push(k);
+                    }
                     Some(Err(e)) => unusable.push(e),
                     None => {}
                 }
@@ -448,12 +509,14 @@ fn record_key(
                 method,
                 data: t.cert_data.clone(),
                 origin,
+                provenance: Provenance::now(SourceKind::Dane, Security::Secure),
             }))
         }
         (RData::OPENPGPKEY(k), Method::OpenPgp) => Some(Ok(KeyMaterial {
             method,
             data: k.public_key.clone(),
             origin: format!("OPENPGPKEY at {name}"),
+            provenance: Provenance::now(SourceKind::Dane, Security::Secure),
         })),
         _ => None,
     }

@@ -1,11 +1,19 @@
 //! Where keys come from: the [`KeySource`] trait and its outcome,
-//! [`Lookup`]. Sources only find key material; whether a key may be used
-//! is the backend's decision ([`crate::backend::EncryptionBackend::validate`]).
+//! [`Lookup`], and the [`KeyService`] that asks the sources in order and
+//! validates what they find. Sources only find key material; whether a
+//! key may be used is the backend's decision
+//! ([`crate::backend::EncryptionBackend::validate`]), applied by the
+//! service.
 
 pub mod directory;
 pub mod dns;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod owner;
+mod service;
 pub mod validated;
+
+pub use service::{Explained, KeyService, Step};
 
 use std::fmt;
 use std::future::Future;
@@ -13,17 +21,7 @@ use std::pin::Pin;
 
 use crate::address::Address;
 use crate::material::{KeyMaterial, KeyRejected, Method};
-
-/// How far a found key is vouched for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Security {
-    /// DNSSEC validated the answer.
-    Secure,
-    /// The administrator put the key there (local key directory).
-    Local,
-    /// From an unsigned zone, used only because `dns.allow_insecure` is on.
-    Insecure,
-}
+pub use crate::material::{Provenance, Security, SourceKind};
 
 /// Why a lookup could not be completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,65 +84,60 @@ impl Lookup {
 /// A boxed future, so that [`KeySource`] stays object-safe.
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Lookup> + Send + 'a>>;
 
-/// A place to find recipients' keys: DNS, a local directory, later others.
-///
-/// One call asks for one method's keys, because each method has its own
-/// record type and its own outcome (a zone may prove SMIMEA absent while
-/// the OPENPGPKEY query times out); callers run them concurrently.
-pub trait KeySource: Send + Sync {
-    /// Looks up `addr`'s keys for `method`.
-    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a>;
+/// A lookup with what the source did on the way.
+#[derive(Clone, Debug)]
+pub struct Traced {
+    /// The outcome.
+    pub lookup: Lookup,
+    /// Answered from the source's cache, without asking anyone.
+    pub cached: bool,
+    /// What was asked on the way, one line each (DNS: the owner names and
+    /// their answers); empty unless asked for, or for a source with
+    /// nothing to add.
+    pub asked: Vec<String>,
 }
 
-/// The key sources in use, asked in order: the local key directory (the
-/// administrator's word) first, then DNS. Only a directory that proves
-/// absence (no file) passes the question on; a directory failure is the
-/// answer, never "no key".
-#[derive(Default)]
-pub struct Sources {
-    /// `keys.directory`.
-    pub directory: Option<directory::DirectorySource>,
-    /// SMIMEA / OPENPGPKEY.
-    pub dns: Option<dns::DnsSource>,
-}
-
-impl Sources {
-    /// A short description for logs and `policy explain`.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(d) = &self.directory {
-            parts.push(format!("local key directory {}", d.dir().display()));
-        }
-        if let Some(dns) = &self.dns {
-            parts.push(format!(
-                "DNS ({} mode)",
-                match dns.settings().mode {
-                    crate::config::DnsMode::Validate => "validate",
-                    crate::config::DnsMode::TrustAd => "trust-ad",
-                }
-            ));
-        }
-        if parts.is_empty() {
-            "no key source".to_owned()
-        } else {
-            parts.join(", then ")
+impl Traced {
+    /// A lookup without detail.
+    pub fn plain(lookup: Lookup) -> Self {
+        Traced {
+            lookup,
+            cached: false,
+            asked: Vec::new(),
         }
     }
 }
 
-impl KeySource for Sources {
-    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
-        Box::pin(async move {
-            if let Some(d) = &self.directory {
-                match d.lookup_sync(addr, method) {
-                    Lookup::NotFound => {}
-                    answer => return answer,
-                }
-            }
-            match &self.dns {
-                Some(dns) => dns.lookup(addr, method).await,
-                None => Lookup::NotFound,
-            }
-        })
+/// A boxed future of a [`Traced`] lookup.
+pub type TracedFuture<'a> = Pin<Box<dyn Future<Output = Traced> + Send + 'a>>;
+
+/// A place to find recipients' keys: DNS, a local directory, later others.
+/// Sources are held as `Arc<dyn KeySource>` by the [`KeyService`], which
+/// asks them in order; a test can put an in-memory source beside the real
+/// ones.
+///
+/// One call asks for one method's keys, because each method has its own
+/// record type and its own outcome (a zone may prove SMIMEA absent while
+/// the OPENPGPKEY query times out); the service runs them concurrently.
+pub trait KeySource: Send + Sync {
+    /// Which kind of source this is (metric label, provenance).
+    fn kind(&self) -> SourceKind;
+
+    /// A short description for logs and `policy explain`.
+    fn describe(&self) -> String;
+
+    /// Looks up `addr`'s keys for `method`.
+    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a>;
+
+    /// [`KeySource::lookup`], saying whether the source's cache answered
+    /// and, with `detail`, what was asked on the way.
+    fn lookup_traced<'a>(
+        &'a self,
+        addr: &'a Address,
+        method: Method,
+        detail: bool,
+    ) -> TracedFuture<'a> {
+        let _ = detail;
+        Box::pin(async move { Traced::plain(self.lookup(addr, method).await) })
     }
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::address::Address;
-use crate::backend::{EncryptionBackend, KeyMaterial, KeyRejected, Method, Recipient};
+use crate::backend::{EncryptionBackend, Recipient};
+use crate::material::{KeyMaterial, KeyRejected, Method};
 
 /// How long a validation result is reused.
 pub const VALIDATION_TTL: Duration = Duration::from_secs(60);
@@ -54,6 +55,7 @@ impl ValidationCache {
             return match result {
                 Ok(r) => Ok(Recipient {
                     origin: key.origin.clone(),
+                    provenance: key.provenance,
                     address: addr.clone(),
                     ..r.clone()
                 }),
@@ -70,6 +72,12 @@ impl ValidationCache {
         }
         entries.insert(id, (result.clone(), fresh + VALIDATION_TTL));
         result
+    }
+
+    /// Results held (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
@@ -95,6 +103,10 @@ mod tests {
             method: Method::Smime,
             data: data.to_vec(),
             origin: origin.into(),
+            provenance: crate::material::Provenance::now(
+                crate::material::SourceKind::Test,
+                crate::material::Security::Local,
+            ),
         };
         let first = cache.validate(backend, &junk(b"junk", "one"), &addr, SystemTime::now());
         assert!(matches!(

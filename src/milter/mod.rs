@@ -22,10 +22,8 @@ use std::time::Duration;
 
 use crate::backend::Registry;
 use crate::config::{Config, ConfigError, FileRequirement, Socket};
-use crate::keys::Sources;
-use crate::keys::directory::DirectorySource;
-use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
-use crate::keys::validated::ValidationCache;
+use crate::keys::KeyService;
+use crate::keys::dns::DnsSetupError;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
@@ -41,14 +39,13 @@ pub struct Engine {
     pub config: Config,
     /// The rules.
     pub policy: Policy,
-    /// Where keys come from.
-    pub sources: Sources,
+    /// Recipients' keys: the sources in order and recent validations (a
+    /// reload starts afresh).
+    pub keys: KeyService,
     /// The encryption backends.
     pub registry: Arc<Registry>,
     /// Metrics (shared by every engine of the process).
     pub metrics: Metrics,
-    /// Recent key validations (a reload starts afresh).
-    pub validated: ValidationCache,
 }
 
 /// How many encryptions run at once: one per CPU. More only time-slice
@@ -86,17 +83,14 @@ impl Engine {
         if let Some(note) = note {
             tracing::warn!("{note}");
         }
-        let sources = Sources {
-            directory: config.keys.directory.as_ref().map(DirectorySource::new),
-            dns: Some(DnsSource::new(DnsSettings::from_config(&config.dns))?),
-        };
+        let registry = Arc::new(Registry::new());
+        let keys = KeyService::from_config(&config, registry.clone(), Some(metrics.clone()))?;
         Ok(Engine {
             config,
             policy,
-            sources,
-            registry: Arc::new(Registry::new()),
+            keys,
+            registry,
             metrics,
-            validated: ValidationCache::new(),
         })
     }
 }

@@ -5,20 +5,19 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient};
-use crate::keys::KeySource;
 use crate::memory::MemoryBudget;
 use crate::message::HeaderField;
 use crate::message::classify::{SCAN_LIMIT, classify};
-use crate::message::rewrite::{HeaderEdit, inner_reader};
+use crate::message::rewrite::HeaderEdit;
 use crate::metrics::Outcome;
-use crate::pipeline::{Check, Prepared, check_ciphertext, encrypt_entity};
+use crate::pipeline::{Check, Sealed, check_ciphertext, keys_for, seal};
 use crate::policy::{
-    Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Query,
-    RecipientDecision, Reply, Transaction, Treatment,
+    Action, Admission, ConnectionFacts, Direction, Query, RecipientDecision, Reply, Transaction,
+    Treatment,
 };
 use crate::spool::Spool;
 
@@ -295,7 +294,7 @@ impl Session {
             Treatment::NeverEncrypt => Vec::new(),
             Treatment::Encrypt { methods, .. } => methods.clone(),
         };
-        let outcomes = look_up(&engine, &addr, &methods).await;
+        let outcomes = engine.keys.resolve_all(&addr, &methods).await;
         let decision = engine.policy.decide(&q, outcomes);
         for note in &decision.notes {
             tracing::info!("{qid}: rcpt {shown} ({direction}): {note}");
@@ -473,14 +472,7 @@ impl Session {
             }
         }
         // Every accepted recipient can use `method`: take its keys.
-        let mut to = Vec::new();
-        for d in msg.accepted.drain(..) {
-            if let Action::Encrypt { choices, .. } = d.action
-                && let Some((_, keys)) = choices.into_iter().find(|(m, _)| *m == method)
-            {
-                to.extend(keys);
-            }
-        }
+        let to = keys_for(method, std::mem::take(&mut msg.accepted));
         if to.is_empty() {
             tracing::error!("{qid}: encryption decided but no keys for {method}");
             return EomVerdict::Refuse(Reply::internal_error());
@@ -508,48 +500,38 @@ impl Session {
             tracing::error!("{qid}: encryption slots closed");
             return EomVerdict::Refuse(Reply::internal_error());
         };
-        /// What the blocking task did.
-        enum Done {
-            Verified(crate::message::classify::EncryptedKind),
-            Encrypted(Vec<HeaderEdit>, Spool),
-        }
         let task_qid = qid.clone();
         // CPU-bound: off the thread that serves the milter connections.
         let result = tokio::task::spawn_blocking(move || {
             // Held while the work runs, even if the connection goes away.
             let _slot = slot;
-            // Verified ciphertext passes; a candidate that fails is encrypted.
-            let check = check_ciphertext(&headers, &class, &mut body.reader())?;
-            if let Check::Verified(kind) = check {
-                return Ok(Done::Verified(kind));
-            }
-            if let Some(note) = check.note() {
+            let sealed = seal(
+                &headers,
+                &class,
+                &body,
+                registry.get(method),
+                &to,
+                &opts,
+                budget,
+            );
+            if let Ok(Sealed::Encrypted {
+                note: Some(note), ..
+            }) = &sealed
+            {
                 tracing::info!("{task_qid}: {note}");
             }
-            let backend = registry.get(method);
-            let mut inner = inner_reader(&headers, body.reader());
-            let prepared = encrypt_entity(&headers, &mut inner, backend, &to, &opts)?;
-            let Prepared::Encrypted { edits, entity } = prepared else {
-                return Err(crate::backend::BackendError::Recipients(
-                    "nothing to encrypt".into(),
-                ));
-            };
-            let mut rendered = Spool::with_budget(opts.spool_threshold, budget);
-            entity
-                .body
-                .write_to(crate::message::Eol::Crlf, &mut rendered)?;
-            Ok(Done::Encrypted(edits, rendered))
+            sealed
         })
         .await;
-        if !matches!(result, Ok(Ok(Done::Verified(_)))) {
+        if !matches!(result, Ok(Ok(Sealed::Verified(_)))) {
             engine.metrics.encryption(method, started.elapsed());
         }
         match result {
-            Ok(Ok(Done::Verified(kind))) => unchanged(
+            Ok(Ok(Sealed::Verified(kind))) => unchanged(
                 format!("already encrypted (verified {kind})"),
                 Outcome::AlreadyEncrypted,
             ),
-            Ok(Ok(Done::Encrypted(edits, body))) => EomVerdict::Encrypt {
+            Ok(Ok(Sealed::Encrypted { edits, body, .. })) => EomVerdict::Encrypt {
                 edits,
                 body,
                 method,
@@ -567,50 +549,29 @@ impl Session {
     }
 }
 
-/// Looks `addr` up for every method, concurrently, and validates the keys.
-async fn look_up(
-    engine: &Engine,
-    addr: &Address,
-    methods: &[Method],
-) -> Vec<MethodOutcome<Recipient>> {
-    let now = SystemTime::now();
-    let one = |method: Method| async move {
-        let started = Instant::now();
-        let lookup = engine.sources.lookup(addr, method).await;
-        engine.metrics.lookup(method, &lookup, started.elapsed());
-        let backend = engine.registry.get(method);
-        MethodOutcome {
-            method,
-            outcome: KeyOutcome::from_lookup(lookup, |k| {
-                engine.validated.validate(backend, k, addr, now)
-            }),
-        }
-    };
-    match methods {
-        [] => Vec::new(),
-        [a] => vec![one(*a).await],
-        [a, b] => {
-            let (x, y) = tokio::join!(one(*a), one(*b));
-            vec![x, y]
-        }
-        more => {
-            let mut v = Vec::with_capacity(more.len());
-            for m in more {
-                v.push(one(*m).await);
-            }
-            v
-        }
-    }
-}
-
-fn action_summary<K>(a: &Action<K>) -> String {
+/// The log text of a recipient's action; each key with its fingerprint
+/// and provenance (never key material).
+fn action_summary(a: &Action<Recipient>) -> String {
     match a {
         Action::Encrypt {
             choices, required, ..
         } => {
             let methods: Vec<String> = choices
                 .iter()
-                .map(|(m, k)| format!("{m} ({} key(s))", k.len()))
+                .map(|(m, keys)| {
+                    let keys: Vec<String> = keys
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "{} via {}, vouched for by {}",
+                                k.fingerprint,
+                                k.provenance.source,
+                                k.provenance.security.vouched_by()
+                            )
+                        })
+                        .collect();
+                    format!("{m} ({} key(s): {})", keys.len(), keys.join("; "))
+                })
                 .collect();
             format!(
                 "encrypt ({}) with {}",

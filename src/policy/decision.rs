@@ -9,8 +9,8 @@
 use std::fmt;
 
 use crate::address::Address;
-use crate::material::{KeyMaterial, KeyRejected, Method, SmimeCipher};
 use crate::keys::{FailReason, Lookup, Security};
+use crate::material::{KeyMaterial, KeyRejected, Method, SmimeCipher};
 use crate::policy::reply::{LookupFailure, Reply};
 use crate::policy::rule::{Mode, OnLookupError, OnMissingKey, Rule, Treatment};
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::material::{Method, SmimeCipher};
 use crate::config::{Location, TomlIndex};
+use crate::material::{Method, SmimeCipher};
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::{Direction, PolicyError, Query};
 

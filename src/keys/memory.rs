@@ -1,0 +1,61 @@
+//! An in-memory key source for unit tests of the key service and of
+//! session logic: answers are set by the test, lookups are counted.
+//! Integration tests use the real sources (nsd/unbound, key files).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::address::Address;
+use crate::keys::{KeySource, Lookup, LookupFuture, SourceKind};
+use crate::material::Method;
+
+/// Answers by (address, method); anything not set is proven absent.
+pub(crate) struct MemorySource {
+    name: &'static str,
+    answers: Mutex<HashMap<(String, Method), Lookup>>,
+    calls: AtomicUsize,
+}
+
+impl MemorySource {
+    pub(crate) fn new(name: &'static str) -> Self {
+        MemorySource {
+            name,
+            answers: Mutex::new(HashMap::new()),
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    /// From now on `addr`'s `method` lookup answers `lookup`.
+    pub(crate) fn set(&self, addr: &str, method: Method, lookup: Lookup) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert((addr.to_owned(), method), lookup);
+        }
+    }
+
+    /// Lookups asked so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl KeySource for MemorySource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Test
+    }
+
+    fn describe(&self) -> String {
+        format!("memory source {}", self.name)
+    }
+
+    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let answer = self
+            .answers
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&(addr.to_string(), method)).cloned())
+            .unwrap_or(Lookup::NotFound);
+        Box::pin(std::future::ready(answer))
+    }
+}

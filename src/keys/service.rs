@@ -1,0 +1,204 @@
+//! The key service: the one way any caller — the milter at RCPT,
+//! `policy explain`, `lookup`, `encrypt` — gets usable keys. It owns the
+//! ordered key sources, the validation cache and the lookup metrics, and
+//! turns "look the key up, then validate it" into one call,
+//! [`KeyService::resolve`], whose answer is a value: validated recipients,
+//! or why not.
+//!
+//! Sources are asked in order. Only a source that proves absence
+//! ([`Lookup::NotFound`]) passes the question on; anything else it says —
+//! keys, an unsigned zone, bogus data, a failure — is the answer. So a
+//! failure is never "no key", and a later source never overrides an
+//! earlier one (the operator's directory comes before DNS).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::address::Address;
+use crate::backend::{Recipient, Registry};
+use crate::config::Config;
+use crate::keys::directory::DirectorySource;
+use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::keys::validated::ValidationCache;
+use crate::keys::{KeySource, Lookup, SourceKind, Traced};
+use crate::material::{KeyMaterial, Method};
+use crate::metrics::Metrics;
+use crate::policy::{KeyOutcome, MethodOutcome};
+
+/// Recipients' keys, found and validated.
+pub struct KeyService {
+    sources: Vec<Arc<dyn KeySource>>,
+    registry: Arc<Registry>,
+    validated: ValidationCache,
+    metrics: Option<Metrics>,
+}
+
+/// What one source said during a [`KeyService::explain`].
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The source, described ("local key directory /etc/…").
+    pub source: String,
+    /// Its answer's kind ([`Lookup::kind`]).
+    pub answer: &'static str,
+    /// What it asked on the way (DNS: each owner name and its answer).
+    pub asked: Vec<String>,
+}
+
+/// A resolution with its trace, for `policy explain` and `lookup`.
+pub struct Explained {
+    /// The outcome, as [`KeyService::resolve`] gives it.
+    pub outcome: MethodOutcome<Recipient>,
+    /// Every source asked, in order.
+    pub steps: Vec<Step>,
+    /// The key material the deciding source returned (to describe keys).
+    pub found: Vec<KeyMaterial>,
+}
+
+impl KeyService {
+    /// A service asking `sources` in order.
+    pub fn new(
+        sources: Vec<Arc<dyn KeySource>>,
+        registry: Arc<Registry>,
+        metrics: Option<Metrics>,
+    ) -> Self {
+        KeyService {
+            sources,
+            registry,
+            validated: ValidationCache::new(),
+            metrics,
+        }
+    }
+
+    /// The sources the configuration names, in trust order: the key
+    /// directory (`keys.directory`, if set), then DNS.
+    pub fn from_config(
+        config: &Config,
+        registry: Arc<Registry>,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, DnsSetupError> {
+        Self::from_config_only(
+            config,
+            &[SourceKind::Directory, SourceKind::Dane],
+            registry,
+            metrics,
+        )
+    }
+
+    /// Like [`KeyService::from_config`], restricted to the kinds in
+    /// `only` (the `lookup` command asks DNS alone).
+    pub fn from_config_only(
+        config: &Config,
+        only: &[SourceKind],
+        registry: Arc<Registry>,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, DnsSetupError> {
+        let mut sources: Vec<Arc<dyn KeySource>> = Vec::new();
+        if only.contains(&SourceKind::Directory)
+            && let Some(dir) = &config.keys.directory
+        {
+            sources.push(Arc::new(DirectorySource::new(dir)));
+        }
+        if only.contains(&SourceKind::Dane) {
+            sources.push(Arc::new(DnsSource::new(DnsSettings::from_config(
+                &config.dns,
+            ))?));
+        }
+        Ok(Self::new(sources, registry, metrics))
+    }
+
+    /// The backends keys are validated (and messages encrypted) with.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The sources in order, for logs and `policy explain`.
+    pub fn describe(&self) -> String {
+        if self.sources.is_empty() {
+            return "no key source".to_owned();
+        }
+        let parts: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
+        parts.join(", then ")
+    }
+
+    /// `addr`'s usable keys for `method`, or why there are none.
+    pub async fn resolve(&self, addr: &Address, method: Method) -> MethodOutcome<Recipient> {
+        self.run(addr, method, false).await.outcome
+    }
+
+    /// [`KeyService::resolve`] for each of `methods`, concurrently, in the
+    /// order given.
+    pub async fn resolve_all(
+        &self,
+        addr: &Address,
+        methods: &[Method],
+    ) -> Vec<MethodOutcome<Recipient>> {
+        match methods {
+            [] => Vec::new(),
+            [a] => vec![self.resolve(addr, *a).await],
+            [a, b] => {
+                let (x, y) = tokio::join!(self.resolve(addr, *a), self.resolve(addr, *b));
+                vec![x, y]
+            }
+            more => {
+                let mut v = Vec::with_capacity(more.len());
+                for m in more {
+                    v.push(self.resolve(addr, *m).await);
+                }
+                v
+            }
+        }
+    }
+
+    /// [`KeyService::resolve`] with what every source said on the way.
+    pub async fn explain(&self, addr: &Address, method: Method) -> Explained {
+        self.run(addr, method, true).await
+    }
+
+    async fn run(&self, addr: &Address, method: Method, trace: bool) -> Explained {
+        let mut steps = Vec::new();
+        let mut answer = Lookup::NotFound;
+        for source in &self.sources {
+            let started = Instant::now();
+            let Traced {
+                lookup,
+                cached,
+                asked,
+            } = source.lookup_traced(addr, method, trace).await;
+            if let Some(m) = &self.metrics {
+                m.source_lookup(source.kind(), method, &lookup, cached, started.elapsed());
+            }
+            if trace {
+                steps.push(Step {
+                    source: source.describe(),
+                    answer: lookup.kind(),
+                    asked,
+                });
+            }
+            if !matches!(lookup, Lookup::NotFound) {
+                answer = lookup;
+                break;
+            }
+        }
+        let found = match (&answer, trace) {
+            (Lookup::Found { keys, .. }, true) => keys.clone(),
+            _ => Vec::new(),
+        };
+        let now = SystemTime::now();
+        let backend = self.registry.get(method);
+        let outcome = MethodOutcome {
+            method,
+            outcome: KeyOutcome::from_lookup(answer, |k| {
+                self.validated.validate(backend, k, addr, now)
+            }),
+        };
+        Explained {
+            outcome,
+            steps,
+            found,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

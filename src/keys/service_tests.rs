@@ -1,0 +1,269 @@
+//! Unit tests of the key service with in-memory sources: order, one
+//! outcome per method, the validation cache, provenance, and failures that
+//! never become "no key".
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::keys::memory::MemorySource;
+use crate::keys::{FailReason, Provenance, Security};
+use crate::material::KeyMaterial;
+
+fn cert_for(addr: &str) -> Vec<u8> {
+    static KEY: OnceLock<openssl::pkey::PKey<openssl::pkey::Private>> = OnceLock::new();
+    let pkey = KEY.get_or_init(|| {
+        let rsa = openssl::rsa::Rsa::generate(2048).expect("RSA key");
+        openssl::pkey::PKey::from_rsa(rsa).expect("PKey")
+    });
+    crate::fuzzing::session::certificate(pkey, addr).expect("certificate")
+}
+
+fn found(addr: &str, origin: &str, source: SourceKind, security: Security) -> Lookup {
+    Lookup::Found {
+        keys: vec![KeyMaterial {
+            method: Method::Smime,
+            data: cert_for(addr),
+            origin: origin.to_owned(),
+            provenance: Provenance {
+                source,
+                security,
+                fetched: SystemTime::now() - Duration::from_secs(90),
+            },
+        }],
+        unusable: Vec::new(),
+        security,
+    }
+}
+
+fn service(sources: &[&Arc<MemorySource>]) -> KeyService {
+    let sources = sources
+        .iter()
+        .map(|s| Arc::clone(s) as Arc<dyn KeySource>)
+        .collect();
+    KeyService::new(sources, Arc::new(Registry::new()), None)
+}
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).expect("address")
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn first_source_with_an_answer_decides_and_later_ones_are_not_asked() {
+    let first = Arc::new(MemorySource::new("first"));
+    let second = Arc::new(MemorySource::new("second"));
+    first.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "a@example.org",
+            "first's",
+            SourceKind::Directory,
+            Security::Local,
+        ),
+    );
+    second.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "a@example.org",
+            "second's",
+            SourceKind::Dane,
+            Security::Secure,
+        ),
+    );
+    let keys = service(&[&first, &second]);
+    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+    let KeyOutcome::Found {
+        usable, security, ..
+    } = out.outcome
+    else {
+        panic!("expected keys, got {:?}", out.outcome);
+    };
+    assert_eq!(security, Security::Local);
+    assert_eq!(usable.len(), 1);
+    assert_eq!(usable[0].origin, "first's");
+    assert_eq!(second.calls(), 0, "a lower source must not be asked");
+
+    // Proven absent at the first: the second answers.
+    let b = addr("b@example.org");
+    second.set(
+        "b@example.org",
+        Method::Smime,
+        found(
+            "b@example.org",
+            "second's",
+            SourceKind::Dane,
+            Security::Secure,
+        ),
+    );
+    let out = block_on(keys.resolve(&b, Method::Smime));
+    match out.outcome {
+        KeyOutcome::Found { usable, .. } => assert_eq!(usable[0].origin, "second's"),
+        other => panic!("expected the second source's key, got {other:?}"),
+    }
+    assert_eq!((first.calls(), second.calls()), (2, 1));
+}
+
+#[test]
+fn a_failure_or_bogus_answer_is_the_answer_never_no_key() {
+    let answers = [
+        Lookup::Failed(FailReason::Timeout),
+        Lookup::Failed(FailReason::Network("refused".into())),
+        Lookup::Bogus("RRSIG expired".into()),
+        Lookup::Insecure,
+    ];
+    for answer in answers {
+        let first = Arc::new(MemorySource::new("first"));
+        let second = Arc::new(MemorySource::new("second"));
+        first.set("a@example.org", Method::Smime, answer.clone());
+        // Keys further down must not paper over the failure.
+        second.set(
+            "a@example.org",
+            Method::Smime,
+            found(
+                "a@example.org",
+                "second's",
+                SourceKind::Dane,
+                Security::Secure,
+            ),
+        );
+        let keys = service(&[&first, &second]);
+        let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+        let same = match (&answer, &out.outcome) {
+            (Lookup::Failed(a), KeyOutcome::Failed(b)) => a == b,
+            (Lookup::Bogus(a), KeyOutcome::Bogus(b)) => a == b,
+            (Lookup::Insecure, KeyOutcome::Insecure) => true,
+            _ => false,
+        };
+        assert!(same, "{answer:?} became {:?}", out.outcome);
+        assert_eq!(second.calls(), 0);
+    }
+    // Nothing anywhere: proven absent.
+    let only = Arc::new(MemorySource::new("only"));
+    let out = block_on(service(&[&only]).resolve(&addr("x@example.org"), Method::Smime));
+    assert!(matches!(out.outcome, KeyOutcome::NotFound));
+    // No source at all is "no key" too (not a failure): nothing configured.
+    let none = KeyService::new(Vec::new(), Arc::new(Registry::new()), None);
+    let out = block_on(none.resolve(&addr("x@example.org"), Method::Smime));
+    assert!(matches!(out.outcome, KeyOutcome::NotFound));
+    assert_eq!(none.describe(), "no key source");
+}
+
+#[test]
+fn one_outcome_per_method_in_the_order_asked() {
+    let src = Arc::new(MemorySource::new("m"));
+    src.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "a@example.org",
+            "cert",
+            SourceKind::Directory,
+            Security::Local,
+        ),
+    );
+    src.set(
+        "a@example.org",
+        Method::OpenPgp,
+        Lookup::Failed(FailReason::ServFail),
+    );
+    let keys = service(&[&src]);
+    let a = addr("a@example.org");
+    let both = block_on(keys.resolve_all(&a, &[Method::OpenPgp, Method::Smime]));
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].method, Method::OpenPgp);
+    assert!(matches!(
+        both[0].outcome,
+        KeyOutcome::Failed(FailReason::ServFail)
+    ));
+    assert_eq!(both[1].method, Method::Smime);
+    assert!(matches!(both[1].outcome, KeyOutcome::Found { .. }));
+    assert!(block_on(keys.resolve_all(&a, &[])).is_empty());
+}
+
+#[test]
+fn validation_is_cached_and_refusals_are_outcomes() {
+    let src = Arc::new(MemorySource::new("m"));
+    // A certificate for someone else: found, but not usable for a@.
+    src.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "z@example.org",
+            "wrong",
+            SourceKind::Directory,
+            Security::Local,
+        ),
+    );
+    src.set(
+        "b@example.org",
+        Method::Smime,
+        found(
+            "b@example.org",
+            "right",
+            SourceKind::Directory,
+            Security::Local,
+        ),
+    );
+    let keys = service(&[&src]);
+    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+    match out.outcome {
+        KeyOutcome::Found {
+            usable, rejected, ..
+        } => {
+            assert!(usable.is_empty());
+            assert_eq!(rejected.len(), 1);
+            assert_eq!(rejected[0].origin, "wrong");
+        }
+        other => panic!("expected a refused key, got {other:?}"),
+    }
+    for _ in 0..3 {
+        let out = block_on(keys.resolve(&addr("b@example.org"), Method::Smime));
+        assert!(matches!(out.outcome, KeyOutcome::Found { ref usable, .. } if usable.len() == 1));
+    }
+    // One entry per (address, key): three resolutions of b@ validated once.
+    assert_eq!(keys.validated.len(), 2);
+    assert_eq!(src.calls(), 4, "lookups are not cached by the service");
+}
+
+#[test]
+fn every_usable_key_carries_its_provenance() {
+    let src = Arc::new(MemorySource::new("m"));
+    let fetched_at = SystemTime::now() - Duration::from_secs(90);
+    let mut answer = found(
+        "a@example.org",
+        "SMIMEA 3 0 0 at x",
+        SourceKind::Dane,
+        Security::Secure,
+    );
+    if let Lookup::Found { keys, .. } = &mut answer {
+        keys[0].provenance.fetched = fetched_at;
+    }
+    src.set("a@example.org", Method::Smime, answer);
+    let keys = service(&[&src]);
+    let explained = block_on(keys.explain(&addr("a@example.org"), Method::Smime));
+    let KeyOutcome::Found { usable, .. } = explained.outcome.outcome else {
+        panic!("expected keys");
+    };
+    let p = usable[0].provenance;
+    assert_eq!(p.source, SourceKind::Dane);
+    assert_eq!(p.security, Security::Secure);
+    assert_eq!(p.fetched, fetched_at);
+    assert!(
+        p.to_string()
+            .starts_with("source dane, vouched for by DNSSEC, fetched 9")
+    );
+    // The trace names the source asked and its answer; the material is kept.
+    assert_eq!(explained.steps.len(), 1);
+    assert_eq!(explained.steps[0].source, "memory source m");
+    assert_eq!(explained.steps[0].answer, "found");
+    assert_eq!(explained.found.len(), 1);
+}
