@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use autoencrypt_milter::Method;
-use autoencrypt_milter::keys::{FailReason, Lookup};
+use autoencrypt_milter::keys::{FailReason, Lookup, SourceKind};
 use autoencrypt_milter::metrics::{self, Metrics, Outcome};
 use autoencrypt_milter::policy::Direction;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,13 +123,19 @@ fn busy_metrics() -> Metrics {
     m.message(Direction::Outbound, Outcome::Encrypted);
     m.message(Direction::Inbound, Outcome::AlreadyEncrypted);
     m.encrypted(Method::Smime);
-    m.lookup(Method::Smime, &Lookup::NotFound, Duration::from_millis(4));
     m.lookup(
+        SourceKind::Dane,
+        Method::Smime,
+        &Lookup::NotFound,
+        Duration::from_millis(4),
+    );
+    m.lookup(
+        SourceKind::Dane,
         Method::OpenPgp,
         &Lookup::Failed(FailReason::Timeout),
         Duration::from_secs(3),
     );
-    m.cache_hit(Method::Smime);
+    m.cache_hit(SourceKind::Dane, Method::Smime);
     m.encryption(Method::Smime, Duration::from_millis(2));
     m.message_size(12_345);
     m
@@ -158,8 +164,8 @@ async fn metrics_in_openmetrics_when_asked() {
         "autoencrypt_messages_total{direction=\"outbound\",outcome=\"encrypted\"} 1",
         "autoencrypt_messages_total{direction=\"inbound\",outcome=\"already_encrypted\"} 1",
         "autoencrypt_encrypted_total{method=\"smime\"} 1",
-        "autoencrypt_key_lookups_total{record=\"openpgpkey\",result=\"failed\"} 1",
-        "autoencrypt_key_lookups_total{record=\"smimea\",result=\"cache_hit\"} 1",
+        "autoencrypt_key_lookups_total{source=\"dane\",record=\"openpgpkey\",result=\"failed\"} 1",
+        "autoencrypt_key_lookups_total{source=\"dane\",record=\"smimea\",result=\"cache_hit\"} 1",
         "# TYPE autoencrypt_key_lookup_duration_seconds histogram",
         "# UNIT autoencrypt_key_lookup_duration_seconds seconds",
         "autoencrypt_encryption_duration_seconds_count{method=\"smime\"} 1",

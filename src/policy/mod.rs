@@ -9,6 +9,7 @@
 //!   uses it as it is).
 
 pub mod decision;
+mod file;
 pub mod glob;
 pub mod reply;
 pub mod rule;

@@ -1,0 +1,502 @@
+//! Policy files: reading the policy directory (`*.toml` in name order),
+//! the `[[rule]]` table format, and turning each table into a checked
+//! [`Rule`] — or an error naming file, line, rule and key.
+//!
+//! Combinations the typed [`Rule`] cannot represent (a `required` rule
+//! that would pass on a missing key or a lookup error, an opportunistic
+//! rule that would reject) are rejected here, so a policy that loads never
+//! downgrades to plaintext where a rule demands encryption.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{Location, TomlIndex};
+use crate::material::{Method, SmimeCipher};
+use crate::policy::PolicyError;
+use crate::policy::glob::{AddressGlob, SenderGlob};
+use crate::policy::rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    #[serde(default = "any_direction")]
+    direction: DirectionMatch,
+    recipient: Option<Spanned<GlobList>>,
+    sender: Option<Spanned<GlobList>>,
+    daemon_name: Option<Spanned<String>>,
+    authenticated: Option<bool>,
+    methods: Option<Vec<MethodName>>,
+    mode: Option<Spanned<RawMode>>,
+    on_missing_key: Option<Spanned<RawMissingKey>>,
+    on_lookup_error: Option<Spanned<RawLookupError>>,
+    smime_cipher: Option<Spanned<CipherName>>,
+}
+
+fn any_direction() -> DirectionMatch {
+    DirectionMatch::Any
+}
+
+/// A glob list, also accepted as a single string. Elements keep their
+/// spans (for the line of a bad pattern in a multi-line array).
+#[derive(Default)]
+struct GlobList(Vec<(String, Option<Range<usize>>)>);
+
+impl<'de> Deserialize<'de> for GlobList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GlobList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address pattern or an array of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<GlobList, E> {
+                Ok(GlobList(vec![(s.to_owned(), None)]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<GlobList, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
+                    let span = s.span();
+                    v.push((s.into_inner(), Some(span)));
+                }
+                Ok(GlobList(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct MethodName(Method);
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(MethodName).map_err(serde::de::Error::custom)
+    }
+}
+
+struct CipherName(SmimeCipher);
+
+impl<'de> Deserialize<'de> for CipherName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(CipherName).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawMode {
+    Opportunistic,
+    Required,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawMissingKey {
+    Pass,
+    Reject,
+    Tempfail,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawLookupError {
+    Tempfail,
+    Pass,
+}
+
+/// Parses one policy file's text. `path` is only used in errors and in
+/// the rules' origins.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Rule>, PolicyError> {
+    let index = TomlIndex::parse(path, text).map_err(|e| PolicyError::from_config(e, None))?;
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => return Err(toml_error(path, text, &index, &e)),
+    };
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for spanned in raw.rule {
+        let rule_span = spanned.span();
+        let r = spanned.into_inner();
+        rules.push(build_rule(path, &index, rule_span, r)?);
+    }
+    Ok(rules)
+}
+
+/// A typed-deserialisation error, with the rule's name when the error is
+/// inside a rule.
+fn toml_error(path: &Path, text: &str, index: &TomlIndex, e: &toml::de::Error) -> PolicyError {
+    let (line, key) = match e.span() {
+        Some(span) => (
+            Some(index.line_at(span.start)),
+            index.key_at(&span).map(str::to_owned),
+        ),
+        None => (None, None),
+    };
+    // "rule[2].mode" → rule 2's name and key "mode".
+    let mut rule = None;
+    let mut field = key.clone();
+    if let Some(k) = &key
+        && let Some(rest) = k.strip_prefix("rule[")
+        && let Some((n, tail)) = rest.split_once(']')
+    {
+        field = tail.strip_prefix('.').map(str::to_owned);
+        if let Ok(i) = n.parse::<usize>() {
+            rule = rule_name_at(text, i);
+        }
+    }
+    let message = match field {
+        Some(f) if !f.is_empty() => format!("key `{f}`: {}", e.message().trim()),
+        _ => e.message().trim().to_owned(),
+    };
+    PolicyError::Invalid {
+        location: Location::File {
+            path: path.to_owned(),
+            line,
+        },
+        rule,
+        message,
+    }
+}
+
+/// The `name` of the i-th rule, read leniently (for error messages).
+fn rule_name_at(text: &str, i: usize) -> Option<String> {
+    let t: toml::Table = toml::from_str(text).ok()?;
+    let name = t.get("rule")?.as_array()?.get(i)?.get("name")?.as_str()?;
+    Some(name.to_owned())
+}
+
+fn build_rule(
+    path: &Path,
+    index: &TomlIndex,
+    rule_span: Range<usize>,
+    r: RawRule,
+) -> Result<Rule, PolicyError> {
+    let name = r.name.get_ref().trim().to_owned();
+    let at = |span: Range<usize>| Location::File {
+        path: path.to_owned(),
+        line: Some(index.line_at(span.start)),
+    };
+    let err = |span: Range<usize>, message: String| PolicyError::Invalid {
+        location: at(span),
+        rule: Some(name.clone()),
+        message,
+    };
+    if name.is_empty() {
+        return Err(err(
+            r.name.span(),
+            "key `name`: must not be empty".to_owned(),
+        ));
+    }
+    let globs = |list: Option<Spanned<GlobList>>| -> Vec<(String, Range<usize>)> {
+        match list {
+            None => Vec::new(),
+            Some(l) => {
+                let whole = l.span();
+                l.into_inner()
+                    .0
+                    .into_iter()
+                    .map(|(g, span)| (g, span.unwrap_or_else(|| whole.clone())))
+                    .collect()
+            }
+        }
+    };
+    let mut recipient = Vec::new();
+    for (g, span) in globs(r.recipient) {
+        recipient
+            .push(AddressGlob::parse(&g).map_err(|e| err(span, format!("key `recipient`: {e}")))?);
+    }
+    let mut sender = Vec::new();
+    for (g, span) in globs(r.sender) {
+        sender.push(SenderGlob::parse(&g).map_err(|e| err(span, format!("key `sender`: {e}")))?);
+    }
+    let daemon_name = match r.daemon_name {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            return Err(err(
+                d.span(),
+                "key `daemon_name`: must not be empty".to_owned(),
+            ));
+        }
+        Some(d) => Some(d.into_inner()),
+        None => None,
+    };
+
+    let methods: Vec<Method> = match r.methods {
+        Some(v) => v.into_iter().map(|m| m.0).collect(),
+        None => Method::ALL.to_vec(),
+    };
+    for (i, m) in methods.iter().enumerate() {
+        if methods[..i].contains(m) {
+            return Err(err(
+                rule_span,
+                format!("key `methods`: {m} is listed twice"),
+            ));
+        }
+    }
+
+    let treatment = if methods.is_empty() {
+        // A rule that never encrypts must not pretend to have a mode.
+        if let Some(m) = r
+            .mode
+            .as_ref()
+            .filter(|m| *m.get_ref() == RawMode::Required)
+        {
+            return Err(err(
+                m.span(),
+                "key `mode`: methods = [] never encrypts, so it cannot be required".to_owned(),
+            ));
+        }
+        for (key, span) in [
+            (
+                "on_missing_key",
+                r.on_missing_key.as_ref().map(Spanned::span),
+            ),
+            (
+                "on_lookup_error",
+                r.on_lookup_error.as_ref().map(Spanned::span),
+            ),
+            ("smime_cipher", r.smime_cipher.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                return Err(err(
+                    span,
+                    format!("key `{key}`: has no effect with methods = []"),
+                ));
+            }
+        }
+        Treatment::NeverEncrypt
+    } else {
+        let mode = match r.mode.as_ref().map(|m| *m.get_ref()) {
+            None | Some(RawMode::Opportunistic) => {
+                if let Some(k) = r
+                    .on_missing_key
+                    .as_ref()
+                    .filter(|k| *k.get_ref() != RawMissingKey::Pass)
+                {
+                    return Err(err(
+                        k.span(),
+                        "key `on_missing_key`: an opportunistic rule passes when no key exists; \
+                         use mode = \"required\" to reject or tempfail"
+                            .to_owned(),
+                    ));
+                }
+                Mode::Opportunistic {
+                    on_lookup_error: match r.on_lookup_error.as_ref().map(|k| *k.get_ref()) {
+                        None | Some(RawLookupError::Tempfail) => OnLookupError::TempFail,
+                        Some(RawLookupError::Pass) => OnLookupError::Pass,
+                    },
+                }
+            }
+            Some(RawMode::Required) => {
+                // Never downgrade to plaintext where a rule demands
+                // encryption: both "pass" spellings are configuration errors.
+                if let Some(k) = r
+                    .on_lookup_error
+                    .as_ref()
+                    .filter(|k| *k.get_ref() == RawLookupError::Pass)
+                {
+                    return Err(err(
+                        k.span(),
+                        "key `on_lookup_error`: \"pass\" would deliver unencrypted mail that the rule \
+                         requires to be encrypted; required rules always tempfail on lookup errors"
+                            .to_owned(),
+                    ));
+                }
+                let on_missing_key =
+                    match r.on_missing_key.as_ref().map(|k| (*k.get_ref(), k.span())) {
+                        None | Some((RawMissingKey::Reject, _)) => OnMissingKey::Reject,
+                        Some((RawMissingKey::Tempfail, _)) => OnMissingKey::TempFail,
+                        Some((RawMissingKey::Pass, span)) => {
+                            return Err(err(
+                                span,
+                                "key `on_missing_key`: a required rule never passes unencrypted; \
+                             use mode = \"opportunistic\" for that"
+                                    .to_owned(),
+                            ));
+                        }
+                    };
+                Mode::Required { on_missing_key }
+            }
+        };
+        let smime_cipher = match r.smime_cipher {
+            Some(c) if !methods.contains(&Method::Smime) => {
+                return Err(err(
+                    c.span(),
+                    "key `smime_cipher`: set, but methods do not include smime".to_owned(),
+                ));
+            }
+            Some(c) => Some(c.into_inner().0),
+            None => None,
+        };
+        Treatment::Encrypt {
+            methods,
+            mode,
+            smime_cipher,
+        }
+    };
+
+    Ok(Rule {
+        name,
+        origin: at(rule_span),
+        direction: r.direction,
+        recipient,
+        sender,
+        daemon_name,
+        authenticated: r.authenticated,
+        treatment,
+    })
+}
+
+/// Reads every `*.toml` in `dir`, in byte order of the file names.
+pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in entries {
+        let e = e.map_err(|source| PolicyError::ReadDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let p = e.path();
+        // Editor backups ("x.toml~") and hidden files are not policy.
+        let is_policy = p.extension().is_some_and(|x| x == "toml")
+            && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if is_policy && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let mut rules: Vec<Rule> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|source| PolicyError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        for rule in parse_file(&f, &text)? {
+            if let Some(prev) = rules.iter().find(|r| r.name == rule.name) {
+                return Err(PolicyError::Invalid {
+                    location: rule.origin.clone(),
+                    rule: Some(rule.name.clone()),
+                    message: format!("rule name already used at {}", prev.origin),
+                });
+            }
+            rules.push(rule);
+        }
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Rule>, PolicyError> {
+        parse_file(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn defaults_of_a_minimal_rule() {
+        let r = parse("[[rule]]\nname = \"x\"\n").unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].direction, DirectionMatch::Any);
+        assert_eq!(r[0].treatment, Rule::builtin_default().treatment);
+        assert_eq!(
+            r[0].origin,
+            Location::File {
+                path: "t.toml".into(),
+                line: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn required_defaults_to_reject() {
+        let r = parse("[[rule]]\nname = \"x\"\nmode = \"required\"\nmethods = [\"openpgp\"]\n")
+            .unwrap();
+        assert_eq!(
+            r[0].treatment,
+            Treatment::Encrypt {
+                methods: vec![Method::OpenPgp],
+                mode: Mode::Required {
+                    on_missing_key: OnMissingKey::Reject
+                },
+                smime_cipher: None
+            }
+        );
+    }
+
+    fn err_text(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn downgrades_are_config_errors() {
+        let e =
+            err_text("[[rule]]\nname = \"p\"\nmode = \"required\"\non_lookup_error = \"pass\"\n");
+        assert!(
+            e.starts_with("t.toml:4: rule \"p\": key `on_lookup_error`"),
+            "{e}"
+        );
+        let e =
+            err_text("[[rule]]\nname = \"p\"\nmode = \"required\"\non_missing_key = \"pass\"\n");
+        assert!(
+            e.starts_with("t.toml:4: rule \"p\": key `on_missing_key`"),
+            "{e}"
+        );
+        let e = err_text("[[rule]]\nname = \"p\"\non_missing_key = \"reject\"\n");
+        assert!(e.contains("opportunistic"), "{e}");
+        let e = err_text("[[rule]]\nname = \"p\"\nmethods = []\nmode = \"required\"\n");
+        assert!(e.contains("cannot be required"), "{e}");
+    }
+
+    #[test]
+    fn typed_errors_carry_line_rule_and_key() {
+        let e = err_text(
+            "# c\n[[rule]]\nname = \"a\"\n\n[[rule]]\nname = \"b\"\nmethods = [\"smime\", \"pgp\"]\n",
+        );
+        assert!(e.starts_with("t.toml:7: rule \"b\": key `methods`"), "{e}");
+        assert!(e.contains("pgp"), "{e}");
+        let e = err_text("[[rule]]\nname = \"a\"\ncolour = \"red\"\n");
+        assert!(e.starts_with("t.toml:3: rule \"a\""), "{e}");
+        assert!(e.contains("colour"), "{e}");
+        let e = err_text("[[rule]]\nname = \"a\"\nrecipient = [\"example.org\"]\n");
+        assert!(
+            e.starts_with("t.toml:3: rule \"a\": key `recipient`"),
+            "{e}"
+        );
+        let e = err_text("[[rule]]\nname = \"a\"\ndirection = \"sideways\"\n");
+        assert!(
+            e.starts_with("t.toml:3: rule \"a\": key `direction`"),
+            "{e}"
+        );
+        let e = err_text("[[rule]]\nname = \"a\"\nmethods = [\"smime\", \"smime\"]\n");
+        assert!(e.contains("twice"), "{e}");
+        let e = err_text(
+            "[[rule]]\nname = \"a\"\nmethods = [\"openpgp\"]\nsmime_cipher = \"aes-256-gcm\"\n",
+        );
+        assert!(e.starts_with("t.toml:4:"), "{e}");
+        let e = err_text("[[rule]\nname = \"a\"\n");
+        assert!(e.starts_with("t.toml:1:"), "{e}");
+        let e = err_text("[rules]\n");
+        assert!(e.starts_with("t.toml:1:"), "{e}");
+    }
+}
