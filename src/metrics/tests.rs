@@ -139,8 +139,12 @@ fn all_label_combinations_exist_at_zero() {
             "failed",
             "cache_hit",
         ] {
-            let s = format!("{KEY_LOOKUPS_TOTAL}{{record=\"{r}\",result=\"{res}\"}}");
-            assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+            for src in ["directory", "dane"] {
+                let s = format!(
+                    "{KEY_LOOKUPS_TOTAL}{{source=\"{src}\",record=\"{r}\",result=\"{res}\"}}"
+                );
+                assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+            }
         }
         let s = format!("{KEY_LOOKUP_DURATION_SECONDS}_count{{record=\"{r}\"}}");
         assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
