@@ -8,7 +8,6 @@ pub mod address;
 pub mod backend;
 pub mod cli;
 pub mod config;
-pub mod encoding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;

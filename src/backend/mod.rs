@@ -7,6 +7,7 @@
 //! new file here and one line in [`Registry::new`].
 
 pub mod cms_stream;
+pub mod encoding;
 pub mod openpgp;
 pub mod smime;
 

@@ -19,7 +19,7 @@ use super::{
     KeyMaterial, KeyRejected, Method, Recipient, RecipientKey, RejectReason,
 };
 use crate::address::Address;
-use crate::encoding::{Crc24, copy_base64_lines};
+use crate::backend::encoding::{Crc24, copy_base64_lines};
 use crate::message::Eol;
 use crate::spool::Spool;
 use base64::Engine as _;

@@ -235,7 +235,7 @@ struct Base64Body(Spool);
 
 impl EntityBody for Base64Body {
     fn write_to(&self, eol: Eol, out: &mut dyn Write) -> io::Result<()> {
-        crate::encoding::copy_base64_lines(&mut self.0.reader(), 76, eol, out, |_| {})
+        crate::backend::encoding::copy_base64_lines(&mut self.0.reader(), 76, eol, out, |_| {})
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::pgp::Packets;
 use super::transfer::{Base64, Fail, not};
-use crate::encoding::Crc24;
+use crate::backend::encoding::Crc24;
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";

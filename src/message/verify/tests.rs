@@ -4,7 +4,7 @@
 use base64::Engine as _;
 
 use super::*;
-use crate::encoding::Crc24;
+use crate::backend::encoding::Crc24;
 use crate::message::Message;
 
 /// PKESK + SEIPD framing (contents are not checked).
