@@ -8,6 +8,7 @@
 
 pub mod cms_stream;
 pub mod openpgp;
+pub mod pkix;
 pub mod smime;
 
 use std::fmt;

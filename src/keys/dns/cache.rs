@@ -93,6 +93,18 @@ impl AnswerCache {
             }
         }
     }
+
+    /// Puts `answer` in the cache for `ttl` (tests of the lookup path
+    /// without a network).
+    #[cfg(test)]
+    pub(super) fn insert(&self, name: Name, rtype: RecordType, answer: Answer, ttl: Duration) {
+        let slot: Slot = Arc::new(OnceCell::new_with(Some((answer, Instant::now() + ttl))));
+        let mut cache = match self.slots.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        cache.insert((name, rtype), slot);
+    }
 }
 
 fn evict(cache: &mut HashMap<CacheKey, Slot>, now: Instant) {

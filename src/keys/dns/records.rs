@@ -7,8 +7,11 @@
 use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
+use std::sync::OnceLock;
+
 use super::trust_ad::read_ad_response;
 use super::{Answer, Validation};
+use crate::backend::pkix::PkixTrust;
 use crate::keys::{Lookup, Security};
 use crate::material::{KeyMaterial, KeyRejected, Method, RejectReason};
 
@@ -31,17 +34,23 @@ pub fn lookup_from_response(
     method: Method,
     allow_insecure: bool,
 ) -> Option<Lookup> {
+    // One store for all calls, as a DnsSource holds one: a fuzzer calls
+    // this many thousand times.
+    static PKIX: OnceLock<PkixTrust> = OnceLock::new();
+    let pkix = PKIX.get_or_init(PkixTrust::system);
     let m = Message::from_vec(wire).ok()?;
     let answer = read_ad_response(&m, name, record_type(method));
-    Some(to_lookup(&answer, method, allow_insecure, Some(name)))
+    Some(to_lookup(&answer, method, allow_insecure, Some(name), pkix))
 }
 
-/// Reads an answer as keys for `method`.
+/// Reads an answer as keys for `method`; SMIMEA usage-1 certificates are
+/// checked against `pkix`.
 pub(super) fn to_lookup(
     answer: &Answer,
     method: Method,
     allow_insecure: bool,
     name: Option<&Name>,
+    pkix: &PkixTrust,
 ) -> Lookup {
     let origin_name = name.map(Name::to_ascii).unwrap_or_default();
     match answer {
@@ -57,7 +66,7 @@ pub(super) fn to_lookup(
             let mut keys = Vec::new();
             let mut unusable = Vec::new();
             for r in records {
-                match record_key(&r.data, method, &origin_name) {
+                match record_key(&r.data, method, &origin_name, pkix) {
                     Some(Ok(k)) => keys.push(k),
                     Some(Err(e)) => unusable.push(e),
                     None => {}
@@ -91,6 +100,7 @@ fn record_key(
     data: &RData,
     method: Method,
     name: &str,
+    pkix: &PkixTrust,
 ) -> Option<Result<KeyMaterial, KeyRejected>> {
     match (data, method) {
         (RData::SMIMEA(s), Method::Smime) => {
@@ -114,8 +124,10 @@ fn record_key(
             }
             match usage {
                 3 => {}
+                // PKIX-EE: the certificate must verify against the system
+                // trust store as well.
                 1 => {
-                    if let Err(why) = verify_pkix(&t.cert_data) {
+                    if let Err(why) = pkix.verify(&t.cert_data) {
                         return reject(RejectReason::Untrusted(why));
                     }
                 }
@@ -140,34 +152,6 @@ fn record_key(
     }
 }
 
-/// SMIMEA usage 1 (PKIX-EE): the certificate must verify against the
-/// system trust store as well.
-fn verify_pkix(der: &[u8]) -> Result<(), String> {
-    use openssl::stack::Stack;
-    use openssl::x509::store::X509StoreBuilder;
-    use openssl::x509::{X509, X509StoreContext};
-    let cert = X509::from_der(der).map_err(|e| e.to_string())?;
-    let mut builder = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    builder.set_default_paths().map_err(|e| e.to_string())?;
-    let store = builder.build();
-    let chain = Stack::new().map_err(|e| e.to_string())?;
-    let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
-    let ok = ctx
-        .init(&store, &cert, &chain, |c| {
-            let ok = c.verify_cert()?;
-            Ok(if ok {
-                None
-            } else {
-                Some(c.error().to_string())
-            })
-        })
-        .map_err(|e| e.to_string())?;
-    match ok {
-        None => Ok(()),
-        Some(why) => Err(why),
-    }
-}
-
 /// RFC 2308 §5: a denial may be cached for the lesser of the SOA's TTL
 /// and its minimum field.
 pub(super) fn soa_negative_ttl(authorities: &[Record]) -> Option<u32> {
@@ -184,12 +168,13 @@ mod tests {
 
     #[test]
     fn failures_and_bogus_are_never_no_key() {
+        let pkix = PkixTrust::system();
         for a in [
             Answer::Bogus("x".into()),
             Answer::Failed(FailReason::Timeout),
             Answer::Failed(FailReason::ServFail),
         ] {
-            let l = to_lookup(&a, Method::Smime, true, None);
+            let l = to_lookup(&a, Method::Smime, true, None, &pkix);
             assert!(matches!(l, Lookup::Bogus(_) | Lookup::Failed(_)), "{l:?}");
         }
         let insecure_denial = Answer::Empty {
@@ -197,7 +182,7 @@ mod tests {
             negative_ttl: Some(60),
         };
         assert!(matches!(
-            to_lookup(&insecure_denial, Method::Smime, false, None),
+            to_lookup(&insecure_denial, Method::Smime, false, None, &pkix),
             Lookup::Insecure
         ));
         let secure_denial = Answer::Empty {
@@ -205,7 +190,7 @@ mod tests {
             negative_ttl: Some(60),
         };
         assert!(matches!(
-            to_lookup(&secure_denial, Method::Smime, false, None),
+            to_lookup(&secure_denial, Method::Smime, false, None, &pkix),
             Lookup::NotFound
         ));
     }
