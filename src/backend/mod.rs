@@ -9,6 +9,7 @@
 pub mod cms_stream;
 pub mod encoding;
 pub mod openpgp;
+pub mod pkix;
 pub mod smime;
 
 use std::fmt;
