@@ -9,7 +9,7 @@ pub mod directory;
 pub mod dns;
 #[cfg(test)]
 pub(crate) mod memory;
-pub mod owner;
+pub use dns::owner;
 mod service;
 pub mod validated;
 
