@@ -71,13 +71,18 @@ async fn wait_for_log(text: &str) {
 /// A configuration file `c.toml` in `dir` with the policy directory
 /// `dir/policies`; `top` are top-level TOML lines.
 fn write_config(dir: &Path, top: &str) -> PathBuf {
+    write_config_with(dir, top, "127.0.0.1:9", 300)
+}
+
+/// As [`write_config`], asking `resolver` with `timeout_ms`.
+fn write_config_with(dir: &Path, top: &str, resolver: &str, timeout_ms: u64) -> PathBuf {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     let path = dir.join("c.toml");
     std::fs::write(
         &path,
         format!(
-            "policy_dir = {:?}\n{top}\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+            "policy_dir = {:?}\n{top}\n[dns]\nmode = \"trust-ad\"\nresolvers = [{resolver:?}]\ntimeout_ms = {timeout_ms}\n",
             policies.display().to_string()
         ),
     )
@@ -330,6 +335,62 @@ async fn at_the_shutdown_deadline_a_stuck_transaction_is_closed_and_the_socket_r
     assert!(!sock.exists(), "socket file removed after the deadline");
     wait_for_log("shutdown deadline passed; closing connections with messages in progress").await;
     // The connection was closed, and the session ended cleanly.
-    assert!(stuck.eom().await.is_err(), "the stuck connection is closed");
+    let closed = tokio::time::timeout(Duration::from_secs(2), stuck.eom()).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "the stuck connection is closed"
+    );
     assert_eq!(shared.in_flight().load(Ordering::Relaxed), 0);
+}
+
+/// A connection busy in a callback at the deadline (its key lookup goes to
+/// a resolver that never answers) cannot be closed until the callback
+/// returns: `serve` waits for it a few seconds more, then returns without
+/// it — and the unix socket file is removed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_stuck_in_a_callback_does_not_keep_the_socket_file() {
+    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let resolver = blackhole.local_addr().unwrap().to_string();
+    let dir = unix_dir();
+    let sock = dir.path().join("m.sock");
+    let config = write_config_with(
+        dir.path(),
+        &format!(
+            "socket = \"unix:{}\"\nmetrics_listen = \"\"",
+            sock.display()
+        ),
+        &resolver,
+        60_000,
+    );
+    let listening = Listening::bind(&Socket::Unix(sock.clone()), 0o660)
+        .await
+        .unwrap();
+    let at = At::Unix(sock.clone());
+    let deadline = Duration::from_millis(300);
+    let mut m = Served::start(&config, listening, Some(deadline)).await;
+    let shared = m.shared.clone();
+    let client = tokio::spawn({
+        let at = at.clone();
+        async move { rcpt_status(&at, "slow@example.org").await }
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    while shared.in_flight().load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < until, "the transaction did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // RCPT follows MAIL at once: the callback is waiting for DNS now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    m.shutdown();
+    m.finished(Duration::from_secs(15)).await.unwrap();
+    assert!(
+        started.elapsed() >= deadline + Duration::from_secs(4),
+        "waited for the busy connection: {:?}",
+        started.elapsed()
+    );
+    assert!(!sock.exists(), "socket file removed");
+    wait_for_log("connections did not close in time; stopping without them").await;
+    client.abort();
+    drop(blackhole);
 }
