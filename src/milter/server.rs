@@ -146,13 +146,14 @@ impl Drop for SocketFile {
     }
 }
 
-/// Runs the milter on `listener` with `shared` (whose engine was loaded
-/// from `shared`'s configuration path) until `shutdown` completes, then
-/// stops gracefully (see the module documentation) and returns.
+/// Runs the milter on `listener` with the process and first engine in
+/// `shared` until `shutdown` completes, then stops gracefully (see the
+/// module documentation) and returns.
 ///
-/// Each message on `reload` re-reads the configuration path and swaps in
-/// the new engine; a bad new configuration is logged and the old one kept
-/// ([`Shared::reload`]). Reloads end with the milter.
+/// Each message on `reload` re-reads the configuration file `shared` was
+/// made with and swaps in the new engine; a bad new configuration is
+/// logged and the old one kept ([`Shared::reload`]). Reloads end with the
+/// milter.
 pub async fn serve(
     listener: Listening,
     shared: Arc<Shared>,
