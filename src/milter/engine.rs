@@ -266,7 +266,7 @@ impl Shared {
 
 /// Puts the running values of [`RESTART_KEYS`] into `new`, and says which
 /// of them `new` had changed.
-pub fn keep_restart_keys(running: &Config, new: &mut Config) -> Vec<Unapplied> {
+fn keep_restart_keys(running: &Config, new: &mut Config) -> Vec<Unapplied> {
     let mut unapplied = Vec::new();
     let mut keep = |key: &'static str, running: String, read: String| {
         if running != read {
