@@ -107,10 +107,65 @@ fn serve(config: &std::path::Path) -> ExitCode {
         Err(e) => return fail(1, format!("starting the runtime: {e}")),
     };
     let shared = std::sync::Arc::new(crate::milter::Shared::new(engine, config.to_path_buf()));
-    match runtime.block_on(crate::milter::serve(shared)) {
+    match runtime.block_on(run_milter(shared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }
+}
+
+/// Binds the metrics endpoint and the milter socket of the first
+/// configuration, then serves until SIGTERM or SIGINT; SIGHUP reloads.
+async fn run_milter(shared: std::sync::Arc<crate::milter::Shared>) -> Result<(), String> {
+    let (reload, stop) = signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let engine = shared.engine();
+    if let Some(addr) = engine.config.metrics_listen {
+        let mut stop = stop.clone();
+        crate::milter::start_metrics(addr, shared.process().metrics().clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let listening =
+        crate::milter::Listening::bind(&engine.config.socket, engine.config.socket_mode_bits())
+            .await
+            .map_err(|e| e.to_string())?;
+    drop(engine);
+    let mut stop = stop;
+    crate::milter::serve(listening, shared, reload, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Signals as inputs: each SIGHUP is a reload request; SIGTERM or SIGINT
+/// sets the stop flag (the milter drains, the metrics endpoint closes).
+fn signals() -> std::io::Result<(
+    tokio::sync::mpsc::Receiver<()>,
+    tokio::sync::watch::Receiver<bool>,
+)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // One request waiting is enough: a reload reads the files as they are
+    // when it runs, so SIGHUPs that arrive meanwhile are folded into it.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let _ = reload_tx.try_send(());
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let _ = stop_tx.send(true);
+    });
+    Ok((reload_rx, stop_rx))
 }
 
 /// Logs go to stderr (journald under systemd); `RUST_LOG` overrides
