@@ -2,19 +2,16 @@
 //! Knows nothing of the milter protocol: `callbacks.rs` translates stages
 //! into these calls and the verdicts back into replies and actions.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use crate::address::Address;
-use crate::backend::{EncryptOptions, Method, Recipient};
+use crate::backend::{Method, Recipient};
 use crate::memory::MemoryBudget;
 use crate::message::HeaderField;
-use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::message::rewrite::HeaderEdit;
 use crate::metrics::Outcome;
-use crate::pipeline::{Check, Sealed, check_ciphertext, keys_for, seal};
 use crate::policy::{
     Action, Admission, ConnectionFacts, Direction, Query, RecipientDecision, Reply, Transaction,
     Treatment,
@@ -22,6 +19,8 @@ use crate::policy::{
 use crate::spool::Spool;
 
 use super::{Engine, Shared};
+
+mod eom;
 
 /// What to answer at RCPT.
 #[derive(Debug)]
@@ -111,43 +110,6 @@ enum Overflow {
     Fields,
     /// `limits.max_message_bytes`.
     Body,
-}
-
-impl Overflow {
-    fn describe(self, msg: &MessageState, limits: &crate::config::LimitsConfig) -> String {
-        match self {
-            Overflow::Headers => format!(
-                "header fields of {} bytes exceed limits.max_header_bytes ({})",
-                msg.header_bytes, limits.max_header_bytes
-            ),
-            Overflow::Fields => {
-                format!("more than {MAX_HEADER_FIELDS} header fields (the most kept per message)")
-            }
-            Overflow::Body => format!(
-                "body of {} bytes exceeds limits.max_message_bytes ({})",
-                msg.body_bytes, limits.max_message_bytes
-            ),
-        }
-    }
-
-    /// A `required` recipient makes it a refusal (`552 5.3.4`: retrying
-    /// will not make it smaller); otherwise it passes as received, which
-    /// is what the recipients' rules allow for a message without
-    /// encryption.
-    fn verdict(self, msg: &MessageState, limits: &crate::config::LimitsConfig) -> EomVerdict {
-        let required = msg
-            .accepted
-            .iter()
-            .any(|d| matches!(d.action, Action::Encrypt { required: true, .. }));
-        if required {
-            EomVerdict::Refuse(Reply::too_big_to_encrypt())
-        } else {
-            EomVerdict::Unchanged {
-                reason: format!("{}; opportunistic, passed", self.describe(msg, limits)),
-                outcome: Outcome::Passed,
-            }
-        }
-    }
 }
 
 /// One MTA connection.
@@ -395,157 +357,6 @@ impl Session {
     /// The transaction was aborted: forget it (its spool file goes with it).
     pub fn abort(&mut self) {
         self.msg = None;
-    }
-
-    /// End of message: classify, encrypt per the transaction's decision.
-    pub async fn eom(&mut self) -> EomVerdict {
-        let qid = self.queue_id().to_owned();
-        let Some(mut msg) = self.msg.take() else {
-            self.finished.clear();
-            return EomVerdict::Refuse(Reply::internal_error());
-        };
-        self.finished = std::mem::take(&mut msg.directions);
-        if msg.spool_failed {
-            // Logged when it happened.
-            return EomVerdict::Refuse(Reply::internal_error());
-        }
-        let engine = self.engine.clone();
-        let size = msg.body_bytes;
-        engine.metrics.message_size(size);
-        let unchanged = |reason: String, outcome| EomVerdict::Unchanged { reason, outcome };
-        let Some(method) = msg.txn.method() else {
-            return unchanged("no recipient needs encryption".into(), Outcome::Passed);
-        };
-        // Before classification: what was not kept cannot be verified.
-        if let Some(over) = msg.overflow {
-            return over.verdict(&msg, &engine.config.limits);
-        }
-        let mut prefix = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(SCAN_LIMIT));
-        if let Err(e) = msg
-            .body
-            .reader()
-            .take(SCAN_LIMIT as u64)
-            .read_to_end(&mut prefix)
-        {
-            tracing::error!("{qid}: reading the spooled body: {e}");
-            return EomVerdict::Refuse(Reply::internal_error());
-        }
-        // The cheap candidate check here; the full verification reads the
-        // whole body and runs on the blocking pool.
-        let class = classify(&msg.headers, &prefix);
-        drop(prefix);
-        // (A body past limits.max_message_bytes was not kept: answered above.)
-        if class.candidate().is_some() && engine.config.dry_run {
-            // Nothing will be encrypted here: only verify.
-            let headers = msg.headers.clone();
-            let class = class.clone();
-            let body = std::mem::replace(&mut msg.body, Spool::new(0));
-            let Ok(slot) = self.encryption_slots.clone().acquire_owned().await else {
-                tracing::error!("{qid}: encryption slots closed");
-                return EomVerdict::Refuse(Reply::internal_error());
-            };
-            let checked = tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                check_ciphertext(&headers, &class, &mut body.reader())
-            })
-            .await;
-            match checked {
-                Ok(Ok(Check::Verified(kind))) => {
-                    return unchanged(
-                        format!("already encrypted (verified {kind})"),
-                        Outcome::AlreadyEncrypted,
-                    );
-                }
-                Ok(Ok(check)) => {
-                    if let Some(note) = check.note() {
-                        tracing::info!("{qid}: {note}");
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!("{qid}: {e}");
-                    return EomVerdict::Refuse(Reply::internal_error());
-                }
-                Err(e) => {
-                    tracing::error!("{qid}: verification task failed: {e}");
-                    return EomVerdict::Refuse(Reply::internal_error());
-                }
-            }
-        }
-        // Every accepted recipient can use `method`: take its keys.
-        let to = keys_for(method, std::mem::take(&mut msg.accepted));
-        if to.is_empty() {
-            tracing::error!("{qid}: encryption decided but no keys for {method}");
-            return EomVerdict::Refuse(Reply::internal_error());
-        }
-        let recipients = to.len();
-        if engine.config.dry_run {
-            return unchanged(
-                format!("dry run: would encrypt with {method} to {recipients} key(s)"),
-                Outcome::Passed,
-            );
-        }
-        let opts = EncryptOptions {
-            smime_cipher: msg.txn.smime_cipher().unwrap_or_default(),
-            spool_threshold: usize::try_from(engine.config.limits.spool_threshold_bytes)
-                .unwrap_or(usize::MAX),
-        };
-        let headers = std::mem::take(&mut msg.headers);
-        let body = std::mem::replace(&mut msg.body, Spool::new(0));
-        let registry = engine.registry.clone();
-        let budget = self.memory_budget.clone();
-        // Waiting for a slot counts as encryption time in the metrics: it is
-        // latency the message sees.
-        let started = Instant::now();
-        let Ok(slot) = self.encryption_slots.clone().acquire_owned().await else {
-            tracing::error!("{qid}: encryption slots closed");
-            return EomVerdict::Refuse(Reply::internal_error());
-        };
-        let task_qid = qid.clone();
-        // CPU-bound: off the thread that serves the milter connections.
-        let result = tokio::task::spawn_blocking(move || {
-            // Held while the work runs, even if the connection goes away.
-            let _slot = slot;
-            let sealed = seal(
-                &headers,
-                &class,
-                &body,
-                registry.get(method),
-                &to,
-                &opts,
-                budget,
-            );
-            if let Ok(Sealed::Encrypted {
-                note: Some(note), ..
-            }) = &sealed
-            {
-                tracing::info!("{task_qid}: {note}");
-            }
-            sealed
-        })
-        .await;
-        if !matches!(result, Ok(Ok(Sealed::Verified(_)))) {
-            engine.metrics.encryption(method, started.elapsed());
-        }
-        match result {
-            Ok(Ok(Sealed::Verified(kind))) => unchanged(
-                format!("already encrypted (verified {kind})"),
-                Outcome::AlreadyEncrypted,
-            ),
-            Ok(Ok(Sealed::Encrypted { edits, body, .. })) => EomVerdict::Encrypt {
-                edits,
-                body,
-                method,
-                recipients,
-            },
-            Ok(Err(e)) => {
-                tracing::error!("{qid}: encryption failed: {e}");
-                EomVerdict::Refuse(Reply::internal_error())
-            }
-            Err(e) => {
-                tracing::error!("{qid}: encryption task failed: {e}");
-                EomVerdict::Refuse(Reply::internal_error())
-            }
-        }
     }
 }
 
