@@ -20,7 +20,7 @@ use autoencrypt_milter::backend::{
 };
 use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
 use autoencrypt_milter::message::Message;
-use autoencrypt_milter::message::rewrite::apply_edits;
+use autoencrypt_milter::message::apply_edits;
 use autoencrypt_milter::pipeline::{Prepared, prepare};
 
 use sequoia_openpgp::serialize::SerializeInto;

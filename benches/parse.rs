@@ -10,8 +10,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use autoencrypt_milter::message::classify::classify;
-use autoencrypt_milter::message::mime::ContentType;
+use autoencrypt_milter::message::{ContentType, classify};
 use autoencrypt_milter::message::{HeaderField, Message};
 
 fn params(prefix: &str, n: usize, param: impl Fn(usize) -> String) -> String {

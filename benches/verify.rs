@@ -22,9 +22,8 @@ use autoencrypt_milter::backend::{
     EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
 };
 use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
-use autoencrypt_milter::message::rewrite::{apply_edits, write_header};
-use autoencrypt_milter::message::verify::{Verification, verify};
 use autoencrypt_milter::message::{Eol, Message};
+use autoencrypt_milter::message::{Verification, apply_edits, verify, write_header};
 use autoencrypt_milter::pipeline::{Prepared, prepare};
 
 use sequoia_openpgp::serialize::SerializeInto;

@@ -18,14 +18,13 @@
 //! local part, comments), `routing` finds routing operators in the local
 //! part, [`domain`] makes domains canonical.
 
-pub mod domain;
+pub(crate) mod domain;
 mod parse;
 mod routing;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use domain::DomainError;
 pub(crate) use parse::split_local;
 pub use parse::strip_comments;
 

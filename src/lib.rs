@@ -2,23 +2,39 @@
 //! DNSSEC-signed DNS (SMIMEA, OPENPGPKEY) or in a local key directory.
 //!
 //! The binary is a thin wrapper around [`cli::run`]; the library exists so
-//! that integration tests and benchmarks reach the same code.
+//! that integration tests and benchmarks reach the same code. Its public
+//! surface is what those need:
+//!
+//! * [`milter`]: the engine, [`milter::serve`] with its reload and
+//!   shutdown inputs, the listeners;
+//! * [`keys`]: the [`keys::KeyService`], the [`keys::KeySource`] trait and
+//!   its outcome, the DNS source;
+//! * [`policy`], [`config`], [`metrics`]: rules and decisions, the
+//!   configuration, the metric families and their endpoint;
+//! * [`message`], [`pipeline`], [`backend`]: the message model,
+//!   classification and verification, the end-of-message steps, the
+//!   encryption backends;
+//! * [`cli::run`]; `fuzzing` (hidden) for the fuzz targets.
+//!
+//! Everything else is private to the crate.
 
-pub mod address;
+mod address;
 pub mod backend;
 pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
-pub mod material;
-pub mod memory;
+mod material;
+mod memory;
 pub mod message;
 pub mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod policy;
-pub mod spool;
+mod spool;
 
-pub use address::Address;
+pub use address::{Address, AddressError};
 pub use backend::{EncryptionBackend, Method, Registry};
+pub use memory::MemoryBudget;
+pub use spool::Spool;

@@ -33,7 +33,7 @@ pub enum Prepared {
 
 /// What the full check of a message found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// Not a candidate: plaintext (the body was not read).
     Plain,
     /// The whole content is verified ciphertext: pass it unchanged.
@@ -64,7 +64,7 @@ impl Check {
 /// [`verify`] checked its whole body. Reads `body` (the body as received)
 /// only for a candidate; CPU- and I/O-bound, so the milter runs it on the
 /// blocking pool. A read error is an error, never a verdict.
-pub fn check_ciphertext(
+pub(crate) fn check_ciphertext(
     headers: &[HeaderField],
     classification: &Classification,
     body: &mut dyn io::Read,
@@ -101,17 +101,17 @@ pub fn prepare(
 }
 
 /// An encrypted message: the header edits and the new body.
-pub struct Encrypted {
+pub(crate) struct Encrypted {
     /// Edits turning the original header into the outer header.
-    pub edits: Vec<HeaderEdit>,
+    pub(crate) edits: Vec<HeaderEdit>,
     /// The encrypted entity (its body is the new message body).
-    pub entity: EncryptedEntity,
+    pub(crate) entity: EncryptedEntity,
 }
 
 /// Encrypts the inner entity `inner` yields (see
-/// [`crate::message::rewrite::inner_reader`]) and computes the edits; for
+/// `message::rewrite::inner_reader`) and computes the edits; for
 /// callers whose body is not one slice in memory.
-pub fn encrypt_entity(
+pub(crate) fn encrypt_entity(
     headers: &[HeaderField],
     inner: &mut dyn io::Read,
     backend: &dyn EncryptionBackend,
@@ -125,7 +125,7 @@ pub fn encrypt_entity(
 
 /// The keys for `method` of every recipient whose decision is to encrypt
 /// (the transaction admitted only recipients that can use `method`).
-pub fn keys_for(method: Method, decisions: Vec<RecipientDecision<Recipient>>) -> Vec<Recipient> {
+pub(crate) fn keys_for(method: Method, decisions: Vec<RecipientDecision<Recipient>>) -> Vec<Recipient> {
     let mut to = Vec::new();
     for d in decisions {
         if let Action::Encrypt { choices, .. } = d.action
@@ -138,7 +138,7 @@ pub fn keys_for(method: Method, decisions: Vec<RecipientDecision<Recipient>>) ->
 }
 
 /// What [`seal`] did.
-pub enum Sealed {
+pub(crate) enum Sealed {
     /// The body is verified ciphertext: change nothing.
     Verified(EncryptedKind),
     /// Encrypted; the body rendered with CRLF line endings.
@@ -157,7 +157,7 @@ pub enum Sealed {
 /// encrypt the inner entity to `to` and render the result into a spool
 /// drawing on `budget`. Reads `body` once to verify (only a candidate)
 /// and once to encrypt.
-pub fn seal(
+pub(crate) fn seal(
     headers: &[HeaderField],
     class: &Classification,
     body: &Spool,

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use autoencrypt_milter::message::Message;
-use autoencrypt_milter::message::classify::EncryptedKind;
-use autoencrypt_milter::message::verify::{Verification, verify};
+use autoencrypt_milter::message::{EncryptedKind, Verification, verify};
 use common::*;
 
 const ALICE: &str = "alice@example.org";

@@ -10,7 +10,7 @@ use autoencrypt_milter::config::{
     Config, ConfigError, DnsMode, FileRequirement, KEYS, Location, Socket,
 };
 use autoencrypt_milter::policy::Policy;
-use autoencrypt_milter::policy::rule::{load_dir, parse_file};
+use autoencrypt_milter::policy::{load_dir, parse_file};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -25,7 +25,7 @@ use autoencrypt_milter::config::DnsMode;
 use autoencrypt_milter::keys::dns::{DnsSettings, DnsSource};
 use autoencrypt_milter::keys::{FailReason, KeySource, Lookup, Security};
 use autoencrypt_milter::message::Message;
-use autoencrypt_milter::message::rewrite::{apply_edits, inner_entity, write_header};
+use autoencrypt_milter::message::{apply_edits, inner_entity, write_header};
 use autoencrypt_milter::pipeline::{Prepared, prepare};
 use autoencrypt_milter::policy::KeyOutcome;
 use env::DnsEnv;

@@ -489,7 +489,7 @@ async fn many_tiny_header_fields_do_not_multiply_memory() {
 
     // Exactly MAX_HEADER_FIELDS fields are kept and encrypted.
     let mut all = headers_for("req@example.org");
-    let fill = autoencrypt_milter::milter::session::MAX_HEADER_FIELDS - all.len();
+    let fill = autoencrypt_milter::milter::MAX_HEADER_FIELDS - all.len();
     all.extend((0..fill).map(|_| ("X".to_owned(), String::new())));
     let body = text_body(2_000, "fields");
     let mut c = open(addr, false).await;

@@ -8,8 +8,7 @@ use std::path::Path;
 use autoencrypt_milter::Address;
 use autoencrypt_milter::backend::{KeyRejected, Method, RejectReason, SmimeCipher};
 use autoencrypt_milter::keys::{FailReason, Security};
-use autoencrypt_milter::policy::decision::{self, group};
-use autoencrypt_milter::policy::rule::parse_file;
+use autoencrypt_milter::policy::{self as decision, group, parse_file};
 use autoencrypt_milter::policy::{
     Action, Admission, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, PassReason, Policy,
     Query, RecipientDecision, Settings,

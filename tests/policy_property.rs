@@ -7,11 +7,11 @@ use autoencrypt_milter::Address;
 use autoencrypt_milter::backend::{Method, SmimeCipher};
 use autoencrypt_milter::config::Location;
 use autoencrypt_milter::keys::{FailReason, Security};
-use autoencrypt_milter::policy::glob::{AddressGlob, SenderGlob};
 use autoencrypt_milter::policy::{
     Action, ConnectionFacts, DirectionMatch, KeyOutcome, MethodOutcome, Mode, OnLookupError,
     OnMissingKey, Policy, Query, Rule, Settings, Treatment,
 };
+use autoencrypt_milter::policy::{AddressGlob, SenderGlob};
 use proptest::prelude::*;
 
 const GLOBS: &[&str] = &[

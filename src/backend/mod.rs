@@ -6,11 +6,11 @@
 //! MIME entity ([`EncryptionBackend::encrypt`]). Adding a method means one
 //! new file here and one line in [`Registry::new`].
 
-pub mod cms_stream;
-pub mod encoding;
-pub mod openpgp;
-pub mod pkix;
-pub mod smime;
+mod cms_stream;
+pub(crate) mod encoding;
+pub(crate) mod openpgp;
+pub(crate) mod pkix;
+pub(crate) mod smime;
 
 use std::fmt;
 use std::io::{self, Write};

@@ -12,7 +12,7 @@
 //! file.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::address::Address;
 use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, Provenance, Security, SourceKind};
@@ -29,11 +29,6 @@ impl DirectorySource {
     /// so keys can be added without a reload.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         DirectorySource { dir: dir.into() }
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// File name extensions for `method`, in lookup order.

@@ -5,13 +5,13 @@
 //! ([`crate::backend::EncryptionBackend::validate`]), applied by the
 //! service.
 
-pub mod directory;
+pub(crate) mod directory;
 pub mod dns;
 #[cfg(test)]
 pub(crate) mod memory;
-pub use dns::owner;
+pub(crate) use dns::owner;
 mod service;
-pub mod validated;
+mod validated;
 
 pub use service::{Explained, KeyService, Step};
 

@@ -78,7 +78,7 @@ const OID_AUTH_ENVELOPED: &[u8] = &[
 ];
 
 /// Classifies a message from its header fields and body (only the first
-/// [`SCAN_LIMIT`] bytes of the body are read).
+/// `SCAN_LIMIT` (256 KiB) bytes of the body are read).
 pub fn classify(headers: &[HeaderField], body: &[u8]) -> Classification {
     let body = &body[..body.len().min(SCAN_LIMIT)];
     classify_entity(headers, body)

@@ -2,10 +2,15 @@
 //! bytes. Nothing here assumes UTF-8 or a line-ending convention: mail is
 //! bytes, and a milter must hand back everything it did not mean to change.
 
-pub mod classify;
-pub mod mime;
-pub mod rewrite;
-pub mod verify;
+pub(crate) mod classify;
+pub(crate) mod mime;
+pub(crate) mod rewrite;
+pub(crate) mod verify;
+
+pub use classify::{Classification, EncryptedKind, classify};
+pub use mime::ContentType;
+pub use rewrite::{HeaderEdit, apply_edits, inner_entity, write_header};
+pub use verify::{Verification, verify};
 
 /// A line ending convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -8,9 +8,10 @@
 //! * [`Shared`]: the process and the engine in force; [`Shared::reload`]
 //!   builds a new engine from the configuration file and swaps it in.
 //!
-//! Some keys cannot change while the process runs ([`RESTART_KEYS`]): a
-//! reload logs which of them changed and keeps their running values, and
-//! applies everything else.
+//! Some keys cannot change while the process runs (`socket`,
+//! `socket_mode`, `metrics_listen`, `log_level`,
+//! `limits.idle_timeout_secs`): a reload logs which of them changed and
+//! keeps their running values, and applies everything else.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -152,7 +153,7 @@ pub struct Shared {
 }
 
 /// A key a reload read a new value for but cannot apply to the running
-/// process (one of [`RESTART_KEYS`]); the running value is kept.
+/// process (a key that needs a restart); the running value is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unapplied {
     /// The key, as written in the file (`limits.idle_timeout_secs`).
@@ -165,8 +166,10 @@ pub struct Unapplied {
 
 /// The keys a reload cannot apply: the listener and the metrics endpoint
 /// are bound, the log filter installed and indymilter configured once, at
-/// start.
-pub const RESTART_KEYS: [&str; 5] = [
+/// start. (The list `keep_restart_keys` handles; a test holds the two
+/// together.)
+#[cfg(test)]
+const RESTART_KEYS: [&str; 5] = [
     "socket",
     "socket_mode",
     "metrics_listen",
@@ -230,7 +233,7 @@ impl Shared {
 
     /// Re-reads configuration and policy and swaps the new engine in. A
     /// bad new configuration is an error and the old engine stays. Keys
-    /// of [`RESTART_KEYS`] that changed are logged (warn), keep their
+    /// that need a restart and changed are logged (warn), keep their
     /// running values, and are returned.
     pub fn reload(&self) -> Result<Vec<Unapplied>, EngineError> {
         let mut config = read_config(&self.config_path)?;
@@ -258,8 +261,8 @@ impl Shared {
     }
 }
 
-/// Puts the running values of [`RESTART_KEYS`] into `new`, and says which
-/// of them `new` had changed.
+/// Puts the running values of the keys that need a restart into `new`,
+/// and says which of them `new` had changed.
 fn keep_restart_keys(running: &Config, new: &mut Config) -> Vec<Unapplied> {
     let mut unapplied = Vec::new();
     let mut keep = |key: &'static str, running: String, read: String| {

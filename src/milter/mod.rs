@@ -8,22 +8,22 @@
 //!   shutdown inputs, the drain and its deadline;
 //! * `session.rs`: per-connection and per-message state and decisions;
 //! * `callbacks.rs`: milter stages → session calls, verdicts → replies.
-//!   SMTP reply texts come from [`crate::policy::reply`];
+//!   SMTP reply texts come from [`crate::policy::Reply`];
 //! * `transport.rs`: the listeners and the connection's byte stream;
 //! * `slots.rs`: the connection limit and the negotiation deadline;
 //! * `peer.rs`: whose connection it is (slots are shared out by peer).
 
-pub mod callbacks;
-pub mod engine;
-pub mod peer;
-pub mod server;
-pub mod session;
-pub mod slots;
-pub mod transport;
+mod callbacks;
+mod engine;
+mod peer;
+mod server;
+pub(crate) mod session;
+mod slots;
+mod transport;
 
-pub use engine::{
-    Engine, EngineError, Process, RESTART_KEYS, SHUTDOWN_DEADLINE, Shared, Unapplied,
-    encryption_slots,
-};
-pub use server::{Listening, ServeError, milter_config, run_on, serve, start_metrics};
+pub(crate) use engine::encryption_slots;
+pub use engine::{Engine, EngineError, Process, SHUTDOWN_DEADLINE, Shared};
+pub(crate) use server::start_metrics;
+pub use server::{Listening, ServeError, run_on, serve};
+pub use session::MAX_HEADER_FIELDS;
 pub use transport::{TcpMilterListener, UnixMilterListener};

@@ -55,7 +55,7 @@ pub enum ServeError {
 
 /// indymilter settings. Its connection limit is off: it would stop
 /// accepting (see `slots.rs`, which limits instead).
-pub fn milter_config(idle_timeout_secs: u64) -> indymilter::Config {
+fn milter_config(idle_timeout_secs: u64) -> indymilter::Config {
     indymilter::Config {
         max_connections: slots::UNLIMITED,
         actions: callbacks::required_actions(),

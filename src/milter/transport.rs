@@ -223,7 +223,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 }
 
 /// A TCP listener for milter connections: `TCP_NODELAY` on each (replies
-/// must not wait for the MTA's delayed ACK), wrapped in [`Coalesce`].
+/// must not wait for the MTA's delayed ACK), wrapped in `Coalesce` (end-of-message actions in one write).
 pub struct TcpMilterListener(pub tokio::net::TcpListener);
 
 impl indymilter::Listener for TcpMilterListener {
@@ -237,7 +237,7 @@ impl indymilter::Listener for TcpMilterListener {
     }
 }
 
-/// A unix-socket listener for milter connections, wrapped in [`Coalesce`].
+/// A unix-socket listener for milter connections, wrapped in `Coalesce`.
 pub struct UnixMilterListener(pub tokio::net::UnixListener);
 
 impl indymilter::Listener for UnixMilterListener {

@@ -2,17 +2,19 @@
 //! given the key lookup outcomes. Everything here is pure except
 //! [`Policy::load`], which reads the policy directory.
 //!
-//! * [`rule`]: the rule language and policy file format;
-//! * [`glob`]: address patterns;
-//! * [`decision`]: per-recipient decisions and per-transaction grouping;
-//! * [`reply`]: the one place SMTP reply texts are written (the milter
-//!   uses it as it is).
+//! * `rule.rs`: rules and matching; `file.rs`: policy files
+//!   ([`load_dir`], [`parse_file`]);
+//! * `glob.rs`: address patterns ([`AddressGlob`], [`SenderGlob`]);
+//! * `decision.rs`: per-recipient decisions ([`decide`]) and
+//!   per-transaction grouping ([`group`], [`Transaction`]);
+//! * `reply.rs`: the one place SMTP reply texts are written ([`Reply`];
+//!   the milter uses it as it is).
 
-pub mod decision;
+mod decision;
 mod file;
-pub mod glob;
-pub mod reply;
-pub mod rule;
+mod glob;
+mod reply;
+mod rule;
 
 use std::fmt;
 use std::io;
@@ -23,8 +25,10 @@ use crate::config::{Config, ConfigError, DEFAULT_POLICY_DIR, Location};
 
 pub use decision::{
     Action, Admission, KeyOutcome, MethodOutcome, PassReason, RecipientDecision, Settings,
-    Transaction, decide,
+    Transaction, decide, group,
 };
+pub use file::{load_dir, parse_file};
+pub use glob::{AddressGlob, SenderGlob};
 pub use reply::Reply;
 pub use rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
 
@@ -202,7 +206,7 @@ impl Policy {
                 )),
             )
         } else {
-            (rule::load_dir(dir)?, None)
+            (load_dir(dir)?, None)
         };
         Ok((
             Policy::new(rules, config.local_domains.clone(), settings),

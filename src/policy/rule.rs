@@ -1,6 +1,6 @@
 //! Rules: their typed form, matching a recipient, and the "can never
 //! match" (shadowing) check. Reading them from policy files is
-//! `file.rs` ([`load_dir`], [`parse_file`], re-exported here).
+//! `file.rs` (`load_dir`, `parse_file`).
 //!
 //! Invalid combinations are unrepresentable: a `required` rule has no way
 //! to say "pass" (neither on a missing key nor on a lookup error), and an
@@ -15,8 +15,6 @@ use crate::config::Location;
 use crate::material::{Method, SmimeCipher};
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::{Direction, Query};
-
-pub use crate::policy::file::{load_dir, parse_file};
 
 /// Which directions a rule applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -327,7 +325,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
     use std::path::Path;
 
-    use super::*;
+    use crate::policy::parse_file;
 
     #[test]
     fn shadowing() {

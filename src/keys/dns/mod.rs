@@ -7,7 +7,7 @@
 //! answer as a [`Lookup`]. Every answer becomes a `Lookup` value; `Bogus`
 //! and `Failed` are never "no key". The rooms:
 //!
-//! * [`owner`]: owner names (hashed local part, service label, A-label).
+//! * `owner`: owner names (hashed local part, service label, A-label).
 //! * `cache`: the answer cache (TTL rules, capacity, one query shared by
 //!   concurrent lookups of the same name).
 //! * `validate`: `dns.mode = "validate"`, in-process DNSSEC validation
@@ -19,7 +19,7 @@
 //!   [`lookup_from_response`] for fuzzing.
 
 mod cache;
-pub mod owner;
+pub(crate) mod owner;
 mod records;
 mod trust_ad;
 mod validate;

@@ -50,7 +50,8 @@ use crate::config::LimitsConfig;
 use crate::metrics::{ConnectionDrop, Metrics};
 
 pub use listener::{Limited, UNLIMITED};
-pub use stream::Admitted;
+#[cfg(test)]
+use stream::Admitted;
 
 /// A connection that has not negotiated (it may be closed to make room).
 const PENDING: u8 = 0;
