@@ -1,9 +1,11 @@
 //! The end-of-message steps between "a message and its validated
 //! recipients" and "an encrypted message", shared by the offline `encrypt`
 //! command and the milter: verify a candidate ciphertext over the whole
-//! body ([`check_ciphertext`]), take the chosen method's keys from the
-//! recipients' decisions ([`keys_for`]), stream the inner entity and
-//! encrypt it ([`encrypt_entity`]), and render the new body ([`seal`]).
+//! body (`check_ciphertext`), take the chosen method's keys from the
+//! recipients' decisions (`keys_for`), stream the inner entity and
+//! encrypt it (`encrypt_entity`), and render the new body (`seal`, the
+//! milter's blocking step). [`prepare`] does it all for a message in
+//! memory (tests, benchmarks).
 //! (Finding and validating keys belongs to [`crate::keys::KeyService`].)
 
 use std::io;

@@ -212,7 +212,7 @@ impl Shared {
     }
 
     /// Permits for encryptions running at once, shared by every session
-    /// of the process (see [`encryption_slots`]).
+    /// of the process (one per CPU).
     pub fn encryption_slots(&self) -> Arc<tokio::sync::Semaphore> {
         self.process.encryption_slots.clone()
     }
