@@ -127,7 +127,10 @@ pub(crate) fn encrypt_entity(
 
 /// The keys for `method` of every recipient whose decision is to encrypt
 /// (the transaction admitted only recipients that can use `method`).
-pub(crate) fn keys_for(method: Method, decisions: Vec<RecipientDecision<Recipient>>) -> Vec<Recipient> {
+pub(crate) fn keys_for(
+    method: Method,
+    decisions: Vec<RecipientDecision<Recipient>>,
+) -> Vec<Recipient> {
     let mut to = Vec::new();
     for d in decisions {
         if let Action::Encrypt { choices, .. } = d.action

@@ -183,6 +183,20 @@ fn unix_dir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// A unix socket `m.sock` in `dir`, bound with `mode`, and the top of a
+/// configuration that names it (no metrics endpoint).
+async fn unix_listening(dir: &Path, mode: u32) -> (PathBuf, String, Listening) {
+    let sock = dir.join("m.sock");
+    let top = format!(
+        "socket = \"unix:{}\"\nmetrics_listen = \"\"",
+        sock.display()
+    );
+    let listening = Listening::bind(&Socket::Unix(sock.clone()), mode)
+        .await
+        .unwrap();
+    (sock, top, listening)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_the_new_policy_and_keeps_the_keys_that_need_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,18 +281,9 @@ async fn a_reload_applies_the_new_policy_and_keeps_the_keys_that_need_a_restart(
 async fn shutdown_finishes_the_message_in_progress_and_removes_the_unix_socket() {
     use std::os::unix::fs::PermissionsExt;
     let dir = unix_dir();
-    let sock = dir.path().join("m.sock");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "socket = \"unix:{}\"\nmetrics_listen = \"\"",
-            sock.display()
-        ),
-    );
+    let (sock, top, listening) = unix_listening(dir.path(), 0o640).await;
+    let config = write_config(dir.path(), &top);
     std::fs::write(dir.path().join("policies/10.toml"), SKIP_ALL).unwrap();
-    let listening = Listening::bind(&Socket::Unix(sock.clone()), 0o640)
-        .await
-        .unwrap();
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
     let at = At::Unix(sock.clone());
@@ -306,18 +311,9 @@ async fn shutdown_finishes_the_message_in_progress_and_removes_the_unix_socket()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_shutdown_deadline_a_stuck_transaction_is_closed_and_the_socket_removed() {
     let dir = unix_dir();
-    let sock = dir.path().join("m.sock");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "socket = \"unix:{}\"\nmetrics_listen = \"\"",
-            sock.display()
-        ),
-    );
+    let (sock, top, listening) = unix_listening(dir.path(), 0o660).await;
+    let config = write_config(dir.path(), &top);
     std::fs::write(dir.path().join("policies/10.toml"), SKIP_ALL).unwrap();
-    let listening = Listening::bind(&Socket::Unix(sock.clone()), 0o660)
-        .await
-        .unwrap();
     let at = At::Unix(sock.clone());
     let deadline = Duration::from_millis(800);
     let mut m = Served::start(&config, listening, Some(deadline)).await;
@@ -352,19 +348,8 @@ async fn a_connection_stuck_in_a_callback_does_not_keep_the_socket_file() {
     let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let resolver = blackhole.local_addr().unwrap().to_string();
     let dir = unix_dir();
-    let sock = dir.path().join("m.sock");
-    let config = write_config_with(
-        dir.path(),
-        &format!(
-            "socket = \"unix:{}\"\nmetrics_listen = \"\"",
-            sock.display()
-        ),
-        &resolver,
-        60_000,
-    );
-    let listening = Listening::bind(&Socket::Unix(sock.clone()), 0o660)
-        .await
-        .unwrap();
+    let (sock, top, listening) = unix_listening(dir.path(), 0o660).await;
+    let config = write_config_with(dir.path(), &top, &resolver, 60_000);
     let at = At::Unix(sock.clone());
     let deadline = Duration::from_millis(300);
     let mut m = Served::start(&config, listening, Some(deadline)).await;

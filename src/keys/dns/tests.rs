@@ -43,35 +43,34 @@ fn self_signed(email: &str) -> Vec<u8> {
     b.build().to_der().unwrap()
 }
 
-/// A key from a cached answer carries when the answer arrived, not
-/// when the cache was read, and the lookup counts as a cache hit.
-#[test]
-fn cached_keys_keep_their_fetch_time() {
-    use hickory_resolver::proto::rr::RData;
-    use hickory_resolver::proto::rr::rdata::SMIMEA;
-    use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
-
-    use crate::keys::{Security, SourceKind};
-
-    let source = DnsSource::new(DnsSettings {
+/// A source whose resolver is never asked: every answer a test gives it
+/// comes from its cache.
+fn offline_source() -> DnsSource {
+    DnsSource::new(DnsSettings {
         mode: DnsMode::TrustAd,
-        // Never asked: the answer comes from the cache.
         resolvers: vec!["127.0.0.1:9".parse().unwrap()],
         trust_anchor: None,
         timeout: Duration::from_secs(1),
         allow_insecure: false,
         lowercase_fallback: true,
     })
-    .unwrap();
-    let addr = Address::parse("dane@example.test").unwrap();
-    let name = owner_name(&addr, Method::Smime).unwrap();
+    .unwrap()
+}
+
+/// Caches, as arrived at `fetched`, a DNSSEC-secure SMIMEA record with
+/// `usage` and a full self-signed certificate for `addr`.
+fn cache_smimea(source: &DnsSource, addr: &Address, usage: u8, fetched: SystemTime) {
+    use hickory_resolver::proto::rr::RData;
+    use hickory_resolver::proto::rr::rdata::SMIMEA;
+    use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+
+    let name = owner_name(addr, Method::Smime).unwrap();
     let rdata = RData::SMIMEA(SMIMEA::new(
-        CertUsage::from(3),
+        CertUsage::from(usage),
         Selector::from(0),
         Matching::from(0),
-        self_signed("dane@example.test"),
+        self_signed(&addr.to_string()),
     ));
-    let arrived = SystemTime::now() - Duration::from_secs(600);
     source.cache.insert(
         name.clone(),
         RecordType::SMIMEA,
@@ -80,13 +79,28 @@ fn cached_keys_keep_their_fetch_time() {
             validation: Validation::Secure,
         },
         Duration::from_secs(300),
-        arrived,
+        fetched,
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let traced = rt.block_on(source.lookup_traced(&addr, Method::Smime, true));
+        .unwrap()
+}
+
+/// A key from a cached answer carries when the answer arrived, not
+/// when the cache was read, and the lookup counts as a cache hit.
+#[test]
+fn cached_keys_keep_their_fetch_time() {
+    use crate::keys::{Security, SourceKind};
+
+    let source = offline_source();
+    let addr = Address::parse("dane@example.test").unwrap();
+    let arrived = SystemTime::now() - Duration::from_secs(600);
+    cache_smimea(&source, &addr, 3, arrived);
+    let traced = current_thread().block_on(source.lookup_traced(&addr, Method::Smime, true));
     assert!(traced.cached);
     assert_eq!(traced.asked.len(), 1);
     assert!(
@@ -111,50 +125,18 @@ fn cached_keys_keep_their_fetch_time() {
 /// so no network is needed) load none.
 #[test]
 fn the_pkix_trust_store_is_built_once_per_source() {
-    use hickory_resolver::proto::rr::RData;
-    use hickory_resolver::proto::rr::rdata::SMIMEA;
-    use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
-
     use crate::backend::pkix::built;
     use crate::material::RejectReason;
 
     let before = built::stores();
-    let source = DnsSource::new(DnsSettings {
-        mode: DnsMode::TrustAd,
-        // Never asked: every answer below comes from the cache.
-        resolvers: vec!["127.0.0.1:9".parse().unwrap()],
-        trust_anchor: None,
-        timeout: Duration::from_secs(1),
-        allow_insecure: false,
-        lowercase_fallback: true,
-    })
-    .unwrap();
+    let source = offline_source();
     assert_eq!(built::stores(), before + 1, "built with the source");
 
     let addr = Address::parse("pkix@example.test").unwrap();
-    let name = owner_name(&addr, Method::Smime).unwrap();
-    let rdata = RData::SMIMEA(SMIMEA::new(
-        CertUsage::from(1),
-        Selector::from(0),
-        Matching::from(0),
-        self_signed("pkix@example.test"),
-    ));
-    source.cache.insert(
-        name.clone(),
-        RecordType::SMIMEA,
-        Answer::Records {
-            records: vec![Record::from_rdata(name, 300, rdata)],
-            validation: Validation::Secure,
-        },
-        Duration::from_secs(300),
-        SystemTime::now(),
-    );
+    cache_smimea(&source, &addr, 1, SystemTime::now());
     // Current-thread runtime: the lookups run on this thread, whose
     // store count is the one read.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     for _ in 0..3 {
         let d = rt.block_on(source.lookup_detailed(&addr, Method::Smime));
         assert!(d.asked.len() == 1 && d.asked[0].cached, "{:?}", d.asked);
