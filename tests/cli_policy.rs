@@ -1,8 +1,17 @@
 //! `check-config` and `policy explain`, run as the real binary.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step is a failed test"
+)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::{CertSpec, KeyKind, Scratch, SmimeId};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"));
@@ -296,6 +305,67 @@ fn explain_performs_the_lookup() {
         "--to",
         "carol@lawfirm.example",
     ]));
+    assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
+}
+
+/// Every source asked is listed with its answer, and a usable key with
+/// its provenance: a directory key is the operator's word, and DNS is not
+/// asked once the directory has answered; a directory without the file
+/// passes the question on to DNS.
+#[test]
+fn explain_names_each_source_and_the_keys_provenance() {
+    let d = tempfile::tempdir().unwrap();
+    let scratch = Scratch::new();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let id = SmimeId::generate(
+        &scratch.work,
+        "carol",
+        &CertSpec::good("carol@partner-bank.example", KeyKind::Rsa),
+    );
+    std::fs::copy(&id.cert_path, keys.join("carol@partner-bank.example.pem")).unwrap();
+    let cfg = config(
+        d.path(),
+        &shipped(),
+        &format!(
+            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+            keys.display().to_string()
+        ),
+    );
+    let explain_to = |to: &str| {
+        let (code, out, err) = run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["policy", "explain", "--to", to]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain_to("carol@partner-bank.example");
+    let dir_line = format!("smime: local key directory {}: found", keys.display());
+    assert!(out.contains(&dir_line), "{out}");
+    assert!(
+        !out.contains("smime: DNS"),
+        "DNS asked after the directory answered: {out}"
+    );
+    let key_line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("smime key "))
+        .unwrap_or_else(|| panic!("no key line: {out}"));
+    assert!(
+        key_line.contains("carol@partner-bank.example.pem"),
+        "{key_line}"
+    );
+    assert!(
+        key_line.contains("source directory, vouched for by the operator, fetched 0 s ago"),
+        "{key_line}"
+    );
+
+    // No file for dave: the directory proves absence, DNS is asked (and
+    // fails: nothing listens), which is the answer, never "no key".
+    let out = explain_to("dave@partner-bank.example");
+    assert!(out.contains("smime: local key directory"), "{out}");
+    assert!(out.contains(": not found"), "{out}");
+    assert!(out.contains("smime: DNS (validate mode): failed"), "{out}");
     assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
 }
 

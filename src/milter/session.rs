@@ -363,36 +363,40 @@ impl Session {
 /// The log text of a recipient's action; each key with its fingerprint
 /// and provenance (never key material).
 fn action_summary(a: &Action<Recipient>) -> String {
+    use std::fmt::Write as _;
     match a {
         Action::Encrypt {
             choices, required, ..
         } => {
-            let methods: Vec<String> = choices
-                .iter()
-                .map(|(m, keys)| {
-                    let keys: Vec<String> = keys
-                        .iter()
-                        .map(|k| {
-                            format!(
-                                "{} via {}, vouched for by {}",
-                                k.fingerprint,
-                                k.provenance.source,
-                                k.provenance.security.vouched_by()
-                            )
-                        })
-                        .collect();
-                    format!("{m} ({} key(s): {})", keys.len(), keys.join("; "))
-                })
-                .collect();
-            format!(
-                "encrypt ({}) with {}",
-                if *required {
-                    "required"
-                } else {
-                    "opportunistic"
-                },
-                methods.join(" or ")
-            )
+            // One string, written in place: this runs at every RCPT on
+            // the connection thread.
+            let mut out = String::with_capacity(160);
+            out.push_str(if *required {
+                "encrypt (required) with "
+            } else {
+                "encrypt (opportunistic) with "
+            });
+            for (i, (m, keys)) in choices.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(" or ");
+                }
+                let _ = write!(out, "{m} ({} key(s): ", keys.len());
+                for (j, k) in keys.iter().enumerate() {
+                    if j > 0 {
+                        out.push_str("; ");
+                    }
+                    let p = &k.provenance;
+                    let _ = write!(
+                        out,
+                        "{} via {}, vouched for by {}",
+                        k.fingerprint,
+                        p.source,
+                        p.security.vouched_by()
+                    );
+                }
+                out.push(')');
+            }
+            out
         }
         Action::Pass(why) => format!("pass: {why}"),
         Action::Reject(r) | Action::TempFail(r) => {
