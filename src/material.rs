@@ -210,15 +210,18 @@ impl Security {
     }
 }
 
-/// Which kind of source found a key. The names are the ones policy files
-/// and metric labels use (`source`).
+/// Which kind of source found a key. The names are the metric label
+/// (`source`) and the ones DESIGN.md reserves for the policy's `sources`
+/// key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     /// `keys.directory`: files the operator put there.
     Directory,
     /// SMIMEA / OPENPGPKEY records in DNS (DANE for mail).
     Dane,
-    /// A source only tests build (in-memory keys).
+    /// The in-memory source of the unit tests. Part of every build (the
+    /// type is public), but no running milter has such a source and no
+    /// metric series is made for it in advance.
     Test,
 }
 

@@ -1,10 +1,13 @@
 //! The end-of-message steps between "a message and its validated
-//! recipients" and "an encrypted message", shared by the offline `encrypt`
-//! command and the milter: verify a candidate ciphertext over the whole
-//! body (`check_ciphertext`), take the chosen method's keys from the
-//! recipients' decisions (`keys_for`), stream the inner entity and
-//! encrypt it (`encrypt_entity`), and render the new body (`seal`, the
-//! milter's blocking step). [`prepare`] does it all for a message in
+//! recipients" and "an encrypted message": verify a candidate ciphertext
+//! over the whole body (`check_ciphertext`) and stream the inner entity
+//! into the backend (`encrypt_entity`) — both used by the offline
+//! `encrypt` command and the milter — plus the milter's own two: take the
+//! chosen method's keys from the recipients' decisions (`keys_for`) and
+//! the blocking step that verifies, encrypts and renders into a spool
+//! (`seal`). `encrypt` checks before it looks keys up (an encrypted input
+//! needs none) and writes straight to standard output, so it composes
+//! the two shared steps itself. [`prepare`] does it all for a message in
 //! memory (tests, benchmarks).
 //! (Finding and validating keys belongs to [`crate::keys::KeyService`].)
 
@@ -142,6 +145,16 @@ pub(crate) fn keys_for(
     to
 }
 
+/// The message as the milter received it, for [`seal`].
+pub(crate) struct Received<'a> {
+    /// Header fields as received.
+    pub(crate) headers: &'a [HeaderField],
+    /// What the cheap check made of it.
+    pub(crate) class: &'a Classification,
+    /// The body as received.
+    pub(crate) body: &'a Spool,
+}
+
 /// What [`seal`] did.
 pub(crate) enum Sealed {
     /// The body is verified ciphertext: change nothing.
@@ -152,8 +165,6 @@ pub(crate) enum Sealed {
         edits: Vec<HeaderEdit>,
         /// The rendered body.
         body: Spool,
-        /// Why a message that looked encrypted was encrypted (for the log).
-        note: Option<String>,
     },
 }
 
@@ -161,19 +172,27 @@ pub(crate) enum Sealed {
 /// candidate over the whole body; unless it is verified ciphertext,
 /// encrypt the inner entity to `to` and render the result into a spool
 /// drawing on `budget`. Reads `body` once to verify (only a candidate)
-/// and once to encrypt.
+/// and once to encrypt. Why a candidate is encrypted all the same goes to
+/// `note` before the encryption starts (so the log has it even when the
+/// encryption fails).
 pub(crate) fn seal(
-    headers: &[HeaderField],
-    class: &Classification,
-    body: &Spool,
+    Received {
+        headers,
+        class,
+        body,
+    }: Received<'_>,
     backend: &dyn EncryptionBackend,
     to: &[Recipient],
     opts: &EncryptOptions,
     budget: MemoryBudget,
+    note: impl FnOnce(&str),
 ) -> Result<Sealed, BackendError> {
     let check = check_ciphertext(headers, class, &mut body.reader())?;
     if let Check::Verified(kind) = check {
         return Ok(Sealed::Verified(kind));
+    }
+    if let Some(why) = check.note() {
+        note(&why);
     }
     let mut inner = inner_reader(headers, body.reader());
     let Encrypted { edits, entity } = encrypt_entity(headers, &mut inner, backend, to, opts)?;
@@ -182,6 +201,5 @@ pub(crate) fn seal(
     Ok(Sealed::Encrypted {
         edits,
         body: rendered,
-        note: check.note(),
     })
 }

@@ -118,19 +118,17 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
         ..Config::default()
     };
     let (policy, _) = Policy::load(&config)?;
-    let registry = Arc::new(Registry::new());
     let metrics = Metrics::new();
     // The directory alone: no network in a fuzz run.
     let keys = KeyService::new(
         vec![Arc::new(DirectorySource::new(PathBuf::from(&key_dir)))],
-        registry.clone(),
+        Arc::new(Registry::new()),
         Some(metrics.clone()),
     );
     let engine = Engine {
         config,
         policy,
         keys,
-        registry,
         metrics,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::address::Address;
-use crate::keys::{KeySource, Lookup, LookupFuture, SourceKind};
+use crate::keys::{KeySource, Lookup, LookupFuture, SourceKind, Traced, TracedFuture};
 use crate::material::Method;
 
 /// Answers by (address, method); anything not set is proven absent.
@@ -15,6 +15,7 @@ pub(crate) struct MemorySource {
     name: &'static str,
     answers: Mutex<HashMap<(String, Method), Lookup>>,
     calls: AtomicUsize,
+    cached: AtomicBool,
 }
 
 impl MemorySource {
@@ -23,7 +24,13 @@ impl MemorySource {
             name,
             answers: Mutex::new(HashMap::new()),
             calls: AtomicUsize::new(0),
+            cached: AtomicBool::new(false),
         }
+    }
+
+    /// From now on answers say they came from the source's cache (or not).
+    pub(crate) fn set_cached(&self, cached: bool) {
+        self.cached.store(cached, Ordering::Relaxed);
     }
 
     /// From now on `addr`'s `method` lookup answers `lookup`.
@@ -57,5 +64,20 @@ impl KeySource for MemorySource {
             .and_then(|a| a.get(&(addr.to_string(), method)).cloned())
             .unwrap_or(Lookup::NotFound);
         Box::pin(std::future::ready(answer))
+    }
+
+    fn lookup_traced<'a>(
+        &'a self,
+        addr: &'a Address,
+        method: Method,
+        _detail: bool,
+    ) -> TracedFuture<'a> {
+        let cached = self.cached.load(Ordering::Relaxed);
+        Box::pin(async move {
+            Traced {
+                cached,
+                ..Traced::plain(self.lookup(addr, method).await)
+            }
+        })
     }
 }

@@ -267,3 +267,60 @@ fn every_usable_key_carries_its_provenance() {
     assert_eq!(explained.steps[0].answer, "found");
     assert_eq!(explained.found.len(), 1);
 }
+
+#[test]
+fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
+    let metrics = crate::metrics::Metrics::new();
+    let first = Arc::new(MemorySource::new("first"));
+    let second = Arc::new(MemorySource::new("second"));
+    second.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "a@example.org",
+            "second's",
+            SourceKind::Dane,
+            Security::Secure,
+        ),
+    );
+    let keys = KeyService::new(
+        vec![first.clone(), second.clone()],
+        Arc::new(Registry::new()),
+        Some(metrics.clone()),
+    );
+    let count = |result: &str| -> u64 {
+        let series = format!(
+            "autoencrypt_key_lookups_total{{source=\"test\",record=\"smimea\",result=\"{result}\"}} "
+        );
+        let text = metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap_or(u64::MAX))
+    };
+    let timed = || -> u64 {
+        let series =
+            "autoencrypt_key_lookup_duration_seconds_count{source=\"test\",record=\"smimea\"} ";
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map_or(0, |v| v.trim().parse().unwrap_or(u64::MAX))
+    };
+    let a = addr("a@example.org");
+    // Both sources asked: one not_found (first), one found (second).
+    block_on(keys.resolve(&a, Method::Smime));
+    assert_eq!((count("not_found"), count("found"), timed()), (1, 1, 2));
+    // From the cache: a hit, not timed.
+    first.set_cached(true);
+    second.set_cached(true);
+    block_on(keys.resolve(&a, Method::Smime));
+    assert_eq!((count("cache_hit"), count("not_found"), timed()), (2, 1, 2));
+    // A cached failure is still a failure.
+    first.set(
+        "a@example.org",
+        Method::Smime,
+        Lookup::Failed(FailReason::Timeout),
+    );
+    block_on(keys.resolve(&a, Method::Smime));
+    assert_eq!((count("failed"), count("cache_hit"), timed()), (1, 2, 2));
+}

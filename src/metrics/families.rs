@@ -278,7 +278,8 @@ pub(super) struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct RecordLabels {
+pub(super) struct SourceRecordLabels {
+    pub(super) source: SourceKind,
     pub(super) record: Record,
 }
 
@@ -301,7 +302,7 @@ pub(super) struct Families {
     pub(super) messages: Family<MessageLabels, Counter>,
     pub(super) encrypted: Family<MethodLabels, Counter>,
     pub(super) lookups: Family<LookupLabels, Counter>,
-    pub(super) lookup_duration: HistogramFamily<RecordLabels>,
+    pub(super) lookup_duration: HistogramFamily<SourceRecordLabels>,
     pub(super) encryption_duration: HistogramFamily<MethodLabels>,
     pub(super) message_size: Histogram,
     pub(super) connections: Gauge,
@@ -318,7 +319,7 @@ impl Families {
         let messages = Family::<MessageLabels, Counter>::default();
         let encrypted = Family::<MethodLabels, Counter>::default();
         let lookups = Family::<LookupLabels, Counter>::default();
-        let lookup_duration: HistogramFamily<RecordLabels> =
+        let lookup_duration: HistogramFamily<SourceRecordLabels> =
             Family::new_with_constructor(lookup_histogram);
         let encryption_duration: HistogramFamily<MethodLabels> =
             Family::new_with_constructor(encryption_histogram);
@@ -343,8 +344,8 @@ impl Families {
             let _ = encryption_duration.get_or_create(&MethodLabels { method });
         }
         for record in Record::ALL {
-            let _ = lookup_duration.get_or_create(&RecordLabels { record });
             for source in SOURCES {
+                let _ = lookup_duration.get_or_create(&SourceRecordLabels { source, record });
                 for result in LookupResult::ALL {
                     let _ = lookups.get_or_create(&LookupLabels {
                         source,
@@ -369,13 +370,15 @@ impl Families {
         registry.register(
             KEY_LOOKUPS,
             "Recipient key lookups, by key source (directory, dane), record type \
-             (smimea, openpgpkey) and result (found, not_found, insecure, bogus, failed, \
-             cache_hit)",
+             (smimea, openpgpkey) and result (found, not_found, insecure, bogus, failed; \
+             cache_hit for a found, not_found or insecure answer from the source's cache, \
+             while a cached failure counts as bogus or failed)",
             lookups.clone(),
         );
         registry.register_with_unit(
             KEY_LOOKUP_DURATION,
-            "Time a recipient key lookup took, by record type (cache hits excluded)",
+            "Time a recipient key lookup took, by key source and record type (answers \
+             from a source's cache excluded)",
             Unit::Seconds,
             lookup_duration.clone(),
         );

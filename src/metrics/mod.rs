@@ -45,7 +45,9 @@ pub use families::{
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use http::{MAX_HTTP_CONNECTIONS, bind, serve};
 
-use families::{DropLabels, Families, LookupLabels, MessageLabels, MethodLabels, RecordLabels};
+use families::{
+    DropLabels, Families, LookupLabels, MessageLabels, MethodLabels, SourceRecordLabels,
+};
 use format::openmetrics_to_prometheus_text;
 
 struct Inner {
@@ -99,8 +101,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one key source's answer: a cache hit, or a lookup with its
-    /// result and duration.
+    /// Counts one key source's answer: a lookup with its result and
+    /// duration, or, when the source's cache answered, a cache hit (not
+    /// timed). A cached failure or bogus answer is still counted as what
+    /// it is: every RCPT it defers is a failed lookup to whoever alerts on
+    /// them.
     pub fn source_lookup(
         &self,
         source: SourceKind,
@@ -109,10 +114,13 @@ impl Metrics {
         cached: bool,
         duration: Duration,
     ) {
-        if cached {
-            self.cache_hit(source, method);
-        } else {
-            self.lookup(source, method, lookup, duration);
+        let result = LookupResult::from(lookup);
+        match (cached, result) {
+            (false, _) => self.lookup_result(source, method, result, Some(duration)),
+            (true, LookupResult::Failed | LookupResult::Bogus) => {
+                self.lookup_result(source, method, result, None);
+            }
+            (true, _) => self.cache_hit(source, method),
         }
     }
 
@@ -152,7 +160,7 @@ impl Metrics {
             self.inner
                 .families
                 .lookup_duration
-                .get_or_create(&RecordLabels { record })
+                .get_or_create(&SourceRecordLabels { source, record })
                 .observe(d.as_secs_f64());
         }
     }

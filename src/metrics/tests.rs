@@ -146,8 +146,11 @@ fn all_label_combinations_exist_at_zero() {
                 assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
             }
         }
-        let s = format!("{KEY_LOOKUP_DURATION_SECONDS}_count{{record=\"{r}\"}}");
-        assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+        for src in ["directory", "dane"] {
+            let s =
+                format!("{KEY_LOOKUP_DURATION_SECONDS}_count{{source=\"{src}\",record=\"{r}\"}}");
+            assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+        }
     }
     assert_eq!(sample(&text, CONNECTIONS_ACTIVE).as_deref(), Some("0"));
     assert_eq!(sample(&text, MEMORY_BODIES_BYTES).as_deref(), Some("0"));
@@ -229,15 +232,19 @@ fn events_are_counted_under_their_labels() {
     );
     // The cache hit is counted but not timed.
     assert_eq!(
-        get("autoencrypt_key_lookup_duration_seconds_count{record=\"openpgpkey\"}"),
+        get("autoencrypt_key_lookup_duration_seconds_count{source=\"dane\",record=\"openpgpkey\"}"),
         "2"
     );
     assert_eq!(
-        get("autoencrypt_key_lookup_duration_seconds_bucket{le=\"0.005\",record=\"smimea\"}"),
+        get(
+            "autoencrypt_key_lookup_duration_seconds_bucket{le=\"0.005\",source=\"dane\",record=\"smimea\"}"
+        ),
         "1"
     );
     assert_eq!(
-        get("autoencrypt_key_lookup_duration_seconds_bucket{le=\"0.0025\",record=\"smimea\"}"),
+        get(
+            "autoencrypt_key_lookup_duration_seconds_bucket{le=\"0.0025\",source=\"dane\",record=\"smimea\"}"
+        ),
         "0"
     );
     assert_eq!(

@@ -38,10 +38,9 @@ pub struct Engine {
     /// The rules.
     pub policy: Policy,
     /// Recipients' keys: the sources in order and recent validations (a
-    /// reload starts afresh).
+    /// reload starts afresh), and the backends keys are validated and
+    /// messages encrypted with ([`KeyService::registry`]).
     pub keys: KeyService,
-    /// The encryption backends.
-    pub registry: Arc<Registry>,
     /// Metrics (shared by every engine of the process).
     pub metrics: Metrics,
 }
@@ -80,13 +79,12 @@ impl Engine {
         if let Some(note) = note {
             tracing::warn!("{note}");
         }
-        let registry = Arc::new(Registry::new());
-        let keys = KeyService::from_config(&config, registry.clone(), Some(metrics.clone()))?;
+        let keys =
+            KeyService::from_config(&config, Arc::new(Registry::new()), Some(metrics.clone()))?;
         Ok(Engine {
             config,
             policy,
             keys,
-            registry,
             metrics,
         })
     }

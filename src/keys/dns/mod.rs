@@ -203,11 +203,6 @@ impl DnsSource {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &DnsSettings {
-        &self.settings
-    }
-
     /// Looks up `addr`'s `method` records, with the details of every
     /// owner name asked.
     pub async fn lookup_detailed(&self, addr: &Address, method: Method) -> Detailed {

@@ -10,7 +10,7 @@ use super::{EomVerdict, MAX_HEADER_FIELDS, MessageState, Overflow, Session};
 use crate::backend::EncryptOptions;
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::metrics::Outcome;
-use crate::pipeline::{Check, Sealed, check_ciphertext, keys_for, seal};
+use crate::pipeline::{Check, Received, Sealed, check_ciphertext, keys_for, seal};
 use crate::policy::{Action, Reply};
 use crate::spool::Spool;
 
@@ -154,7 +154,7 @@ impl Session {
         };
         let headers = std::mem::take(&mut msg.headers);
         let body = std::mem::replace(&mut msg.body, Spool::new(0));
-        let registry = engine.registry.clone();
+        let registry = engine.keys.registry().clone();
         let budget = self.memory_budget.clone();
         // Waiting for a slot counts as encryption time in the metrics: it is
         // latency the message sees.
@@ -168,22 +168,14 @@ impl Session {
         let result = tokio::task::spawn_blocking(move || {
             // Held while the work runs, even if the connection goes away.
             let _slot = slot;
-            let sealed = seal(
-                &headers,
-                &class,
-                &body,
-                registry.get(method),
-                &to,
-                &opts,
-                budget,
-            );
-            if let Ok(Sealed::Encrypted {
-                note: Some(note), ..
-            }) = &sealed
-            {
-                tracing::info!("{task_qid}: {note}");
-            }
-            sealed
+            let received = Received {
+                headers: &headers,
+                class: &class,
+                body: &body,
+            };
+            seal(received, registry.get(method), &to, &opts, budget, |note| {
+                tracing::info!("{task_qid}: {note}")
+            })
         })
         .await;
         if !matches!(result, Ok(Ok(Sealed::Verified(_)))) {
