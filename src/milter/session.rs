@@ -404,3 +404,63 @@ fn action_summary(a: &Action<Recipient>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::Registry;
+    use crate::keys::memory::MemorySource;
+    use crate::keys::{KeyService, Lookup, Provenance, Security, SourceKind};
+    use crate::material::{KeyMaterial, SmimeCipher};
+    use crate::policy::KeyOutcome;
+
+    /// The RCPT log line names each key by fingerprint, source and what
+    /// vouched for it.
+    #[test]
+    fn the_rcpt_log_names_each_keys_provenance() {
+        let pkey =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let cert = crate::fuzzing::session::certificate(&pkey, "a@example.org").unwrap();
+        let src = Arc::new(MemorySource::new("m"));
+        src.set(
+            "a@example.org",
+            Method::Smime,
+            Lookup::Found {
+                keys: vec![KeyMaterial {
+                    method: Method::Smime,
+                    data: cert,
+                    origin: "SMIMEA 3 0 0 at x".into(),
+                    provenance: Provenance::now(SourceKind::Dane, Security::Secure),
+                }],
+                unusable: Vec::new(),
+                security: Security::Secure,
+            },
+        );
+        let keys = KeyService::new(vec![src], Arc::new(Registry::new()), None);
+        let addr = Address::parse("a@example.org").unwrap();
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(keys.resolve(&addr, Method::Smime));
+        let KeyOutcome::Found { usable, .. } = outcome.outcome else {
+            panic!("no key");
+        };
+        let fingerprint = usable[0].fingerprint.clone();
+        let line = action_summary(&Action::Encrypt {
+            choices: vec![(Method::Smime, usable)],
+            smime_cipher: SmimeCipher::default(),
+            required: true,
+        });
+        assert_eq!(
+            line,
+            format!(
+                "encrypt (required) with smime (1 key(s): {fingerprint} via dane, vouched for by \
+                 DNSSEC)"
+            )
+        );
+    }
+}
