@@ -36,6 +36,16 @@ fn found(addr: &str, origin: &str, source: SourceKind, security: Security) -> Lo
     }
 }
 
+/// An SMIMEA-found key: DNSSEC vouched for it.
+fn dane(addr: &str, origin: &str) -> Lookup {
+    found(addr, origin, SourceKind::Dane, Security::Secure)
+}
+
+/// A key-directory key: the operator's word.
+fn operator(addr: &str, origin: &str) -> Lookup {
+    found(addr, origin, SourceKind::Directory, Security::Local)
+}
+
 fn service(sources: &[&Arc<MemorySource>]) -> KeyService {
     let sources = sources
         .iter()
@@ -62,22 +72,12 @@ fn first_source_with_an_answer_decides_and_later_ones_are_not_asked() {
     first.set(
         "a@example.org",
         Method::Smime,
-        found(
-            "a@example.org",
-            "first's",
-            SourceKind::Directory,
-            Security::Local,
-        ),
+        operator("a@example.org", "first's"),
     );
     second.set(
         "a@example.org",
         Method::Smime,
-        found(
-            "a@example.org",
-            "second's",
-            SourceKind::Dane,
-            Security::Secure,
-        ),
+        dane("a@example.org", "second's"),
     );
     let keys = service(&[&first, &second]);
     let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
@@ -97,12 +97,7 @@ fn first_source_with_an_answer_decides_and_later_ones_are_not_asked() {
     second.set(
         "b@example.org",
         Method::Smime,
-        found(
-            "b@example.org",
-            "second's",
-            SourceKind::Dane,
-            Security::Secure,
-        ),
+        dane("b@example.org", "second's"),
     );
     let out = block_on(keys.resolve(&b, Method::Smime));
     match out.outcome {
@@ -128,12 +123,7 @@ fn a_failure_or_bogus_answer_is_the_answer_never_no_key() {
         second.set(
             "a@example.org",
             Method::Smime,
-            found(
-                "a@example.org",
-                "second's",
-                SourceKind::Dane,
-                Security::Secure,
-            ),
+            dane("a@example.org", "second's"),
         );
         let keys = service(&[&first, &second]);
         let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
@@ -163,12 +153,7 @@ fn one_outcome_per_method_in_the_order_asked() {
     src.set(
         "a@example.org",
         Method::Smime,
-        found(
-            "a@example.org",
-            "cert",
-            SourceKind::Directory,
-            Security::Local,
-        ),
+        operator("a@example.org", "cert"),
     );
     src.set(
         "a@example.org",
@@ -196,22 +181,12 @@ fn validation_is_cached_and_refusals_are_outcomes() {
     src.set(
         "a@example.org",
         Method::Smime,
-        found(
-            "z@example.org",
-            "wrong",
-            SourceKind::Directory,
-            Security::Local,
-        ),
+        operator("z@example.org", "wrong"),
     );
     src.set(
         "b@example.org",
         Method::Smime,
-        found(
-            "b@example.org",
-            "right",
-            SourceKind::Directory,
-            Security::Local,
-        ),
+        operator("b@example.org", "right"),
     );
     let keys = service(&[&src]);
     let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
@@ -238,12 +213,7 @@ fn validation_is_cached_and_refusals_are_outcomes() {
 fn every_usable_key_carries_its_provenance() {
     let src = Arc::new(MemorySource::new("m"));
     let fetched_at = SystemTime::now() - Duration::from_secs(90);
-    let mut answer = found(
-        "a@example.org",
-        "SMIMEA 3 0 0 at x",
-        SourceKind::Dane,
-        Security::Secure,
-    );
+    let mut answer = dane("a@example.org", "SMIMEA 3 0 0 at x");
     if let Lookup::Found { keys, .. } = &mut answer {
         keys[0].provenance.fetched = fetched_at;
     }
@@ -276,12 +246,7 @@ fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
     second.set(
         "a@example.org",
         Method::Smime,
-        found(
-            "a@example.org",
-            "second's",
-            SourceKind::Dane,
-            Security::Secure,
-        ),
+        dane("a@example.org", "second's"),
     );
     let keys = KeyService::new(
         vec![first.clone(), second.clone()],
