@@ -157,6 +157,14 @@ pub enum RejectReason {
     /// Before its notBefore time.
     #[error("not yet valid (from {0})")]
     NotYetValid(String),
+    /// The key's source vouches for it less than the rule accepts.
+    #[error("trust {trust} is below the rule's min_trust {min}")]
+    BelowMinTrust {
+        /// What the key's source vouches.
+        trust: TrustLevel,
+        /// The rule's `min_trust`.
+        min: TrustLevel,
+    },
     /// S/MIME: keyUsage lacks keyEncipherment (RSA) or keyAgreement (EC).
     #[error("key usage does not allow encryption (needs {0})")]
     KeyUsage(&'static str),
@@ -236,6 +244,128 @@ impl SourceKind {
     }
 }
 
+impl SourceKind {
+    /// The sources a rule may name in `sources` (the ones built).
+    pub const CHOOSABLE: [SourceKind; 2] = [SourceKind::Directory, SourceKind::Dane];
+
+    /// How far this kind of source vouches for what it finds: the
+    /// operator's directory is the operator's word; DANE records are
+    /// vouched for by DNSSEC (an unsigned zone's keys exist only under
+    /// `dns.allow_insecure`, where the operator accepts them as such).
+    pub fn trust(self) -> TrustLevel {
+        match self {
+            SourceKind::Directory | SourceKind::Test => TrustLevel::Operator,
+            SourceKind::Dane => TrustLevel::Dnssec,
+        }
+    }
+}
+
+/// A source name in a policy file that is not one of
+/// [`SourceKind::CHOOSABLE`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownSource {
+    /// Reserved for a source not built yet.
+    #[error("source {0:?} is not available in this version (available: directory, dane)")]
+    NotBuilt(String),
+    /// Not a source name at all.
+    #[error("unknown source {0:?} (expected \"directory\" or \"dane\")")]
+    Unknown(String),
+}
+
+impl FromStr for SourceKind {
+    type Err = UnknownSource;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "directory" => Ok(SourceKind::Directory),
+            "dane" => Ok(SourceKind::Dane),
+            "ldap" | "wkd" | "keyserver" | "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
+            other => Err(UnknownSource::Unknown(other.to_owned())),
+        }
+    }
+}
+
+/// How far a key can be trusted, by what vouched for it; ordered, the
+/// lowest first. A rule's `min_trust` is the lowest it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrustLevel {
+    /// Learned from mail (signatures, Autocrypt headers): no source builds
+    /// it yet.
+    Learned,
+    /// Authenticated by the web PKI only (WKD, keyservers): no source
+    /// builds it yet.
+    Tls,
+    /// Vouched for by the DNSSEC chain (SMIMEA, OPENPGPKEY).
+    Dnssec,
+    /// The operator's own systems (the key directory).
+    Operator,
+}
+
+impl TrustLevel {
+    /// Every level, lowest first.
+    pub const ALL: [TrustLevel; 4] = [
+        TrustLevel::Learned,
+        TrustLevel::Tls,
+        TrustLevel::Dnssec,
+        TrustLevel::Operator,
+    ];
+
+    /// The name in policy files (`min_trust`), logs and `policy explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustLevel::Learned => "learned",
+            TrustLevel::Tls => "tls",
+            TrustLevel::Dnssec => "dnssec",
+            TrustLevel::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for TrustLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `min_trust` value that is not a trust level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown trust level {0:?} (expected \"operator\", \"dnssec\", \"tls\" or \"learned\")")]
+pub struct UnknownTrust(pub String);
+
+impl FromStr for TrustLevel {
+    type Err = UnknownTrust;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TrustLevel::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTrust(s.to_owned()))
+    }
+}
+
+/// Which key sources a lookup may ask and the lowest trust it accepts:
+/// what a rule's `sources` and `min_trust` say, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChoice {
+    /// The sources to ask, in the rule's order; `None` = every configured
+    /// source. Asked highest trust first either way (the rule's order
+    /// decides among sources of one level), so a lower source never
+    /// decides before a higher one.
+    pub sources: Option<Vec<SourceKind>>,
+    /// Keys vouched for below this are refused; sources that cannot reach
+    /// it are not asked.
+    pub min_trust: TrustLevel,
+}
+
+impl KeyChoice {
+    /// Every configured source, any trust (the `lookup` and `encrypt`
+    /// commands).
+    pub fn any() -> Self {
+        KeyChoice {
+            sources: None,
+            min_trust: TrustLevel::Learned,
+        }
+    }
+}
+
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -263,6 +393,11 @@ impl Provenance {
             security,
             fetched: SystemTime::now(),
         }
+    }
+
+    /// How far the key can be trusted (from its source).
+    pub fn trust(&self) -> TrustLevel {
+        self.source.trust()
     }
 
     /// How long ago the key was fetched, in whole seconds (0 when the

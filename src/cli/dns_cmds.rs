@@ -11,7 +11,7 @@ use crate::address::Address;
 use crate::backend::{KeyMaterial, Method, Registry, openpgp, smime};
 use crate::config::{Config, FileRequirement};
 use crate::keys::owner::owner_name;
-use crate::keys::{KeyService, SourceKind};
+use crate::keys::{KeyChoice, KeyService, SourceKind};
 use crate::policy::KeyOutcome;
 
 /// Arguments of `lookup`.
@@ -146,9 +146,10 @@ pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
 /// Prints one address's report; returns its exit status.
 async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
     println!("{addr}");
+    let any = KeyChoice::any();
     let (smime, openpgp) = tokio::join!(
-        keys.explain(addr, Method::Smime),
-        keys.explain(addr, Method::OpenPgp)
+        keys.explain(addr, Method::Smime, &any),
+        keys.explain(addr, Method::OpenPgp, &any)
     );
     let mut usable_any = false;
     let mut incomplete = false;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
-use crate::keys::KeyService;
 use crate::keys::directory::DirectorySource;
+use crate::keys::{KeyChoice, KeyService};
 use crate::message::Message;
 use crate::message::classify::classify;
 use crate::message::rewrite::{apply_edits, inner_reader, write_header};
@@ -159,7 +159,7 @@ fn choose(
     'method: for &method in &methods {
         let mut all = Vec::new();
         for addr in addrs {
-            let resolved = runtime.block_on(keys.resolve(addr, method));
+            let resolved = runtime.block_on(keys.resolve(addr, method, &KeyChoice::any()));
             let problem = match resolved.outcome {
                 KeyOutcome::Found { usable, .. } if !usable.is_empty() => {
                     all.extend(usable);

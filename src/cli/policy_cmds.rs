@@ -13,7 +13,7 @@ use crate::address::Address;
 use crate::backend::{Method, Registry};
 use crate::config::{Config, DnsConfig, DnsMode, FileRequirement, LoadedConfig};
 use crate::keys::dns::resolv_conf_servers;
-use crate::keys::{FailReason, KeyService, Security};
+use crate::keys::{FailReason, KeyChoice, KeyService, Security};
 use crate::policy::{
     Action, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Policy, Query,
     RecipientDecision, Treatment, decide,
@@ -307,7 +307,8 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         Ok(k) => k,
         Err(e) => return super::fail(1, e),
     };
-    println!("key lookup: {}", keys.describe());
+    let choice = m.rule.treatment.key_choice().unwrap_or_else(KeyChoice::any);
+    println!("key lookup: {}", plan_line(&keys, &choice));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -317,7 +318,7 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
     };
     let mut outcomes = Vec::with_capacity(methods.len());
     for &method in &methods {
-        let explained = runtime.block_on(keys.explain(&to, method));
+        let explained = runtime.block_on(keys.explain(&to, method, &choice));
         for step in &explained.steps {
             println!(
                 "  {method}: {}: {}",
@@ -346,6 +347,39 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
     }
     print_decision(&d);
     ExitCode::SUCCESS
+}
+
+/// The sources a rule's lookup asks, in order, with the trust each can
+/// vouch; what it accepts; and the configured sources it does not ask.
+fn plan_line(keys: &KeyService, choice: &KeyChoice) -> String {
+    let plan = keys.plan(choice);
+    let asked: Vec<String> = plan
+        .iter()
+        .map(|s| format!("{} [{}]", s.describe(), s.trust()))
+        .collect();
+    let mut line = if asked.is_empty() {
+        "no key source".to_owned()
+    } else {
+        asked.join(", then ")
+    };
+    line.push_str(&format!("; accepts trust {} and above", choice.min_trust));
+    let skipped: Vec<String> = keys
+        .plan(&KeyChoice::any())
+        .into_iter()
+        .filter(|s| !plan.iter().any(|p| p.kind() == s.kind()))
+        .map(|s| {
+            let why = if s.trust() < choice.min_trust {
+                "below min_trust"
+            } else {
+                "not in the rule's sources"
+            };
+            format!("{} [{}] ({why})", s.describe(), s.trust())
+        })
+        .collect();
+    if !skipped.is_empty() {
+        line.push_str(&format!("; not asked: {}", skipped.join(", ")));
+    }
+    line
 }
 
 /// Builds one hypothetical outcome for `explain --no-lookup`.

@@ -13,6 +13,7 @@ use crate::material::Method;
 /// Answers by (address, method); anything not set is proven absent.
 pub(crate) struct MemorySource {
     name: &'static str,
+    kind: SourceKind,
     answers: Mutex<HashMap<(String, Method), Lookup>>,
     calls: AtomicUsize,
     cached: AtomicBool,
@@ -20,8 +21,14 @@ pub(crate) struct MemorySource {
 
 impl MemorySource {
     pub(crate) fn new(name: &'static str) -> Self {
+        Self::of_kind(name, SourceKind::Test)
+    }
+
+    /// A source that says it is of `kind` (for its trust and metrics).
+    pub(crate) fn of_kind(name: &'static str, kind: SourceKind) -> Self {
         MemorySource {
             name,
+            kind,
             answers: Mutex::new(HashMap::new()),
             calls: AtomicUsize::new(0),
             cached: AtomicBool::new(false),
@@ -48,7 +55,7 @@ impl MemorySource {
 
 impl KeySource for MemorySource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Test
+        self.kind
     }
 
     fn describe(&self) -> String {

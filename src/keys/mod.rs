@@ -20,8 +20,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::address::Address;
+pub use crate::material::{KeyChoice, Provenance, Security, SourceKind, TrustLevel};
 use crate::material::{KeyMaterial, KeyRejected, Method};
-pub use crate::material::{Provenance, Security, SourceKind};
 
 /// Why a lookup could not be completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +125,12 @@ pub trait KeySource: Send + Sync {
 
     /// A short description for logs and `policy explain`.
     fn describe(&self) -> String;
+
+    /// The most this source can vouch for a key (a rule whose `min_trust`
+    /// is above it does not ask it).
+    fn trust(&self) -> TrustLevel {
+        self.kind().trust()
+    }
 
     /// Looks up `addr`'s keys for `method`.
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a>;

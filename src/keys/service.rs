@@ -5,11 +5,15 @@
 //! [`KeyService::resolve`], whose answer is a value: validated recipients,
 //! or why not.
 //!
-//! Sources are asked in order. Only a source that proves absence
-//! ([`Lookup::NotFound`]) passes the question on; anything else it says —
-//! keys, an unsigned zone, bogus data, a failure — is the answer. So a
-//! failure is never "no key", and a later source never overrides an
-//! earlier one (the operator's directory comes before DNS).
+//! Each lookup says which sources it may ask and the lowest trust it
+//! accepts ([`KeyChoice`], from the rule's `sources` and `min_trust`).
+//! The chosen sources are asked highest trust first (the rule's order
+//! decides among sources of one level); a source that cannot reach
+//! `min_trust` is not asked, and a key below it is refused. Only a source
+//! that proves absence ([`Lookup::NotFound`]) passes the question on;
+//! anything else it says — keys, an unsigned zone, bogus data, a failure —
+//! is the answer. So a failure is never "no key", and a lower source never
+//! overrides a higher one (the operator's directory comes before DNS).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -21,7 +25,7 @@ use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
 use crate::keys::validated::ValidationCache;
 use crate::keys::{KeySource, Lookup, SourceKind, Traced};
-use crate::material::{KeyMaterial, Method};
+use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason};
 use crate::metrics::Metrics;
 use crate::policy::{KeyOutcome, MethodOutcome};
 
@@ -120,9 +124,15 @@ impl KeyService {
         parts.join(", then ")
     }
 
-    /// `addr`'s usable keys for `method`, or why there are none.
-    pub async fn resolve(&self, addr: &Address, method: Method) -> MethodOutcome<Recipient> {
-        self.run(addr, method, false).await.outcome
+    /// `addr`'s usable keys for `method` from the sources `choice` allows,
+    /// or why there are none.
+    pub async fn resolve(
+        &self,
+        addr: &Address,
+        method: Method,
+        choice: &KeyChoice,
+    ) -> MethodOutcome<Recipient> {
+        self.run(addr, method, choice, false).await.outcome
     }
 
     /// [`KeyService::resolve`] for each of `methods`, concurrently, in the
@@ -131,18 +141,22 @@ impl KeyService {
         &self,
         addr: &Address,
         methods: &[Method],
+        choice: &KeyChoice,
     ) -> Vec<MethodOutcome<Recipient>> {
         match methods {
             [] => Vec::new(),
-            [a] => vec![self.resolve(addr, *a).await],
+            [a] => vec![self.resolve(addr, *a, choice).await],
             [a, b] => {
-                let (x, y) = tokio::join!(self.resolve(addr, *a), self.resolve(addr, *b));
+                let (x, y) = tokio::join!(
+                    self.resolve(addr, *a, choice),
+                    self.resolve(addr, *b, choice)
+                );
                 vec![x, y]
             }
             more => {
                 let mut v = Vec::with_capacity(more.len());
                 for m in more {
-                    v.push(self.resolve(addr, *m).await);
+                    v.push(self.resolve(addr, *m, choice).await);
                 }
                 v
             }
@@ -150,14 +164,41 @@ impl KeyService {
     }
 
     /// [`KeyService::resolve`] with what every source said on the way.
-    pub async fn explain(&self, addr: &Address, method: Method) -> Explained {
-        self.run(addr, method, true).await
+    pub async fn explain(&self, addr: &Address, method: Method, choice: &KeyChoice) -> Explained {
+        self.run(addr, method, choice, true).await
     }
 
-    async fn run(&self, addr: &Address, method: Method, trace: bool) -> Explained {
+    /// The sources `choice` asks, in the order asked: the chosen ones
+    /// that can reach its `min_trust`, highest trust first (stable, so the
+    /// rule's order decides within a level).
+    pub fn plan(&self, choice: &KeyChoice) -> Vec<&dyn KeySource> {
+        let mut picked: Vec<&dyn KeySource> = match &choice.sources {
+            None => self.sources.iter().map(|s| s.as_ref()).collect(),
+            Some(kinds) => kinds
+                .iter()
+                .flat_map(|k| {
+                    self.sources
+                        .iter()
+                        .filter(move |s| s.kind() == *k)
+                        .map(|s| s.as_ref())
+                })
+                .collect(),
+        };
+        picked.retain(|s| s.trust() >= choice.min_trust);
+        picked.sort_by_key(|s| std::cmp::Reverse(s.trust()));
+        picked
+    }
+
+    async fn run(
+        &self,
+        addr: &Address,
+        method: Method,
+        choice: &KeyChoice,
+        trace: bool,
+    ) -> Explained {
         let mut steps = Vec::new();
         let mut answer = Lookup::NotFound;
-        for source in &self.sources {
+        for source in self.plan(choice) {
             let started = Instant::now();
             let Traced {
                 lookup,
@@ -188,6 +229,14 @@ impl KeyService {
         let outcome = MethodOutcome {
             method,
             outcome: KeyOutcome::from_lookup(answer, |k| {
+                let trust = k.provenance.trust();
+                if trust < choice.min_trust {
+                    // Not validated at all: the rule does not accept it.
+                    return Err(k.reject(RejectReason::BelowMinTrust {
+                        trust,
+                        min: choice.min_trust,
+                    }));
+                }
                 self.validated.validate(backend, k, addr, now)
             }),
         };

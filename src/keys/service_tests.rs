@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::keys::memory::MemorySource;
-use crate::keys::{FailReason, Provenance, Security};
+use crate::keys::{FailReason, KeyChoice, Provenance, Security};
 use crate::material::KeyMaterial;
 
 fn cert_for(addr: &str) -> Vec<u8> {
@@ -80,7 +80,7 @@ fn first_source_with_an_answer_decides_and_later_ones_are_not_asked() {
         dane("a@example.org", "second's"),
     );
     let keys = service(&[&first, &second]);
-    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &KeyChoice::any()));
     let KeyOutcome::Found {
         usable, security, ..
     } = out.outcome
@@ -99,7 +99,7 @@ fn first_source_with_an_answer_decides_and_later_ones_are_not_asked() {
         Method::Smime,
         dane("b@example.org", "second's"),
     );
-    let out = block_on(keys.resolve(&b, Method::Smime));
+    let out = block_on(keys.resolve(&b, Method::Smime, &KeyChoice::any()));
     match out.outcome {
         KeyOutcome::Found { usable, .. } => assert_eq!(usable[0].origin, "second's"),
         other => panic!("expected the second source's key, got {other:?}"),
@@ -126,7 +126,7 @@ fn a_failure_or_bogus_answer_is_the_answer_never_no_key() {
             dane("a@example.org", "second's"),
         );
         let keys = service(&[&first, &second]);
-        let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+        let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &KeyChoice::any()));
         let same = match (&answer, &out.outcome) {
             (Lookup::Failed(a), KeyOutcome::Failed(b)) => a == b,
             (Lookup::Bogus(a), KeyOutcome::Bogus(b)) => a == b,
@@ -138,11 +138,15 @@ fn a_failure_or_bogus_answer_is_the_answer_never_no_key() {
     }
     // Nothing anywhere: proven absent.
     let only = Arc::new(MemorySource::new("only"));
-    let out = block_on(service(&[&only]).resolve(&addr("x@example.org"), Method::Smime));
+    let out = block_on(service(&[&only]).resolve(
+        &addr("x@example.org"),
+        Method::Smime,
+        &KeyChoice::any(),
+    ));
     assert!(matches!(out.outcome, KeyOutcome::NotFound));
     // No source at all is "no key" too (not a failure): nothing configured.
     let none = KeyService::new(Vec::new(), Arc::new(Registry::new()), None);
-    let out = block_on(none.resolve(&addr("x@example.org"), Method::Smime));
+    let out = block_on(none.resolve(&addr("x@example.org"), Method::Smime, &KeyChoice::any()));
     assert!(matches!(out.outcome, KeyOutcome::NotFound));
     assert_eq!(none.describe(), "no key source");
 }
@@ -162,7 +166,7 @@ fn one_outcome_per_method_in_the_order_asked() {
     );
     let keys = service(&[&src]);
     let a = addr("a@example.org");
-    let both = block_on(keys.resolve_all(&a, &[Method::OpenPgp, Method::Smime]));
+    let both = block_on(keys.resolve_all(&a, &[Method::OpenPgp, Method::Smime], &KeyChoice::any()));
     assert_eq!(both.len(), 2);
     assert_eq!(both[0].method, Method::OpenPgp);
     assert!(matches!(
@@ -171,7 +175,7 @@ fn one_outcome_per_method_in_the_order_asked() {
     ));
     assert_eq!(both[1].method, Method::Smime);
     assert!(matches!(both[1].outcome, KeyOutcome::Found { .. }));
-    assert!(block_on(keys.resolve_all(&a, &[])).is_empty());
+    assert!(block_on(keys.resolve_all(&a, &[], &KeyChoice::any())).is_empty());
 }
 
 #[test]
@@ -189,7 +193,7 @@ fn validation_is_cached_and_refusals_are_outcomes() {
         operator("b@example.org", "right"),
     );
     let keys = service(&[&src]);
-    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime));
+    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &KeyChoice::any()));
     match out.outcome {
         KeyOutcome::Found {
             usable, rejected, ..
@@ -201,7 +205,7 @@ fn validation_is_cached_and_refusals_are_outcomes() {
         other => panic!("expected a refused key, got {other:?}"),
     }
     for _ in 0..3 {
-        let out = block_on(keys.resolve(&addr("b@example.org"), Method::Smime));
+        let out = block_on(keys.resolve(&addr("b@example.org"), Method::Smime, &KeyChoice::any()));
         assert!(matches!(out.outcome, KeyOutcome::Found { ref usable, .. } if usable.len() == 1));
     }
     // One entry per (address, key): three resolutions of b@ validated once.
@@ -219,7 +223,8 @@ fn every_usable_key_carries_its_provenance() {
     }
     src.set("a@example.org", Method::Smime, answer);
     let keys = service(&[&src]);
-    let explained = block_on(keys.explain(&addr("a@example.org"), Method::Smime));
+    let explained =
+        block_on(keys.explain(&addr("a@example.org"), Method::Smime, &KeyChoice::any()));
     let KeyOutcome::Found { usable, .. } = explained.outcome.outcome else {
         panic!("expected keys");
     };
@@ -273,12 +278,12 @@ fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
     };
     let a = addr("a@example.org");
     // Both sources asked: one not_found (first), one found (second).
-    block_on(keys.resolve(&a, Method::Smime));
+    block_on(keys.resolve(&a, Method::Smime, &KeyChoice::any()));
     assert_eq!((count("not_found"), count("found"), timed()), (1, 1, 2));
     // From the cache: a hit, not timed.
     first.set_cached(true);
     second.set_cached(true);
-    block_on(keys.resolve(&a, Method::Smime));
+    block_on(keys.resolve(&a, Method::Smime, &KeyChoice::any()));
     assert_eq!((count("cache_hit"), count("not_found"), timed()), (2, 1, 2));
     // A cached failure is still a failure.
     first.set(
@@ -286,6 +291,6 @@ fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
         Method::Smime,
         Lookup::Failed(FailReason::Timeout),
     );
-    block_on(keys.resolve(&a, Method::Smime));
+    block_on(keys.resolve(&a, Method::Smime, &KeyChoice::any()));
     assert_eq!((count("failed"), count("cache_hit"), timed()), (1, 2, 2));
 }

@@ -256,7 +256,10 @@ impl Session {
             Treatment::NeverEncrypt => Vec::new(),
             Treatment::Encrypt { methods, .. } => methods.clone(),
         };
-        let outcomes = engine.keys.resolve_all(&addr, &methods).await;
+        let outcomes = match rule.treatment.key_choice() {
+            Some(choice) => engine.keys.resolve_all(&addr, &methods, &choice).await,
+            None => Vec::new(),
+        };
         let decision = engine.policy.decide(&q, outcomes);
         for note in &decision.notes {
             tracing::info!("{qid}: rcpt {shown} ({direction}): {note}");
@@ -414,7 +417,7 @@ mod tests {
     use super::*;
     use crate::backend::Registry;
     use crate::keys::memory::MemorySource;
-    use crate::keys::{KeyService, Lookup, Provenance, Security, SourceKind};
+    use crate::keys::{KeyChoice, KeyService, Lookup, Provenance, Security, SourceKind};
     use crate::material::{KeyMaterial, SmimeCipher};
     use crate::policy::KeyOutcome;
 
@@ -445,7 +448,7 @@ mod tests {
         let outcome = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(keys.resolve(&addr, Method::Smime));
+            .block_on(keys.resolve(&addr, Method::Smime, &KeyChoice::any()));
         let KeyOutcome::Found { usable, .. } = outcome.outcome else {
             panic!("no key");
         };

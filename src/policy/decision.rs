@@ -215,6 +215,7 @@ pub fn decide<K>(
             methods,
             mode,
             smime_cipher,
+            ..
         } => (
             methods,
             *mode,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{Location, TomlIndex};
-use crate::material::{Method, SmimeCipher};
+use crate::material::{Method, SmimeCipher, SourceKind, TrustLevel};
 use crate::policy::PolicyError;
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
@@ -42,6 +42,8 @@ struct RawRule {
     on_missing_key: Option<Spanned<RawMissingKey>>,
     on_lookup_error: Option<Spanned<RawLookupError>>,
     smime_cipher: Option<Spanned<CipherName>>,
+    sources: Option<Spanned<Vec<Spanned<String>>>>,
+    min_trust: Option<Spanned<String>>,
 }
 
 fn any_direction() -> DirectionMatch {
@@ -270,6 +272,8 @@ fn build_rule(
                 r.on_lookup_error.as_ref().map(Spanned::span),
             ),
             ("smime_cipher", r.smime_cipher.as_ref().map(Spanned::span)),
+            ("sources", r.sources.as_ref().map(Spanned::span)),
+            ("min_trust", r.min_trust.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
                 return Err(err(
@@ -342,10 +346,47 @@ fn build_rule(
             Some(c) => Some(c.into_inner().0),
             None => None,
         };
+        let sources = match r.sources {
+            None => None,
+            Some(list) => {
+                let span = list.span();
+                let mut kinds: Vec<SourceKind> = Vec::new();
+                for name in list.into_inner() {
+                    let at = name.span();
+                    let kind: SourceKind = name
+                        .get_ref()
+                        .parse()
+                        .map_err(|e| err(at.clone(), format!("key `sources`: {e}")))?;
+                    if kinds.contains(&kind) {
+                        return Err(err(at, format!("key `sources`: {kind} is listed twice")));
+                    }
+                    kinds.push(kind);
+                }
+                if kinds.is_empty() {
+                    return Err(err(
+                        span,
+                        "key `sources`: an empty list asks no source, so no key is ever found; \
+                         use methods = [] for a rule that never encrypts"
+                            .to_owned(),
+                    ));
+                }
+                Some(kinds)
+            }
+        };
+        let min_trust = match r.min_trust {
+            None => None,
+            Some(t) => Some(
+                t.get_ref()
+                    .parse::<TrustLevel>()
+                    .map_err(|e| err(t.span(), format!("key `min_trust`: {e}")))?,
+            ),
+        };
         Treatment::Encrypt {
             methods,
             mode,
             smime_cipher,
+            sources,
+            min_trust,
         }
     };
 
@@ -439,7 +480,9 @@ mod tests {
                 mode: Mode::Required {
                     on_missing_key: OnMissingKey::Reject
                 },
-                smime_cipher: None
+                smime_cipher: None,
+                sources: None,
+                min_trust: None,
             }
         );
     }

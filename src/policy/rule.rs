@@ -12,7 +12,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::config::Location;
-use crate::material::{Method, SmimeCipher};
+use crate::material::{KeyChoice, Method, SmimeCipher, SourceKind, TrustLevel};
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::{Direction, Query};
 
@@ -107,7 +107,38 @@ pub enum Treatment {
         mode: Mode,
         /// Overrides `smime.cipher`.
         smime_cipher: Option<SmimeCipher>,
+        /// `sources`: which key sources, in which order; `None` = every
+        /// configured source.
+        sources: Option<Vec<SourceKind>>,
+        /// `min_trust`; `None` = the mode's default
+        /// ([`Treatment::key_choice`]).
+        min_trust: Option<TrustLevel>,
     },
+}
+
+impl Treatment {
+    /// What a lookup for this rule may ask and accept, defaults applied:
+    /// every configured source; a required rule accepts `dnssec` and
+    /// above, an opportunistic one any trust. `None` when it never
+    /// encrypts (nothing is looked up).
+    pub fn key_choice(&self) -> Option<KeyChoice> {
+        match self {
+            Treatment::NeverEncrypt => None,
+            Treatment::Encrypt {
+                mode,
+                sources,
+                min_trust,
+                ..
+            } => Some(KeyChoice {
+                sources: sources.clone(),
+                min_trust: min_trust.unwrap_or(if mode.is_required() {
+                    TrustLevel::Dnssec
+                } else {
+                    TrustLevel::Learned
+                }),
+            }),
+        }
+    }
 }
 
 /// A rule, parsed and checked.
@@ -152,6 +183,8 @@ impl Rule {
                     on_lookup_error: OnLookupError::TempFail,
                 },
                 smime_cipher: None,
+                sources: None,
+                min_trust: None,
             },
         }
     }
@@ -262,6 +295,7 @@ impl Rule {
                 methods,
                 mode,
                 smime_cipher,
+                ..
             } => {
                 let m: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                 let cipher = smime_cipher
@@ -283,7 +317,17 @@ impl Rule {
                         }
                     ),
                 };
-                format!("encrypt with [{}]{cipher}; {mode}", m.join(", "))
+                let keys = self.treatment.key_choice().map_or_else(String::new, |c| {
+                    let from = c.sources.as_ref().map_or_else(
+                        || "every configured source".to_owned(),
+                        |s| {
+                            let names: Vec<&str> = s.iter().map(|k| k.as_str()).collect();
+                            names.join(", ")
+                        },
+                    );
+                    format!("; keys from {from}, trust {} and above", c.min_trust)
+                });
+                format!("encrypt with [{}]{cipher}; {mode}{keys}", m.join(", "))
             }
         }
     }
