@@ -369,6 +369,94 @@ fn explain_names_each_source_and_the_keys_provenance() {
     assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
 }
 
+/// A rule's `sources` and `min_trust` decide which sources are asked;
+/// `check-config` and `policy explain` show it.
+#[test]
+fn rules_choose_their_sources_and_minimum_trust() {
+    let d = tempfile::tempdir().unwrap();
+    let scratch = Scratch::new();
+    let keys = d.path().join("keys");
+    let pol = d.path().join("policies");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("10-keys.toml"),
+        r#"
+[[rule]]
+name = "dns only"
+recipient = "*@dane.example"
+methods = ["smime"]
+sources = ["dane"]
+
+[[rule]]
+name = "operator only"
+recipient = "*@op.example"
+methods = ["smime"]
+mode = "required"
+min_trust = "operator"
+"#,
+    )
+    .unwrap();
+    for addr in ["x@dane.example", "x@op.example"] {
+        let id = SmimeId::generate(&scratch.work, addr, &CertSpec::good(addr, KeyKind::Rsa));
+        std::fs::copy(&id.cert_path, keys.join(format!("{addr}.pem"))).unwrap();
+    }
+    let cfg = config(
+        d.path(),
+        &pol,
+        &format!(
+            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+            keys.display().to_string()
+        ),
+    );
+    let (code, out, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("keys from dane, trust learned and above"),
+        "{out}"
+    );
+    assert!(
+        out.contains("keys from every configured source, trust operator and above"),
+        "{out}"
+    );
+
+    let explain_to = |to: &str| {
+        let (code, out, err) = run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["policy", "explain", "--to", to]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    // DNS only: the key file is there, but the directory is not asked;
+    // DNS fails (nothing listens), which defers, never "no key".
+    let out = explain_to("x@dane.example");
+    let plan = format!(
+        "key lookup: DNS (validate mode) [dnssec]; accepts trust learned and above; not asked: \
+         local key directory {} [operator] (not in the rule's sources)",
+        keys.display()
+    );
+    assert!(out.contains(&plan), "{out}");
+    assert!(!out.contains("smime: local key directory"), "{out}");
+    assert!(out.contains("smime: DNS (validate mode): failed"), "{out}");
+    assert!(out.contains("decision: tempfail: 451 4.7.1"), "{out}");
+    // min_trust operator: DNS cannot reach it and is not asked at all.
+    let out = explain_to("x@op.example");
+    let plan = format!(
+        "key lookup: local key directory {} [operator]; accepts trust operator and above; not \
+         asked: DNS (validate mode) [dnssec] (below min_trust)",
+        keys.display()
+    );
+    assert!(out.contains(&plan), "{out}");
+    assert!(!out.contains("smime: DNS"), "{out}");
+    assert!(out.contains("decision: encrypt with smime"), "{out}");
+    // Not in the directory: no key from a source it accepts, so the
+    // required rule rejects (DNS would not do).
+    let out = explain_to("y@op.example");
+    assert!(!out.contains("smime: DNS"), "{out}");
+    assert!(out.contains("decision: reject: 550 5.7.1"), "{out}");
+}
+
 #[test]
 fn explain_usage_errors_exit_1() {
     // (a bare "not-an-address" is a valid domain-less recipient now)

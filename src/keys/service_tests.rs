@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::keys::memory::MemorySource;
-use crate::keys::{FailReason, KeyChoice, Provenance, Security};
+use crate::keys::{FailReason, KeyChoice, Provenance, Security, TrustLevel};
 use crate::material::KeyMaterial;
+use crate::material::RejectReason;
 
 fn cert_for(addr: &str) -> Vec<u8> {
     static KEY: OnceLock<openssl::pkey::PKey<openssl::pkey::Private>> = OnceLock::new();
@@ -293,4 +294,101 @@ fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
     );
     block_on(keys.resolve(&a, Method::Smime, &KeyChoice::any()));
     assert_eq!((count("failed"), count("cache_hit"), timed()), (1, 2, 2));
+}
+
+fn choice(sources: Option<Vec<SourceKind>>, min_trust: TrustLevel) -> KeyChoice {
+    KeyChoice { sources, min_trust }
+}
+
+#[test]
+fn a_rules_sources_select_and_higher_trust_is_asked_first() {
+    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
+    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    dir.set(
+        "a@example.org",
+        Method::Smime,
+        operator("a@example.org", "dir's"),
+    );
+    dns.set(
+        "a@example.org",
+        Method::Smime,
+        dane("a@example.org", "dns's"),
+    );
+    // Registered lowest first: the order of asking comes from trust.
+    let keys = service(&[&dns, &dir]);
+    let a = addr("a@example.org");
+    let origin = |c: &KeyChoice| match block_on(keys.resolve(&a, Method::Smime, c)).outcome {
+        KeyOutcome::Found { usable, .. } => usable[0].origin.clone(),
+        other => panic!("{other:?}"),
+    };
+    // Every source: the operator's key wins over the DNSSEC one.
+    assert_eq!(origin(&KeyChoice::any()), "dir's");
+    assert_eq!(
+        dns.calls(),
+        0,
+        "a lower source is not asked once a higher one answered"
+    );
+    // A rule that lists DNS first still asks the directory first.
+    let both = choice(
+        Some(vec![SourceKind::Dane, SourceKind::Directory]),
+        TrustLevel::Learned,
+    );
+    assert_eq!(origin(&both), "dir's");
+    // A rule with DNS only never asks the directory.
+    let before = dir.calls();
+    let only_dns = choice(Some(vec![SourceKind::Dane]), TrustLevel::Learned);
+    assert_eq!(origin(&only_dns), "dns's");
+    assert_eq!(dir.calls(), before);
+    let names: Vec<String> = keys.plan(&only_dns).iter().map(|s| s.describe()).collect();
+    assert_eq!(names, ["memory source dns"]);
+}
+
+#[test]
+fn sources_below_min_trust_are_not_asked_and_keys_below_it_are_refused() {
+    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
+    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    dns.set(
+        "a@example.org",
+        Method::Smime,
+        dane("a@example.org", "dns's"),
+    );
+    let keys = service(&[&dir, &dns]);
+    let a = addr("a@example.org");
+    // min_trust operator: DNS cannot reach it, so it is not asked; the
+    // directory has nothing: no key (not a failure).
+    let strict = choice(None, TrustLevel::Operator);
+    let out = block_on(keys.resolve(&a, Method::Smime, &strict));
+    assert!(
+        matches!(out.outcome, KeyOutcome::NotFound),
+        "{:?}",
+        out.outcome
+    );
+    assert_eq!(dns.calls(), 0);
+    assert_eq!(keys.plan(&strict).len(), 1);
+    // A source that hands out a key vouched for less than itself: the
+    // key is refused by its own provenance, not by the source's rank.
+    dir.set(
+        "a@example.org",
+        Method::Smime,
+        dane("a@example.org", "relayed"),
+    );
+    let out = block_on(keys.resolve(&a, Method::Smime, &strict));
+    match out.outcome {
+        KeyOutcome::Found {
+            usable, rejected, ..
+        } => {
+            assert!(usable.is_empty());
+            assert_eq!(
+                rejected[0].reason,
+                RejectReason::BelowMinTrust {
+                    trust: TrustLevel::Dnssec,
+                    min: TrustLevel::Operator
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // dnssec and above: the same key is used.
+    let out = block_on(keys.resolve(&a, Method::Smime, &choice(None, TrustLevel::Dnssec)));
+    assert!(matches!(out.outcome, KeyOutcome::Found { ref usable, .. } if usable.len() == 1));
 }

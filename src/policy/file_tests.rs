@@ -1,0 +1,167 @@
+//! Tests of policy file loading: defaults, downgrades refused, typed
+//! errors with file, line, rule and key.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+use super::*;
+
+fn parse(text: &str) -> Result<Vec<Rule>, PolicyError> {
+    parse_file(Path::new("t.toml"), text)
+}
+
+#[test]
+fn defaults_of_a_minimal_rule() {
+    let r = parse("[[rule]]\nname = \"x\"\n").unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].direction, DirectionMatch::Any);
+    assert_eq!(r[0].treatment, Rule::builtin_default().treatment);
+    assert_eq!(
+        r[0].origin,
+        Location::File {
+            path: "t.toml".into(),
+            line: Some(1)
+        }
+    );
+}
+
+#[test]
+fn required_defaults_to_reject() {
+    let r =
+        parse("[[rule]]\nname = \"x\"\nmode = \"required\"\nmethods = [\"openpgp\"]\n").unwrap();
+    assert_eq!(
+        r[0].treatment,
+        Treatment::Encrypt {
+            methods: vec![Method::OpenPgp],
+            mode: Mode::Required {
+                on_missing_key: OnMissingKey::Reject
+            },
+            smime_cipher: None,
+            sources: None,
+            min_trust: None,
+        }
+    );
+}
+
+fn err_text(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn downgrades_are_config_errors() {
+    let e = err_text("[[rule]]\nname = \"p\"\nmode = \"required\"\non_lookup_error = \"pass\"\n");
+    assert!(
+        e.starts_with("t.toml:4: rule \"p\": key `on_lookup_error`"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"p\"\nmode = \"required\"\non_missing_key = \"pass\"\n");
+    assert!(
+        e.starts_with("t.toml:4: rule \"p\": key `on_missing_key`"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"p\"\non_missing_key = \"reject\"\n");
+    assert!(e.contains("opportunistic"), "{e}");
+    let e = err_text("[[rule]]\nname = \"p\"\nmethods = []\nmode = \"required\"\n");
+    assert!(e.contains("cannot be required"), "{e}");
+}
+
+#[test]
+fn typed_errors_carry_line_rule_and_key() {
+    let e = err_text(
+        "# c\n[[rule]]\nname = \"a\"\n\n[[rule]]\nname = \"b\"\nmethods = [\"smime\", \"pgp\"]\n",
+    );
+    assert!(e.starts_with("t.toml:7: rule \"b\": key `methods`"), "{e}");
+    assert!(e.contains("pgp"), "{e}");
+    let e = err_text("[[rule]]\nname = \"a\"\ncolour = \"red\"\n");
+    assert!(e.starts_with("t.toml:3: rule \"a\""), "{e}");
+    assert!(e.contains("colour"), "{e}");
+    let e = err_text("[[rule]]\nname = \"a\"\nrecipient = [\"example.org\"]\n");
+    assert!(
+        e.starts_with("t.toml:3: rule \"a\": key `recipient`"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\ndirection = \"sideways\"\n");
+    assert!(
+        e.starts_with("t.toml:3: rule \"a\": key `direction`"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nmethods = [\"smime\", \"smime\"]\n");
+    assert!(e.contains("twice"), "{e}");
+    let e = err_text(
+        "[[rule]]\nname = \"a\"\nmethods = [\"openpgp\"]\nsmime_cipher = \"aes-256-gcm\"\n",
+    );
+    assert!(e.starts_with("t.toml:4:"), "{e}");
+    let e = err_text("[[rule]\nname = \"a\"\n");
+    assert!(e.starts_with("t.toml:1:"), "{e}");
+    let e = err_text("[rules]\n");
+    assert!(e.starts_with("t.toml:1:"), "{e}");
+}
+
+#[test]
+fn sources_and_min_trust_are_read_with_defaults_by_mode() {
+    use crate::material::{SourceKind, TrustLevel};
+    let r = parse(
+        "[[rule]]\nname = \"a\"\nmethods = [\"openpgp\"]\nsources = [\"dane\", \"directory\"]\n\
+         min_trust = \"operator\"\n",
+    )
+    .unwrap();
+    let c = r[0].treatment.key_choice().unwrap();
+    assert_eq!(
+        c.sources,
+        Some(vec![SourceKind::Dane, SourceKind::Directory])
+    );
+    assert_eq!(c.min_trust, TrustLevel::Operator);
+    // Defaults: every source; required accepts dnssec and above,
+    // opportunistic any trust.
+    let r = parse(
+        "[[rule]]\nname = \"r\"\nmode = \"required\"\n[[rule]]\nname = \"o\"\nrecipient = \"*@x\"\n",
+    )
+    .unwrap();
+    let (req, opp) = (
+        r[0].treatment.key_choice().unwrap(),
+        r[1].treatment.key_choice().unwrap(),
+    );
+    assert_eq!((req.sources, req.min_trust), (None, TrustLevel::Dnssec));
+    assert_eq!((opp.sources, opp.min_trust), (None, TrustLevel::Learned));
+    assert!(
+        r[0].treatment_summary()
+            .ends_with("keys from every configured source, trust dnssec and above")
+    );
+    // A rule that never encrypts asks nothing.
+    let r = parse("[[rule]]\nname = \"n\"\nmethods = []\n").unwrap();
+    assert_eq!(r[0].treatment.key_choice(), None);
+}
+
+#[test]
+fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"dane\",\n  \"dns\"]\n");
+    assert!(
+        e.starts_with("t.toml:4: rule \"a\": key `sources`: unknown source \"dns\""),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"wkd\"]\n");
+    assert!(
+        e.contains("source \"wkd\" is not available in this version"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"dane\", \"dane\"]\n");
+    assert!(e.contains("key `sources`: dane is listed twice"), "{e}");
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = []\n");
+    assert!(
+        e.starts_with("t.toml:3:") && e.contains("asks no source"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nmin_trust = \"high\"\n");
+    assert!(
+        e.starts_with("t.toml:3: rule \"a\": key `min_trust`: unknown trust level \"high\""),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nmethods = []\nmin_trust = \"dnssec\"\n");
+    assert!(
+        e.contains("key `min_trust`: has no effect with methods = []"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nmethods = []\nsources = [\"dane\"]\n");
+    assert!(
+        e.contains("key `sources`: has no effect with methods = []"),
+        "{e}"
+    );
+}
