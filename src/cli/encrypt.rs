@@ -153,8 +153,11 @@ fn choose(
         Some(m) => vec![m],
         None => Method::ALL.to_vec(),
     };
-    // The directory answers at once; the runtime only drives its future.
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    // The directory answers at once; the runtime drives its future and the
+    // key service's deadline (which needs the timer).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
     let mut problems: Vec<String> = Vec::new();
     'method: for &method in &methods {
         let mut all = Vec::new();

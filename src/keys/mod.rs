@@ -13,7 +13,7 @@ pub(crate) use dns::owner;
 mod service;
 mod validated;
 
-pub use service::{Explained, KeyService, Step};
+pub use service::{Explained, KeyService, SOURCE_DEADLINE, Step};
 
 use std::fmt;
 use std::future::Future;

@@ -16,7 +16,7 @@
 //! overrides a higher one (the operator's directory comes before DNS).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::address::Address;
 use crate::backend::{Recipient, Registry};
@@ -24,10 +24,18 @@ use crate::config::Config;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
 use crate::keys::validated::ValidationCache;
-use crate::keys::{KeySource, Lookup, SourceKind, Traced};
+use crate::keys::{FailReason, KeySource, Lookup, SourceKind, Traced};
 use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason};
 use crate::metrics::Metrics;
 use crate::policy::{KeyOutcome, MethodOutcome};
+
+/// The longest one source may take to answer one lookup, whatever it
+/// does inside: past it the answer is a timeout (a failure, never "no
+/// key"). Each source bounds its own work first (DNS: `dns.timeout_ms`
+/// per query); this backstop keeps a source that hangs from holding the
+/// RCPT past Postfix's `milter_command_timeout` (30 s by default), after
+/// which the MTA would give up on the milter for the whole session.
+pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Recipients' keys, found and validated.
 pub struct KeyService {
@@ -35,6 +43,7 @@ pub struct KeyService {
     registry: Arc<Registry>,
     validated: ValidationCache,
     metrics: Option<Metrics>,
+    deadline: Duration,
 }
 
 /// What one source said during a [`KeyService::explain`].
@@ -70,7 +79,15 @@ impl KeyService {
             registry,
             validated: ValidationCache::new(),
             metrics,
+            deadline: SOURCE_DEADLINE,
         }
+    }
+
+    /// The same, with `deadline` instead of [`SOURCE_DEADLINE`] (tests).
+    #[cfg(test)]
+    pub(crate) fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The sources the configuration names, in trust order: the key
@@ -125,7 +142,8 @@ impl KeyService {
     }
 
     /// `addr`'s usable keys for `method` from the sources `choice` allows,
-    /// or why there are none.
+    /// or why there are none. Runs on a tokio runtime with the timer
+    /// enabled (each source is held to [`SOURCE_DEADLINE`]).
     pub async fn resolve(
         &self,
         addr: &Address,
@@ -204,7 +222,19 @@ impl KeyService {
                 lookup,
                 cached,
                 asked,
-            } = source.lookup_traced(addr, method, trace).await;
+            } = match tokio::time::timeout(self.deadline, source.lookup_traced(addr, method, trace))
+                .await
+            {
+                Ok(t) => t,
+                Err(_) => {
+                    tracing::warn!(
+                        "{}: no answer for {addr} ({method}) within {} s",
+                        source.describe(),
+                        self.deadline.as_secs()
+                    );
+                    Traced::plain(Lookup::Failed(FailReason::Timeout))
+                }
+            };
             if let Some(m) = &self.metrics {
                 m.source_lookup(source.kind(), method, &lookup, cached, started.elapsed());
             }

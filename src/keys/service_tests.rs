@@ -61,6 +61,7 @@ fn addr(s: &str) -> Address {
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime")
         .block_on(f)
@@ -391,4 +392,32 @@ fn sources_below_min_trust_are_not_asked_and_keys_below_it_are_refused() {
     // dnssec and above: the same key is used.
     let out = block_on(keys.resolve(&a, Method::Smime, &choice(None, TrustLevel::Dnssec)));
     assert!(matches!(out.outcome, KeyOutcome::Found { ref usable, .. } if usable.len() == 1));
+}
+
+#[test]
+fn a_source_that_never_answers_is_a_timeout_not_no_key() {
+    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
+    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    dns.set(
+        "a@example.org",
+        Method::Smime,
+        dane("a@example.org", "dns's"),
+    );
+    dir.go_silent();
+    let keys = service(&[&dir, &dns]).with_deadline(Duration::from_millis(50));
+    let out = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &KeyChoice::any()));
+    assert!(
+        matches!(out.outcome, KeyOutcome::Failed(FailReason::Timeout)),
+        "{:?}",
+        out.outcome
+    );
+    assert_eq!(
+        dns.calls(),
+        0,
+        "a timeout is the answer, not a pass to the next source"
+    );
 }

@@ -446,6 +446,7 @@ mod tests {
         let keys = KeyService::new(vec![src], Arc::new(Registry::new()), None);
         let addr = Address::parse("a@example.org").unwrap();
         let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
             .block_on(keys.resolve(&addr, Method::Smime, &KeyChoice::any()));
