@@ -124,6 +124,28 @@ pub fn binary_public_key(data: &[u8]) -> Result<Vec<u8>, RejectReason> {
         .map_err(|e| RejectReason::Unreadable(e.to_string()))
 }
 
+/// What a Web Key Directory serves for `addr`: the binary public key,
+/// only if it can be encrypted to for `addr` at `now` (not expired, not
+/// revoked, an encryption subkey, a user ID with the address), and with
+/// every user ID for another address removed (the draft asks for it: the
+/// directory vouches for this address only, and publishing the others
+/// would disclose them).
+pub fn wkd_key(data: &[u8], addr: &Address, now: SystemTime) -> Result<Vec<u8>, RejectReason> {
+    use openpgp::serialize::SerializeInto;
+    let cert = Cert::from_bytes(data).map_err(|e| RejectReason::Unreadable(e.to_string()))?;
+    check_cert(&cert, addr, &StandardPolicy::new(), now)?;
+    let cert = cert.retain_userids(|ua| {
+        ua.userid()
+            .email()
+            .ok()
+            .flatten()
+            .and_then(|e| Address::parse(e).ok())
+            .is_some_and(|a| a.matches_loosely(addr))
+    });
+    cert.to_vec()
+        .map_err(|e| RejectReason::Unreadable(e.to_string()))
+}
+
 /// A time as OpenSSL prints it (`Jan  1 00:00:00 2020 GMT`).
 fn humantime_utc(t: SystemTime) -> String {
     match openssl::asn1::Asn1Time::from_unix(super::unix_seconds(t)) {

@@ -6,6 +6,7 @@
 mod dns_cmds;
 mod encrypt;
 mod policy_cmds;
+mod wkd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ pub enum Command {
     Lookup(dns_cmds::LookupArgs),
     /// Print the zone-file record that publishes a certificate or key.
     Record(dns_cmds::RecordArgs),
+    /// Publish the local users' OpenPGP keys as a Web Key Directory.
+    #[command(subcommand)]
+    Wkd(wkd::WkdCommand),
 }
 
 /// Parses the command line and runs it.
@@ -63,6 +67,7 @@ pub fn run() -> ExitCode {
         Command::Policy(cmd) => policy_cmds::run(&cli.config, &cmd),
         Command::Lookup(args) => dns_cmds::lookup(&cli.config, &args),
         Command::Record(args) => dns_cmds::record(&args),
+        Command::Wkd(cmd) => wkd::run(&cli.config, &cmd),
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod memory;
 pub(crate) use dns::owner;
 mod service;
 mod validated;
+pub mod wkd;
 
 pub use service::{Explained, KeyService, SOURCE_DEADLINE, Step};
 
