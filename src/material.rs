@@ -364,6 +364,35 @@ impl KeyChoice {
             min_trust: TrustLevel::Learned,
         }
     }
+
+    /// `items` (the configured sources) as this choice asks them: the
+    /// chosen ones that can reach `min_trust`, highest trust first, stable
+    /// (the rule's order, else the configured order, within one level).
+    pub fn order<'a, T>(
+        &self,
+        items: &'a [T],
+        kind: impl Fn(&T) -> SourceKind,
+        trust: impl Fn(&T) -> TrustLevel,
+    ) -> Vec<&'a T> {
+        let mut picked: Vec<&T> = match &self.sources {
+            None => items.iter().collect(),
+            Some(kinds) => kinds
+                .iter()
+                .flat_map(|k| items.iter().filter(|i| kind(i) == *k))
+                .collect(),
+        };
+        picked.retain(|i| trust(i) >= self.min_trust);
+        picked.sort_by_key(|i| std::cmp::Reverse(trust(i)));
+        picked
+    }
+
+    /// The kinds of `configured` this choice asks, in order.
+    pub fn plan(&self, configured: &[SourceKind]) -> Vec<SourceKind> {
+        self.order(configured, |k| *k, |k| k.trust())
+            .into_iter()
+            .copied()
+            .collect()
+    }
 }
 
 impl fmt::Display for SourceKind {

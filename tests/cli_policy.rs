@@ -419,6 +419,19 @@ min_trust = "operator"
         out.contains("keys from every configured source, trust operator and above"),
         "{out}"
     );
+    // What each rule asks with this configuration, in the order asked.
+    assert!(
+        out.contains("   keys: dane [dnssec]; accepts trust learned and above"),
+        "{out}"
+    );
+    assert!(
+        out.contains("   keys: directory [operator]; accepts trust operator and above"),
+        "{out}"
+    );
+    assert!(
+        out.contains("   keys: directory [operator], then dane [dnssec]; accepts trust learned"),
+        "the built-in default asks both, the directory first: {out}"
+    );
 
     let explain_to = |to: &str| {
         let (code, out, err) = run(bin()
@@ -455,6 +468,44 @@ min_trust = "operator"
     let out = explain_to("y@op.example");
     assert!(!out.contains("smime: DNS"), "{out}");
     assert!(out.contains("decision: reject: 550 5.7.1"), "{out}");
+}
+
+/// A rule that can ask no configured source could never find a key (a
+/// required rule would bounce everything as "no key"): the policy does not
+/// load, and the error names the rule's file and line.
+#[test]
+fn a_rule_that_asks_no_configured_source_is_a_configuration_error() {
+    let d = tempfile::tempdir().unwrap();
+    let pol = d.path().join("policies");
+    std::fs::create_dir(&pol).unwrap();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let with_dir = format!("[keys]\ndirectory = {:?}\n", keys.display().to_string());
+    for (rule, extra, why) in [
+        // No keys.directory: nothing to ask.
+        ("sources = [\"directory\"]", "", "no directory configured"),
+        ("min_trust = \"operator\"", "", "DNS cannot reach operator"),
+        // Contradictory whatever is configured.
+        (
+            "sources = [\"dane\"]\nmin_trust = \"operator\"",
+            with_dir.as_str(),
+            "the only source named cannot reach min_trust",
+        ),
+    ] {
+        std::fs::write(
+            pol.join("10.toml"),
+            format!("\n[[rule]]\nname = \"x\"\nrecipient = \"*@x.example\"\n{rule}\n"),
+        )
+        .unwrap();
+        let cfg = config(d.path(), &pol, extra);
+        let (code, _, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
+        assert_eq!(code, 1, "{why}: {err}");
+        let at = format!(
+            "{}:2: rule \"x\": asks no configured key source",
+            pol.join("10.toml").display()
+        );
+        assert!(err.contains(&at), "{why}: {err}");
+    }
 }
 
 #[test]

@@ -171,10 +171,24 @@ pub fn check_config(config: &Path) -> ExitCode {
         .rules()
         .iter()
         .chain(std::iter::once(policy.default_rule()));
+    let configured = crate::keys::configured_sources(cfg);
     for (i, r) in all.enumerate() {
         println!("{}. {:?} ({})", i + 1, r.name, r.origin);
         println!("   when: {}", r.conditions_summary());
         println!("   then: {}", r.treatment_summary());
+        if let Some(choice) = r.treatment.key_choice() {
+            // What it asks here, in the order asked, with this configuration.
+            let asked: Vec<String> = choice
+                .plan(&configured)
+                .iter()
+                .map(|k| format!("{k} [{}]", k.trust()))
+                .collect();
+            println!(
+                "   keys: {}; accepts trust {} and above",
+                asked.join(", then "),
+                choice.min_trust
+            );
+        }
     }
     println!();
     println!(

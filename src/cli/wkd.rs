@@ -141,8 +141,14 @@ fn build(config: &Config, key_dir: &Path, out: &Path) -> Result<Vec<String>, Str
     // A policy file for every local domain: it says the domain has a WKD
     // (a client then reads a missing key as "no key", not as "no WKD").
     for domain in &config.local_domains {
-        write(&format!("advanced/.well-known/openpgpkey/{domain}/policy"), b"")?;
-        write(&format!("direct/{domain}/.well-known/openpgpkey/policy"), b"")?;
+        write(
+            &format!("advanced/.well-known/openpgpkey/{domain}/policy"),
+            b"",
+        )?;
+        write(
+            &format!("direct/{domain}/.well-known/openpgpkey/policy"),
+            b"",
+        )?;
     }
     for ((domain, _), entry) in &entries {
         // Any of the addresses names the file: they hash alike.

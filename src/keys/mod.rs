@@ -14,7 +14,7 @@ mod service;
 mod validated;
 pub mod wkd;
 
-pub use service::{Explained, KeyService, SOURCE_DEADLINE, Step};
+pub use service::{Explained, KeyService, SOURCE_DEADLINE, Step, configured_sources};
 
 use std::fmt;
 use std::future::Future;

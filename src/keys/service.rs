@@ -37,6 +37,17 @@ use crate::policy::{KeyOutcome, MethodOutcome};
 /// which the MTA would give up on the milter for the whole session.
 pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 
+/// The kinds of key source `config` sets up, in trust order: the key
+/// directory when `keys.directory` is set, DNS always.
+pub fn configured_sources(config: &Config) -> Vec<SourceKind> {
+    let mut kinds = Vec::with_capacity(2);
+    if config.keys.directory.is_some() {
+        kinds.push(SourceKind::Directory);
+    }
+    kinds.push(SourceKind::Dane);
+    kinds
+}
+
 /// Recipients' keys, found and validated.
 pub struct KeyService {
     sources: Vec<Arc<dyn KeySource>>,
@@ -114,15 +125,21 @@ impl KeyService {
         metrics: Option<Metrics>,
     ) -> Result<Self, DnsSetupError> {
         let mut sources: Vec<Arc<dyn KeySource>> = Vec::new();
-        if only.contains(&SourceKind::Directory)
-            && let Some(dir) = &config.keys.directory
-        {
-            sources.push(Arc::new(DirectorySource::new(dir)));
-        }
-        if only.contains(&SourceKind::Dane) {
-            sources.push(Arc::new(DnsSource::new(DnsSettings::from_config(
-                &config.dns,
-            ))?));
+        for kind in configured_sources(config) {
+            if !only.contains(&kind) {
+                continue;
+            }
+            match (kind, &config.keys.directory) {
+                (SourceKind::Directory, Some(dir)) => {
+                    sources.push(Arc::new(DirectorySource::new(dir)));
+                }
+                (SourceKind::Dane, _) => {
+                    sources.push(Arc::new(DnsSource::new(DnsSettings::from_config(
+                        &config.dns,
+                    ))?));
+                }
+                _ => {}
+            }
         }
         Ok(Self::new(sources, registry, metrics))
     }
@@ -190,21 +207,11 @@ impl KeyService {
     /// that can reach its `min_trust`, highest trust first (stable, so the
     /// rule's order decides within a level).
     pub fn plan(&self, choice: &KeyChoice) -> Vec<&dyn KeySource> {
-        let mut picked: Vec<&dyn KeySource> = match &choice.sources {
-            None => self.sources.iter().map(|s| s.as_ref()).collect(),
-            Some(kinds) => kinds
-                .iter()
-                .flat_map(|k| {
-                    self.sources
-                        .iter()
-                        .filter(move |s| s.kind() == *k)
-                        .map(|s| s.as_ref())
-                })
-                .collect(),
-        };
-        picked.retain(|s| s.trust() >= choice.min_trust);
-        picked.sort_by_key(|s| std::cmp::Reverse(s.trust()));
-        picked
+        choice
+            .order(&self.sources, |s| s.kind(), |s| s.trust())
+            .into_iter()
+            .map(|s| s.as_ref())
+            .collect()
     }
 
     async fn run(

@@ -208,6 +208,34 @@ impl Policy {
         } else {
             (load_dir(dir)?, None)
         };
+        let configured = crate::keys::configured_sources(config);
+        for rule in &rules {
+            if let Some(choice) = rule.treatment.key_choice()
+                && choice.plan(&configured).is_empty()
+            {
+                // It could never find a key: a required rule would bounce
+                // every message as "no key", an opportunistic one never
+                // encrypt. A configuration error, not a missing key.
+                return Err(PolicyError::Invalid {
+                    location: rule.origin.clone(),
+                    rule: Some(rule.name.clone()),
+                    message: format!(
+                        "asks no configured key source (sources: {}; min_trust {}; configured: \
+                         {})",
+                        choice.sources.as_ref().map_or_else(
+                            || "every configured source".to_owned(),
+                            |s| s.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                        choice.min_trust,
+                        configured
+                            .iter()
+                            .map(|k| format!("{k} [{}]", k.trust()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         Ok((
             Policy::new(rules, config.local_domains.clone(), settings),
             note,
