@@ -603,49 +603,62 @@ async fn a_connection_reused_after_quit_nc_serves_the_next_smtp_connection() {
     }
 }
 
-/// A rule's `min_trust` is applied at RCPT: a key that only DNSSEC vouches
-/// for does not satisfy `min_trust = "operator"` (DNS is not even asked),
-/// while a required rule's default (`dnssec`) takes it.
+/// A rule's `min_trust` is applied at RCPT: with `min_trust = "operator"`
+/// the certificate in the key directory is used, and a recipient whose key
+/// only DNSSEC vouches for is refused without DNS being asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_trust_decides_at_rcpt_which_sources_count() {
     const TRUST_POLICY: &str = r#"
 [[rule]]
 name = "operator keys only"
-recipient = ["smime@autoencrypt.test"]
+recipient = ["smime@autoencrypt.test", "both@autoencrypt.test"]
 methods = ["smime"]
 mode = "required"
 on_missing_key = "reject"
 min_trust = "operator"
-
-[[rule]]
-name = "dnssec is enough"
-recipient = ["both@autoencrypt.test"]
-methods = ["smime"]
-mode = "required"
 "#;
     let env = DnsEnv::start();
-    let m = InProcessMilter::trust_ad(env.resolver(), TRUST_POLICY, |_| {}).await;
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        smime_id(&env, "smime").cert_path,
+        keys.path().join("smime@autoencrypt.test.pem"),
+    )
+    .unwrap();
+    let dir = keys.path().to_path_buf();
+    let m = InProcessMilter::trust_ad(env.resolver(), TRUST_POLICY, move |config| {
+        config.keys.directory = Some(dir);
+    })
+    .await;
     let mut c = open(&m).await;
     let msg = Msg::simple("x", "body\r\n");
+    // both@ has an S/MIME key in DNS, but DNSSEC is below the rule's bar.
     let rcpts = ["smime@autoencrypt.test", "both@autoencrypt.test"];
     let (st, eom) = transaction(&mut c, "Q7", &rcpts, &msg, 4096).await;
-    assert!(reply_of(&st[0]).starts_with("550 5.7.1"), "{:?}", st[0]);
-    assert_eq!(st[1], Status::Continue);
+    assert_eq!(st[0], Status::Continue);
+    assert!(reply_of(&st[1]).starts_with("550 5.7.1"), "{:?}", st[1]);
     let (actions, status) = eom.unwrap();
     assert_eq!(status, Status::Continue);
     let out = msg.apply(&actions);
     assert_eq!(
-        decrypt_smime(&env, "both", &msg.raw(), &out),
+        decrypt_smime(&env, "smime", &msg.raw(), &out),
         expected_inner_entity(&msg.raw())
     );
-    // DNS was asked once (for both@), never for the operator-only rule.
+    // DNS was never asked; the directory was, for both.
     let text = m.metrics.render();
-    let asked: u64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("autoencrypt_key_lookups_total{source=\"dane\",record=\"smimea\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(asked, 1, "{text}");
+    let count = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        count("autoencrypt_key_lookups_total{source=\"dane\",record=\"smimea\""),
+        0,
+        "{text}"
+    );
+    assert_eq!(
+        count("autoencrypt_key_lookups_total{source=\"directory\",record=\"smimea\""),
+        2,
+        "{text}"
+    );
 }

@@ -421,3 +421,42 @@ fn a_source_that_never_answers_is_a_timeout_not_no_key() {
         "a timeout is the answer, not a pass to the next source"
     );
 }
+
+/// Under `dns.allow_insecure` a key from an unsigned zone is a DANE key
+/// like any other for `min_trust` (the operator accepted such zones): a
+/// required rule's default takes it, as it did before trust levels; its
+/// provenance still says nobody vouched for it.
+#[test]
+fn keys_from_an_unsigned_zone_meet_the_required_default() {
+    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    dns.set(
+        "a@example.org",
+        Method::Smime,
+        found(
+            "a@example.org",
+            "unsigned",
+            SourceKind::Dane,
+            Security::Insecure,
+        ),
+    );
+    let keys = service(&[&dns]);
+    let required = KeyChoice {
+        sources: None,
+        min_trust: TrustLevel::Dnssec,
+    };
+    let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &required));
+    let KeyOutcome::Found {
+        usable, security, ..
+    } = out.outcome
+    else {
+        panic!("{:?}", out.outcome);
+    };
+    assert_eq!(security, Security::Insecure);
+    assert_eq!(usable[0].provenance.security, Security::Insecure);
+    assert!(
+        usable[0]
+            .provenance
+            .to_string()
+            .contains("vouched for by nobody")
+    );
+}
