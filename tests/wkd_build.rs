@@ -192,4 +192,10 @@ fn without_local_domains_or_a_key_directory_it_refuses() {
     assert_eq!(code, 1);
     assert!(stderr.contains("reading the key directory"), "{stderr}");
     assert!(!d.path().join("out").exists());
+    // An output that is a file is not replaced.
+    std::fs::write(d.path().join("out"), "mine").unwrap();
+    let (code, _, stderr) = build(&cfg, d.path(), &d.path().join("out"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("exists and is not a directory"), "{stderr}");
+    assert_eq!(std::fs::read(d.path().join("out")).unwrap(), b"mine");
 }

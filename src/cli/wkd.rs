@@ -85,6 +85,12 @@ struct Entry {
 /// Builds the tree in a sibling of `out`, then puts it in `out`'s place.
 /// Returns one line per published file, and one per key left out.
 fn build(config: &Config, key_dir: &Path, out: &Path) -> Result<Vec<String>, String> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!(
+            "--out {}: exists and is not a directory",
+            out.display()
+        ));
+    }
     let now = SystemTime::now();
     let mut report = Vec::new();
     let mut entries: BTreeMap<(String, String), Entry> = BTreeMap::new();
