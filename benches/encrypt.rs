@@ -8,17 +8,13 @@
 //! messages, per method. Results and the machine go into BENCHMARKS.md.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 mod support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use autoencrypt_milter::Address;
-use autoencrypt_milter::backend::{
-    EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
-};
-use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
+use autoencrypt_milter::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
 use autoencrypt_milter::message::Message;
 use autoencrypt_milter::message::apply_edits;
 use autoencrypt_milter::pipeline::{Prepared, prepare};
@@ -36,16 +32,7 @@ fn openpgp_cert() -> Vec<u8> {
 }
 
 fn recipient(registry: &Registry, method: Method, data: Vec<u8>) -> Recipient {
-    let key = KeyMaterial {
-        method,
-        data,
-        origin: "bench".into(),
-        provenance: Provenance::now(SourceKind::Directory, Security::Local),
-    };
-    registry
-        .get(method)
-        .validate(&key, &Address::parse(ADDR).unwrap(), SystemTime::now())
-        .unwrap()
+    support::recipient(registry, method, data, ADDR)
 }
 
 /// A realistic message: a short text part and a base64 attachment, `size`

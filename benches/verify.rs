@@ -11,17 +11,13 @@
 //! from the spool. Results go into BENCHMARKS.md.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 mod support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use autoencrypt_milter::Address;
-use autoencrypt_milter::backend::{
-    EncryptOptions, KeyMaterial, Method, Recipient, Registry, SmimeCipher,
-};
-use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
+use autoencrypt_milter::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
 use autoencrypt_milter::message::{Eol, Message};
 use autoencrypt_milter::message::{Verification, apply_edits, verify, write_header};
 use autoencrypt_milter::pipeline::{Prepared, prepare};
@@ -31,16 +27,7 @@ use sequoia_openpgp::serialize::SerializeInto;
 const ADDR: &str = "bench@example.org";
 
 fn recipient(registry: &Registry, method: Method, data: Vec<u8>) -> Recipient {
-    let key = KeyMaterial {
-        method,
-        data,
-        origin: "bench".into(),
-        provenance: Provenance::now(SourceKind::Directory, Security::Local),
-    };
-    registry
-        .get(method)
-        .validate(&key, &Address::parse(ADDR).unwrap(), SystemTime::now())
-        .unwrap()
+    support::recipient(registry, method, data, ADDR)
 }
 
 fn plain(size: usize) -> Vec<u8> {

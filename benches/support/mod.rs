@@ -44,3 +44,32 @@ pub fn openpgp_cert(addr: &str) -> Cert {
         .unwrap();
     cert
 }
+
+/// `data` validated as `addr`'s key for `method`, as if it came from the
+/// key directory. Not every bench validates keys in-process.
+#[allow(
+    dead_code,
+    reason = "milter_load, which shares this module, hands keys to the binary instead"
+)]
+pub fn recipient(
+    registry: &autoencrypt_milter::Registry,
+    method: autoencrypt_milter::Method,
+    data: Vec<u8>,
+    addr: &str,
+) -> autoencrypt_milter::backend::Recipient {
+    use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
+    let key = autoencrypt_milter::backend::KeyMaterial {
+        method,
+        data,
+        origin: "bench".into(),
+        provenance: Provenance::now(SourceKind::Directory, Security::Local),
+    };
+    registry
+        .get(method)
+        .validate(
+            &key,
+            &autoencrypt_milter::Address::parse(addr).unwrap(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+}
