@@ -258,6 +258,16 @@ impl SourceKind {
             SourceKind::Dane => TrustLevel::Dnssec,
         }
     }
+
+    /// `kinds` each with its trust (`directory [operator]`), joined by
+    /// `sep`: how `check-config` and policy errors name sources.
+    pub fn list_with_trust(kinds: &[SourceKind], sep: &str) -> String {
+        let named: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{k} [{}]", k.trust()))
+            .collect();
+        named.join(sep)
+    }
 }
 
 /// A source name in a policy file that is not one of

@@ -13,7 +13,7 @@ use crate::address::Address;
 use crate::backend::{Method, Registry};
 use crate::config::{Config, DnsConfig, DnsMode, FileRequirement, LoadedConfig};
 use crate::keys::dns::resolv_conf_servers;
-use crate::keys::{FailReason, KeyChoice, KeyService, Security};
+use crate::keys::{FailReason, KeyChoice, KeyService, Security, SourceKind};
 use crate::policy::{
     Action, ConnectionFacts, Direction, KeyOutcome, MethodOutcome, Policy, Query,
     RecipientDecision, Treatment, decide,
@@ -178,14 +178,9 @@ pub fn check_config(config: &Path) -> ExitCode {
         println!("   then: {}", r.treatment_summary());
         if let Some(choice) = r.treatment.key_choice() {
             // What it asks here, in the order asked, with this configuration.
-            let asked: Vec<String> = choice
-                .plan(&configured)
-                .iter()
-                .map(|k| format!("{k} [{}]", k.trust()))
-                .collect();
             println!(
                 "   keys: {}; accepts trust {} and above",
-                asked.join(", then "),
+                SourceKind::list_with_trust(&choice.plan(&configured), ", then "),
                 choice.min_trust
             );
         }

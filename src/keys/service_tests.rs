@@ -297,14 +297,22 @@ fn each_source_asked_is_counted_and_cached_failures_stay_failures() {
     assert_eq!((count("failed"), count("cache_hit"), timed()), (1, 2, 2));
 }
 
+/// A source of each built kind, empty: the directory (operator) and DNS
+/// (dnssec).
+fn directory_and_dns() -> (Arc<MemorySource>, Arc<MemorySource>) {
+    (
+        Arc::new(MemorySource::of_kind("dir", SourceKind::Directory)),
+        Arc::new(MemorySource::of_kind("dns", SourceKind::Dane)),
+    )
+}
+
 fn choice(sources: Option<Vec<SourceKind>>, min_trust: TrustLevel) -> KeyChoice {
     KeyChoice { sources, min_trust }
 }
 
 #[test]
 fn a_rules_sources_select_and_higher_trust_is_asked_first() {
-    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
-    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    let (dir, dns) = directory_and_dns();
     dir.set(
         "a@example.org",
         Method::Smime,
@@ -346,8 +354,7 @@ fn a_rules_sources_select_and_higher_trust_is_asked_first() {
 
 #[test]
 fn sources_below_min_trust_are_not_asked_and_keys_below_it_are_refused() {
-    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
-    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    let (dir, dns) = directory_and_dns();
     dns.set(
         "a@example.org",
         Method::Smime,
@@ -396,8 +403,7 @@ fn sources_below_min_trust_are_not_asked_and_keys_below_it_are_refused() {
 
 #[test]
 fn a_source_that_never_answers_is_a_timeout_not_no_key() {
-    let dir = Arc::new(MemorySource::of_kind("dir", SourceKind::Directory));
-    let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+    let (dir, dns) = directory_and_dns();
     dns.set(
         "a@example.org",
         Method::Smime,

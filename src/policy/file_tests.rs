@@ -137,6 +137,16 @@ fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
         e.starts_with("t.toml:4: rule \"a\": key `sources`: unknown source \"dns\""),
         "{e}"
     );
+    // A string where a list belongs, another case, a space: not guessed at.
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = \"dane\"\n");
+    assert!(e.starts_with("t.toml:3: rule \"a\""), "{e}");
+    assert!(e.contains("sources"), "{e}");
+    for odd in ["DANE", " dane", "Directory"] {
+        let e = err_text(&format!("[[rule]]\nname = \"a\"\nsources = [\"{odd}\"]\n"));
+        assert!(e.contains("key `sources`: unknown source"), "{odd}: {e}");
+    }
+    let e = err_text("[[rule]]\nname = \"a\"\nmin_trust = \"DNSSEC\"\n");
+    assert!(e.contains("key `min_trust`: unknown trust level"), "{e}");
     let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"wkd\"]\n");
     assert!(
         e.contains("source \"wkd\" is not available in this version"),

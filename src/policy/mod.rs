@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use crate::address::{Address, Domain, domain::canonical_name};
 use crate::config::{Config, ConfigError, DEFAULT_POLICY_DIR, Location};
+use crate::material::SourceKind;
 
 pub use decision::{
     Action, Admission, KeyOutcome, MethodOutcome, PassReason, RecipientDecision, Settings,
@@ -227,11 +228,7 @@ impl Policy {
                             |s| s.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
                         ),
                         choice.min_trust,
-                        configured
-                            .iter()
-                            .map(|k| format!("{k} [{}]", k.trust()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        SourceKind::list_with_trust(&configured, ", ")
                     ),
                 });
             }
