@@ -149,15 +149,6 @@ impl KeyService {
         &self.registry
     }
 
-    /// The sources in order, for logs and `policy explain`.
-    pub fn describe(&self) -> String {
-        if self.sources.is_empty() {
-            return "no key source".to_owned();
-        }
-        let parts: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
-        parts.join(", then ")
-    }
-
     /// `addr`'s usable keys for `method` from the sources `choice` allows,
     /// or why there are none. Runs on a tokio runtime with the timer
     /// enabled (each source is held to [`SOURCE_DEADLINE`]).
