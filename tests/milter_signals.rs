@@ -388,3 +388,83 @@ fn serve_warns_about_trust_ad_resolvers_off_loopback() {
         "{lines:?}"
     );
 }
+
+/// A local user who floods the milter with SIGHUP: reloads coalesce (at
+/// most one waits while one runs), mail is answered throughout, the last
+/// policy is the one in force, and SIGTERM still stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_flood_coalesces_and_mail_is_still_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = free_port();
+    let (config, policies) = config_in(
+        dir.path(),
+        &format!(
+            "socket = \"inet:127.0.0.1:{port}\"\nlog_level = \"info\"\nmetrics_listen = \"\"\n[dns]\nmode = \"trust-ad\"\nresolvers = [\"127.0.0.1:{dead}\"]\ntimeout_ms = 300\n"
+        ),
+    );
+    std::fs::write(
+        policies.join("10-skip.toml"),
+        "[[rule]]\nname = \"skip abuse\"\nrecipient = [\"abuse@*\"]\nmethods = []\n",
+    )
+    .unwrap();
+    let log = dir.path().join("milter.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut m = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "milter did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const SIGNALS: usize = 500;
+    let pid = m.0.id().to_string();
+    let flood = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("i=0; while [ $i -lt {SIGNALS} ]; do kill -HUP {pid}; i=$((i+1)); done"),
+        ])
+        .spawn()
+        .unwrap();
+    // Answered during the flood.
+    for _ in 0..5 {
+        assert_eq!(
+            rcpt_status(port, "abuse@example.org").await,
+            Status::Continue
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let mut flood = flood;
+        flood.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    // The flood is over; a last change is picked up by the reload that
+    // follows it.
+    std::fs::remove_file(policies.join("10-skip.toml")).unwrap();
+    signal(&m.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rcpt_status(port, "abuse@example.org").await == Status::Continue {
+        assert!(Instant::now() < deadline, "the last SIGHUP was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&m.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the milter");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let reloads = text.matches("configuration reloaded").count();
+    assert!(
+        (1..SIGNALS).contains(&reloads),
+        "{reloads} reloads for {SIGNALS} signals"
+    );
+}
