@@ -205,6 +205,9 @@ pub enum Security {
     Local,
     /// From an unsigned zone, used only because `dns.allow_insecure` is on.
     Insecure,
+    /// Fetched over HTTPS from a server whose certificate the web PKI
+    /// (the system roots, or `wkd.ca_file`) vouches for: WKD, keyserver.
+    WebPki,
 }
 
 impl Security {
@@ -214,6 +217,7 @@ impl Security {
             Security::Secure => "DNSSEC",
             Security::Local => "the operator",
             Security::Insecure => "nobody (unsigned zone, dns.allow_insecure)",
+            Security::WebPki => "the web PKI (TLS)",
         }
     }
 }
@@ -227,6 +231,10 @@ pub enum SourceKind {
     Directory,
     /// SMIMEA / OPENPGPKEY records in DNS (DANE for mail).
     Dane,
+    /// The recipient domain's Web Key Directory (`[wkd]`).
+    Wkd,
+    /// Verifying keyservers searched by address (`[keyserver] urls`).
+    Keyserver,
     /// The in-memory source of the unit tests. Part of every build (the
     /// type is public), but no running milter has such a source and no
     /// metric series is made for it in advance.
@@ -239,6 +247,8 @@ impl SourceKind {
         match self {
             SourceKind::Directory => "directory",
             SourceKind::Dane => "dane",
+            SourceKind::Wkd => "wkd",
+            SourceKind::Keyserver => "keyserver",
             SourceKind::Test => "test",
         }
     }
@@ -246,17 +256,35 @@ impl SourceKind {
 
 impl SourceKind {
     /// The sources a rule may name in `sources` (the ones built).
-    pub const CHOOSABLE: [SourceKind; 2] = [SourceKind::Directory, SourceKind::Dane];
+    pub const CHOOSABLE: [SourceKind; 4] = [
+        SourceKind::Directory,
+        SourceKind::Dane,
+        SourceKind::Wkd,
+        SourceKind::Keyserver,
+    ];
 
     /// How far this kind of source vouches for what it finds: the
     /// operator's directory is the operator's word; DANE records are
     /// vouched for by DNSSEC (an unsigned zone's keys exist only under
-    /// `dns.allow_insecure`, where the operator accepts them as such).
+    /// `dns.allow_insecure`, where the operator accepts them as such); WKD
+    /// and keyservers by the web PKI alone.
     pub fn trust(self) -> TrustLevel {
         match self {
             SourceKind::Directory | SourceKind::Test => TrustLevel::Operator,
             SourceKind::Dane => TrustLevel::Dnssec,
+            SourceKind::Wkd | SourceKind::Keyserver => TrustLevel::Tls,
         }
+    }
+
+    /// The sources whose failure an opportunistic rule tolerates unless
+    /// it says otherwise (`tolerate_failures`): those that can only
+    /// upgrade mail (trust `tls` and below), so that a slow web server
+    /// does not defer all mail to its domain.
+    pub fn tolerated_by_default() -> Vec<SourceKind> {
+        Self::CHOOSABLE
+            .into_iter()
+            .filter(|k| k.trust() <= TrustLevel::Tls)
+            .collect()
     }
 
     /// `kinds` each with its trust (`directory [operator]`), joined by
@@ -275,10 +303,12 @@ impl SourceKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnknownSource {
     /// Reserved for a source not built yet.
-    #[error("source {0:?} is not available in this version (available: directory, dane)")]
+    #[error(
+        "source {0:?} is not available in this version (available: directory, dane, wkd, keyserver)"
+    )]
     NotBuilt(String),
     /// Not a source name at all.
-    #[error("unknown source {0:?} (expected \"directory\" or \"dane\")")]
+    #[error("unknown source {0:?} (expected \"directory\", \"dane\", \"wkd\" or \"keyserver\")")]
     Unknown(String),
 }
 
@@ -288,7 +318,9 @@ impl FromStr for SourceKind {
         match s {
             "directory" => Ok(SourceKind::Directory),
             "dane" => Ok(SourceKind::Dane),
-            "ldap" | "wkd" | "keyserver" | "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
+            "wkd" => Ok(SourceKind::Wkd),
+            "keyserver" => Ok(SourceKind::Keyserver),
+            "ldap" | "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
             other => Err(UnknownSource::Unknown(other.to_owned())),
         }
     }
@@ -363,15 +395,20 @@ pub struct KeyChoice {
     /// Keys vouched for below this are refused; sources that cannot reach
     /// it are not asked.
     pub min_trust: TrustLevel,
+    /// Sources whose failure (timeout, bogus answer, server error) does
+    /// not decide: it is counted and noted, and the next source is asked.
+    /// Any other source's failure is the answer.
+    pub tolerate: Vec<SourceKind>,
 }
 
 impl KeyChoice {
-    /// Every configured source, any trust (the `lookup` and `encrypt`
-    /// commands).
+    /// Every configured source, any trust, no failure tolerated (the
+    /// `lookup` and `encrypt` commands).
     pub fn any() -> Self {
         KeyChoice {
             sources: None,
             min_trust: TrustLevel::Learned,
+            tolerate: Vec::new(),
         }
     }
 
@@ -394,6 +431,25 @@ impl KeyChoice {
         picked.retain(|i| trust(i) >= self.min_trust);
         picked.sort_by_key(|i| std::cmp::Reverse(trust(i)));
         picked
+    }
+
+    /// What a failure of the sources in `asked` does, in words (for
+    /// `check-config` and `policy explain`).
+    pub fn failure_summary(&self, asked: &[SourceKind]) -> String {
+        let tolerated: Vec<&str> = asked
+            .iter()
+            .filter(|k| self.tolerate.contains(k))
+            .map(|k| k.as_str())
+            .collect();
+        let deciding = asked.len() - tolerated.len();
+        match (tolerated.is_empty(), deciding) {
+            (true, _) => "a failing source decides (lookup error)".to_owned(),
+            (false, 0) => format!("failures tolerated: {}", tolerated.join(", ")),
+            (false, _) => format!(
+                "failures tolerated: {} (others decide: lookup error)",
+                tolerated.join(", ")
+            ),
+        }
     }
 
     /// The kinds of `configured` this choice asks, in order.

@@ -429,8 +429,11 @@ min_trust = "operator"
         "{out}"
     );
     assert!(
-        out.contains("   keys: directory [operator], then dane [dnssec]; accepts trust learned"),
-        "the built-in default asks both, the directory first: {out}"
+        out.contains(
+            "   keys: directory [operator], then dane [dnssec], then wkd [tls]; accepts trust \
+             learned and above; failures tolerated: wkd (others decide: lookup error)"
+        ),
+        "the built-in default asks all three, the directory first: {out}"
     );
 
     let explain_to = |to: &str| {
@@ -445,8 +448,9 @@ min_trust = "operator"
     // DNS fails (nothing listens), which defers, never "no key".
     let out = explain_to("x@dane.example");
     let plan = format!(
-        "key lookup: DNS (validate mode) [dnssec]; accepts trust learned and above; not asked: \
-         local key directory {} [operator] (not in the rule's sources)",
+        "key lookup: DNS (validate mode) [dnssec]; accepts trust learned and above; a failing \
+         source decides (lookup error); not asked: local key directory {} [operator] (not in \
+         the rule's sources), Web Key Directory [tls] (not in the rule's sources)",
         keys.display()
     );
     assert!(out.contains(&plan), "{out}");
@@ -456,8 +460,9 @@ min_trust = "operator"
     // min_trust operator: DNS cannot reach it and is not asked at all.
     let out = explain_to("x@op.example");
     let plan = format!(
-        "key lookup: local key directory {} [operator]; accepts trust operator and above; not \
-         asked: DNS (validate mode) [dnssec] (below min_trust)",
+        "key lookup: local key directory {} [operator]; accepts trust operator and above; a \
+         failing source decides (lookup error); not asked: DNS (validate mode) [dnssec] (below \
+         min_trust), Web Key Directory [tls] (below min_trust)",
         keys.display()
     );
     assert!(out.contains(&plan), "{out}");

@@ -178,13 +178,7 @@ fn every_mode_times_outcome_times_direction() {
                     direction: dir,
                     conn: &conn,
                 };
-                let d = policy.decide(
-                    &q,
-                    vec![MethodOutcome {
-                        method: Method::Smime,
-                        outcome: outcome(out),
-                    }],
-                );
+                let d = policy.decide(&q, vec![MethodOutcome::new(Method::Smime, outcome(out))]);
                 assert_eq!(d.rule, rule);
                 assert_eq!(
                     kind(&d),
@@ -219,19 +213,16 @@ fn allow_insecure_makes_unsigned_zone_keys_usable() {
         };
         let found = policy.decide(
             &q,
-            vec![MethodOutcome {
-                method: Method::Smime,
-                outcome: outcome(Out::FoundFromUnsignedZone),
-            }],
+            vec![MethodOutcome::new(
+                Method::Smime,
+                outcome(Out::FoundFromUnsignedZone),
+            )],
         );
         assert_eq!(kind(&found), "encrypt");
         // Lookup::Insecure carries no key at all: still no key.
         let none = policy.decide(
             &q,
-            vec![MethodOutcome {
-                method: Method::Smime,
-                outcome: outcome(Out::Insecure),
-            }],
+            vec![MethodOutcome::new(Method::Smime, outcome(Out::Insecure))],
         );
         assert_ne!(kind(&none), "encrypt");
     }
@@ -245,14 +236,8 @@ fn two_methods(rule_mode: &str, smime: Out, openpgp: Out) -> RecipientDecision<&
         &r[0],
         &addr("bob@partner.example"),
         vec![
-            MethodOutcome {
-                method: Method::OpenPgp,
-                outcome: outcome(openpgp),
-            },
-            MethodOutcome {
-                method: Method::Smime,
-                outcome: outcome(smime),
-            },
+            MethodOutcome::new(Method::OpenPgp, outcome(openpgp)),
+            MethodOutcome::new(Method::Smime, outcome(smime)),
         ],
         &Settings::default(),
     )
@@ -300,14 +285,8 @@ fn every_usable_method_is_offered_in_preference_order() {
         &r[0],
         &addr("a@b.example"),
         vec![
-            MethodOutcome {
-                method: Method::Smime,
-                outcome: outcome(Out::FoundSecure),
-            },
-            MethodOutcome {
-                method: Method::OpenPgp,
-                outcome: outcome(Out::FoundSecure),
-            },
+            MethodOutcome::new(Method::Smime, outcome(Out::FoundSecure)),
+            MethodOutcome::new(Method::OpenPgp, outcome(Out::FoundSecure)),
         ],
         &Settings::default(),
     );
@@ -329,10 +308,7 @@ fn a_missing_outcome_is_an_internal_error_not_a_pass() {
     let d = decision::decide::<()>(
         &r[0],
         &addr("a@b.example"),
-        vec![MethodOutcome {
-            method: Method::Smime,
-            outcome: KeyOutcome::NotFound,
-        }],
+        vec![MethodOutcome::new(Method::Smime, KeyOutcome::NotFound)],
         &Settings::default(),
     );
     assert_eq!(kind(&d), "451 4.3.0");
@@ -348,14 +324,8 @@ fn rule_and_default_cipher() {
     };
     let found = || {
         vec![
-            MethodOutcome {
-                method: Method::Smime,
-                outcome: outcome(Out::FoundSecure),
-            },
-            MethodOutcome {
-                method: Method::OpenPgp,
-                outcome: outcome(Out::NotFound),
-            },
+            MethodOutcome::new(Method::Smime, outcome(Out::FoundSecure)),
+            MethodOutcome::new(Method::OpenPgp, outcome(Out::NotFound)),
         ]
     };
     let rcpt = addr("a@b.example");

@@ -55,7 +55,7 @@ fn arb_treatment() -> impl Strategy<Value = Treatment> {
     ];
     prop_oneof![
         1 => Just(Treatment::NeverEncrypt),
-        4 => (methods, mode).prop_map(|(methods, mode)| Treatment::Encrypt { methods, mode, smime_cipher: None, sources: None, min_trust: None }),
+        4 => (methods, mode).prop_map(|(methods, mode)| Treatment::Encrypt { methods, mode, smime_cipher: None, sources: None, min_trust: None, tolerate_failures: None }),
     ]
 }
 
@@ -143,8 +143,8 @@ proptest! {
         let outcome_of = |m: &Method| if *m == Method::Smime { smime.clone() } else { openpgp.clone() };
         let rule = policy.select(&q).rule.clone();
         let d = policy.decide(&q, vec![
-            MethodOutcome { method: Method::Smime, outcome: smime.clone() },
-            MethodOutcome { method: Method::OpenPgp, outcome: openpgp.clone() },
+            MethodOutcome::new(Method::Smime, smime.clone()),
+            MethodOutcome::new(Method::OpenPgp, openpgp.clone()),
         ]);
         if let Treatment::Encrypt { mode, methods, .. } = &rule.treatment {
             if mode.is_required() {

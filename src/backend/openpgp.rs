@@ -146,6 +146,53 @@ pub fn wkd_key(data: &[u8], addr: &Address, now: SystemTime) -> Result<Vec<u8>, 
         .map_err(|e| RejectReason::Unreadable(e.to_string()))
 }
 
+/// Most certificates read from one web answer; a WKD file holds one key
+/// per address, rarely a few.
+pub const MAX_CERTS_PER_ANSWER: usize = 16;
+
+/// The certificates of a web answer (WKD file, keyserver response;
+/// binary or armored, one or several) split by whether they carry a user
+/// ID for `addr`: the binary public key and fingerprint of each that
+/// does, the fingerprints of those that do not. Only the user ID is
+/// judged here; validity is the backend's `validate`. An answer that is
+/// not a sequence of OpenPGP certificates (an HTML page, garbage after a
+/// key), holds none, or more than [`MAX_CERTS_PER_ANSWER`], is an error.
+#[allow(clippy::type_complexity, reason = "two plain lists, named in the doc")]
+pub fn certs_for_address(
+    data: &[u8],
+    addr: &Address,
+) -> Result<(Vec<(Vec<u8>, String)>, Vec<String>), String> {
+    use openpgp::cert::CertParser;
+    use openpgp::serialize::SerializeInto;
+    let parser = CertParser::from_bytes(data).map_err(|e| format!("not an OpenPGP key: {e}"))?;
+    let (mut matching, mut others) = (Vec::new(), Vec::new());
+    for (i, cert) in parser.enumerate() {
+        if i >= MAX_CERTS_PER_ANSWER {
+            return Err(format!("more than {MAX_CERTS_PER_ANSWER} certificates"));
+        }
+        let cert = cert.map_err(|e| format!("not an OpenPGP key: {e}"))?;
+        let fpr = cert.fingerprint().to_hex();
+        let has = cert.userids().any(|ua| {
+            ua.userid()
+                .email()
+                .ok()
+                .flatten()
+                .and_then(|e| Address::parse(e).ok())
+                .is_some_and(|a| a.matches_loosely(addr))
+        });
+        if has {
+            let bytes = cert.to_vec().map_err(|e| e.to_string())?;
+            matching.push((bytes, fpr));
+        } else {
+            others.push(fpr);
+        }
+    }
+    if matching.is_empty() && others.is_empty() {
+        return Err("no OpenPGP key in it".into());
+    }
+    Ok((matching, others))
+}
+
 /// A time as OpenSSL prints it (`Jan  1 00:00:00 2020 GMT`).
 fn humantime_utc(t: SystemTime) -> String {
     match openssl::asn1::Asn1Time::from_unix(super::unix_seconds(t)) {

@@ -178,10 +178,12 @@ pub fn check_config(config: &Path) -> ExitCode {
         println!("   then: {}", r.treatment_summary());
         if let Some(choice) = r.treatment.key_choice() {
             // What it asks here, in the order asked, with this configuration.
+            let plan = choice.plan(&configured);
             println!(
-                "   keys: {}; accepts trust {} and above",
-                SourceKind::list_with_trust(&choice.plan(&configured), ", then "),
-                choice.min_trust
+                "   keys: {}; accepts trust {} and above; {}",
+                SourceKind::list_with_trust(&plan, ", then "),
+                choice.min_trust,
+                choice.failure_summary(&plan)
             );
         }
     }
@@ -301,10 +303,7 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         for (label, make) in cases {
             let outcomes = methods
                 .iter()
-                .map(|&method| MethodOutcome {
-                    method,
-                    outcome: make(),
-                })
+                .map(|&method| MethodOutcome::new(method, make()))
                 .collect();
             let d = decide(m.rule, &to, outcomes, policy.settings());
             println!("  if {label}: {}", action_line(&d));
@@ -372,6 +371,8 @@ fn plan_line(keys: &KeyService, choice: &KeyChoice) -> String {
         asked.join(", then ")
     };
     line.push_str(&format!("; accepts trust {} and above", choice.min_trust));
+    let kinds: Vec<SourceKind> = plan.iter().map(|s| s.kind()).collect();
+    line.push_str(&format!("; {}", choice.failure_summary(&kinds)));
     let skipped: Vec<String> = keys
         .plan(&KeyChoice::any())
         .into_iter()

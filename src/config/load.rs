@@ -143,6 +143,11 @@ impl Config {
             {
                 *d = base.join(&*d);
             }
+            if in_file("wkd.ca_file")
+                && let Some(d) = config.wkd.ca_file.as_mut().filter(|d| d.is_relative())
+            {
+                *d = base.join(&*d);
+            }
             if in_file("dns.trust_anchor")
                 && let Some(d) = config.dns.trust_anchor.as_mut().filter(|d| d.is_relative())
             {

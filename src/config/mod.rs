@@ -16,6 +16,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `model.rs` | the typed keys ([`Config`] and its sections), defaults, [`KEYS`], per-key checks |
+//! | `web.rs` | `[wkd]` and `[keyserver]`: the web sources and the limits of every HTTPS fetch |
 //! | `socket.rs` | [`Socket`]: the `inet:`/`inet6:`/`unix:` specification |
 //! | `forms.rs` | how values are written (serde adapters: strings, `""` for none, lists) |
 //! | `load.rs` | the figment layers (defaults, file, environment), [`FileRequirement`], [`LoadedConfig`] |
@@ -28,6 +29,7 @@ mod load;
 mod model;
 mod position;
 mod socket;
+mod web;
 
 pub use error::{ConfigError, Location};
 pub use load::{DEFAULT_CONFIG, ENV_PREFIX, FileRequirement, LoadedConfig};
@@ -37,3 +39,4 @@ pub use model::{
 };
 pub(crate) use position::TomlIndex;
 pub use socket::{Socket, SocketError};
+pub use web::{KeyserverConfig, WkdConfig};

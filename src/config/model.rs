@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ConfigError, Location};
 use super::forms::{opt_path, opt_socket_addr, resolver_list, string_list, via_str};
 use super::socket::Socket;
+use super::web::{KeyserverConfig, WkdConfig};
 use crate::material::SmimeCipher;
 
 /// Default policy directory.
@@ -34,6 +35,14 @@ pub const KEYS: &[&str] = &[
     "dns.allow_insecure",
     "dns.lowercase_fallback",
     "keys.directory",
+    "wkd.enabled",
+    "wkd.ca_file",
+    "wkd.connect_timeout_ms",
+    "wkd.timeout_ms",
+    "wkd.max_response_bytes",
+    "wkd.max_redirects",
+    "wkd.max_in_flight",
+    "keyserver.urls",
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
@@ -70,6 +79,10 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Local key store.
     pub keys: KeysConfig,
+    /// Web Key Directory, and the limits of every HTTPS fetch.
+    pub wkd: WkdConfig,
+    /// Verifying keyservers.
+    pub keyserver: KeyserverConfig,
     /// S/MIME output.
     pub smime: SmimeConfig,
     /// Size limits.
@@ -91,6 +104,8 @@ impl Default for Config {
             log_level: LogLevel::Info,
             dns: DnsConfig::default(),
             keys: KeysConfig::default(),
+            wkd: WkdConfig::default(),
+            keyserver: KeyserverConfig::default(),
             smime: SmimeConfig::default(),
             limits: LimitsConfig::default(),
         }
@@ -325,6 +340,7 @@ impl Config {
                 "must be greater than 0".to_owned(),
             ));
         }
+        super::web::validate(&self.wkd, &mut self.keyserver, &|k, m| invalid(k, m))?;
         Ok(())
     }
 

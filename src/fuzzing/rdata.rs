@@ -46,6 +46,7 @@ pub fn rdata(data: &[u8]) {
                 Security::Secure => assert!(authentic, "secure without AD"),
                 Security::Insecure => assert!(allow_insecure && !authentic),
                 Security::Local => panic!("DNS answer counted as local"),
+                Security::WebPki => panic!("DNS answer counted as web PKI"),
             }
             let backend = Registry::new();
             let backend = backend.get(method);

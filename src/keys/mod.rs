@@ -7,14 +7,19 @@
 
 pub(crate) mod directory;
 pub mod dns;
+pub mod keyserver;
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) use dns::owner;
+pub(crate) mod cache;
 mod service;
 mod validated;
+pub mod web;
 pub mod wkd;
 
-pub use service::{Explained, KeyService, SOURCE_DEADLINE, Step, configured_sources};
+pub use service::{
+    Explained, KeyService, SOURCE_DEADLINE, SourceSetupError, Step, configured_sources,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -33,6 +38,9 @@ pub enum FailReason {
     ServFail,
     /// Network or I/O error (connection refused, unreadable key file).
     Network(String),
+    /// An answer that cannot be used: an HTTP error status, a body that
+    /// is too large or no key at all, a redirect to `http://`.
+    BadAnswer(String),
 }
 
 impl fmt::Display for FailReason {
@@ -40,7 +48,7 @@ impl fmt::Display for FailReason {
         match self {
             FailReason::Timeout => f.write_str("timed out"),
             FailReason::ServFail => f.write_str("SERVFAIL"),
-            FailReason::Network(s) => write!(f, "{s}"),
+            FailReason::Network(s) | FailReason::BadAnswer(s) => write!(f, "{s}"),
         }
     }
 }
@@ -131,6 +139,14 @@ pub trait KeySource: Send + Sync {
     /// is above it does not ask it).
     fn trust(&self) -> TrustLevel {
         self.kind().trust()
+    }
+
+    /// Whether this source can have keys for `method` at all (WKD and
+    /// keyservers serve OpenPGP only); a source that cannot is not asked,
+    /// and no lookup of it is counted.
+    fn serves(&self, method: Method) -> bool {
+        let _ = method;
+        true
     }
 
     /// Looks up `addr`'s keys for `method`.

@@ -9,11 +9,15 @@
 //! accepts ([`KeyChoice`], from the rule's `sources` and `min_trust`).
 //! The chosen sources are asked highest trust first (the rule's order
 //! decides among sources of one level); a source that cannot reach
-//! `min_trust` is not asked, and a key below it is refused. Only a source
-//! that proves absence ([`Lookup::NotFound`]) passes the question on;
-//! anything else it says — keys, an unsigned zone, bogus data, a failure —
-//! is the answer. So a failure is never "no key", and a lower source never
-//! overrides a higher one (the operator's directory comes before DNS).
+//! `min_trust` is not asked, and a key below it is refused. A source
+//! passes the question on when it has nothing to offer: a proof of
+//! absence ([`Lookup::NotFound`]), an unsigned zone, or keys none of
+//! which are for the address (that answer stands if no later source has
+//! keys). Keys, bogus data or a failure are the answer — except a failure
+//! of a source the rule tolerates (`tolerate_failures`), which is counted,
+//! noted in the outcome and passes the question on. So a failure is never
+//! "no key", and a lower source never overrides a higher one that has
+//! keys (the operator's directory comes before DNS, DNS before WKD).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +27,10 @@ use crate::backend::{Recipient, Registry};
 use crate::config::Config;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::keys::keyserver::KeyserverSource;
 use crate::keys::validated::ValidationCache;
+use crate::keys::web::{Hosts, WebClient, WebSettings, WebSetupError};
+use crate::keys::wkd::WkdSource;
 use crate::keys::{FailReason, KeySource, Lookup, SourceKind, Traced};
 use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason};
 use crate::metrics::Metrics;
@@ -38,14 +45,32 @@ use crate::policy::{KeyOutcome, MethodOutcome};
 pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 
 /// The kinds of key source `config` sets up, in trust order: the key
-/// directory when `keys.directory` is set, DNS always.
+/// directory when `keys.directory` is set, DNS always, WKD unless
+/// `wkd.enabled` is off, keyservers when `keyserver.urls` names any.
 pub fn configured_sources(config: &Config) -> Vec<SourceKind> {
-    let mut kinds = Vec::with_capacity(2);
+    let mut kinds = Vec::with_capacity(4);
     if config.keys.directory.is_some() {
         kinds.push(SourceKind::Directory);
     }
     kinds.push(SourceKind::Dane);
+    if config.wkd.enabled {
+        kinds.push(SourceKind::Wkd);
+    }
+    if !config.keyserver.urls.is_empty() {
+        kinds.push(SourceKind::Keyserver);
+    }
     kinds
+}
+
+/// A key source cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceSetupError {
+    /// The DNS source (trust anchor, resolvers).
+    #[error(transparent)]
+    Dns(#[from] DnsSetupError),
+    /// The HTTP client of the web sources (`wkd.ca_file`, TLS).
+    #[error(transparent)]
+    Web(#[from] WebSetupError),
 }
 
 /// Recipients' keys, found and validated.
@@ -101,42 +126,62 @@ impl KeyService {
         self
     }
 
-    /// The sources the configuration names, in trust order: the key
-    /// directory (`keys.directory`, if set), then DNS.
+    /// The sources the configuration names, in trust order
+    /// ([`configured_sources`]).
     pub fn from_config(
         config: &Config,
         registry: Arc<Registry>,
         metrics: Option<Metrics>,
-    ) -> Result<Self, DnsSetupError> {
-        Self::from_config_only(
-            config,
-            &[SourceKind::Directory, SourceKind::Dane],
-            registry,
-            metrics,
-        )
+    ) -> Result<Self, SourceSetupError> {
+        Self::from_config_only(config, &SourceKind::CHOOSABLE, registry, metrics)
     }
 
     /// Like [`KeyService::from_config`], restricted to the kinds in
-    /// `only` (the `lookup` command asks DNS alone).
+    /// `only` (the `lookup` command asks DNS alone). The web sources
+    /// share one HTTP client, which resolves host names through the DNS
+    /// source's resolvers.
     pub fn from_config_only(
         config: &Config,
         only: &[SourceKind],
         registry: Arc<Registry>,
         metrics: Option<Metrics>,
-    ) -> Result<Self, DnsSetupError> {
+    ) -> Result<Self, SourceSetupError> {
+        let kinds: Vec<SourceKind> = configured_sources(config)
+            .into_iter()
+            .filter(|k| only.contains(k))
+            .collect();
+        let needs_web = kinds
+            .iter()
+            .any(|k| matches!(k, SourceKind::Wkd | SourceKind::Keyserver));
+        let dns = if kinds.contains(&SourceKind::Dane) || needs_web {
+            Some(Arc::new(DnsSource::new(DnsSettings::from_config(
+                &config.dns,
+            ))?))
+        } else {
+            None
+        };
+        let web = match (&dns, needs_web) {
+            (Some(dns), true) => Some(Arc::new(WebClient::new(
+                WebSettings::from_config(&config.wkd),
+                Arc::clone(dns) as Arc<dyn Hosts>,
+            )?)),
+            _ => None,
+        };
         let mut sources: Vec<Arc<dyn KeySource>> = Vec::new();
-        for kind in configured_sources(config) {
-            if !only.contains(&kind) {
-                continue;
-            }
-            match (kind, &config.keys.directory) {
-                (SourceKind::Directory, Some(dir)) => {
+        for kind in kinds {
+            match (kind, &config.keys.directory, &dns, &web) {
+                (SourceKind::Directory, Some(dir), _, _) => {
                     sources.push(Arc::new(DirectorySource::new(dir)));
                 }
-                (SourceKind::Dane, _) => {
-                    sources.push(Arc::new(DnsSource::new(DnsSettings::from_config(
-                        &config.dns,
-                    ))?));
+                (SourceKind::Dane, _, Some(dns), _) => sources.push(Arc::clone(dns) as _),
+                (SourceKind::Wkd, _, _, Some(web)) => {
+                    sources.push(Arc::new(WkdSource::new(Arc::clone(web))));
+                }
+                (SourceKind::Keyserver, _, _, Some(web)) => {
+                    sources.push(Arc::new(KeyserverSource::new(
+                        Arc::clone(web),
+                        config.keyserver.urls.clone(),
+                    )));
                 }
                 _ => {}
             }
@@ -243,8 +288,16 @@ impl KeyService {
         trace: bool,
     ) -> Explained {
         let mut steps = Vec::new();
-        let mut answer = Lookup::NotFound;
+        let mut decided = None;
+        // What stands if no source decides: the first "nothing usable
+        // here" answer (an unsigned zone, keys none of which are for this
+        // address), else a proof of absence.
+        let mut fallback = None;
+        let mut skipped = Vec::new();
         for source in self.plan(choice) {
+            if !source.serves(method) {
+                continue;
+            }
             let started = Instant::now();
             let Traced {
                 lookup,
@@ -261,20 +314,36 @@ impl KeyService {
                     asked,
                 });
             }
-            if !matches!(lookup, Lookup::NotFound) {
-                answer = lookup;
-                break;
+            match lookup {
+                Lookup::NotFound => {}
+                Lookup::Insecure => {
+                    fallback.get_or_insert(lookup);
+                }
+                Lookup::Found { ref keys, .. } if keys.is_empty() => {
+                    fallback.get_or_insert(lookup);
+                }
+                Lookup::Failed(ref why) if choice.tolerate.contains(&source.kind()) => {
+                    skipped.push(format!("{} failed: {why}", source.kind()));
+                }
+                Lookup::Bogus(ref why) if choice.tolerate.contains(&source.kind()) => {
+                    skipped.push(format!("{} answer bogus: {why}", source.kind()));
+                }
+                _ => {
+                    decided = Some(lookup);
+                    break;
+                }
             }
         }
+        let answer = decided.or(fallback).unwrap_or(Lookup::NotFound);
         let found = match (&answer, trace) {
             (Lookup::Found { keys, .. }, true) => keys.clone(),
             _ => Vec::new(),
         };
         let now = SystemTime::now();
         let backend = self.registry.get(method);
-        let outcome = MethodOutcome {
+        let mut outcome = MethodOutcome::new(
             method,
-            outcome: KeyOutcome::from_lookup(answer, |k| {
+            KeyOutcome::from_lookup(answer, |k| {
                 let trust = k.provenance.trust();
                 if trust < choice.min_trust {
                     // Not validated at all: the rule does not accept it.
@@ -285,7 +354,8 @@ impl KeyService {
                 }
                 self.validated.validate(backend, k, addr, now)
             }),
-        };
+        );
+        outcome.skipped = skipped;
         Explained {
             outcome,
             steps,
@@ -297,3 +367,8 @@ impl KeyService {
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+#[cfg(test)]
+use tests as tests_support;
+#[cfg(test)]
+#[path = "service_fallthrough_tests.rs"]
+mod fallthrough_tests;

@@ -1,10 +1,23 @@
-//! Web Key Directory names (draft-koch-openpgp-webkey-service): the
-//! z-base-32 SHA-1 hash of the lower-cased local part, and where a key
-//! lives in the advanced (`openpgpkey.<domain>`) and direct (`<domain>`)
-//! layouts. Pure: `wkd build` writes the files, a WKD key source (issue
-//! 11, not built yet) will fetch them.
+//! Web Key Directory (draft-koch-openpgp-webkey-service): the names —
+//! the z-base-32 SHA-1 hash of the lower-cased local part, and where a
+//! key lives in the advanced (`openpgpkey.<domain>`) and direct
+//! (`<domain>`) layouts, which `wkd build` writes — and the key source
+//! that fetches them, [`WkdSource`].
+//!
+//! The source asks the advanced method first and falls back to the
+//! direct method only when the host `openpgpkey.<domain>` does not exist
+//! (the draft's rule: a host that exists but fails is a failure, not a
+//! reason to ask elsewhere). Only keys with a user ID for the address are
+//! kept; the key service validates them. Trust `tls`: the web PKI alone
+//! vouches for what the domain's web server says.
+
+use std::sync::Arc;
 
 use crate::address::Address;
+use crate::keys::web::url::{HttpsUrl, percent_encode};
+use crate::keys::web::{Fetched, WebClient, answer};
+use crate::keys::{KeySource, Lookup, LookupFuture, SourceKind, Traced, TracedFuture};
+use crate::material::Method;
 
 /// z-base-32's alphabet (the draft, §3.1, after Zooko's proposal).
 const ZBASE32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
@@ -52,6 +65,97 @@ pub fn direct_path(addr: &Address) -> String {
     format!(".well-known/openpgpkey/hu/{}", local_part_hash(addr))
 }
 
+/// The advanced and direct URLs of `addr`'s key; `None` for an address
+/// without a DNS domain. The `l` parameter carries the local part as
+/// written (the draft: servers may use it to find the key).
+pub fn urls(addr: &Address) -> Option<(String, String)> {
+    if !addr.has_dns_domain() {
+        return None;
+    }
+    let l = percent_encode(&addr.local_unquoted());
+    Some((
+        format!(
+            "https://openpgpkey.{}/{}?l={l}",
+            addr.domain(),
+            advanced_path(addr)
+        ),
+        format!("https://{}/{}?l={l}", addr.domain(), direct_path(addr)),
+    ))
+}
+
+/// The WKD key source.
+pub struct WkdSource {
+    client: Arc<WebClient>,
+}
+
+impl WkdSource {
+    /// A source fetching through `client`.
+    pub fn new(client: Arc<WebClient>) -> Self {
+        WkdSource { client }
+    }
+
+    async fn run(&self, addr: &Address, method: Method, detail: bool) -> Traced {
+        let mut traced = Traced::plain(Lookup::NotFound);
+        let Some((advanced, direct)) = urls(addr).filter(|_| method == Method::OpenPgp) else {
+            return traced;
+        };
+        let mut all_cached = true;
+        let mut answer = None;
+        for text in [advanced, direct] {
+            let url = match HttpsUrl::parse(&text) {
+                Ok(u) => u,
+                // A domain that cannot be a host name has no WKD.
+                Err(_) => break,
+            };
+            let (fetched, cached, at) = self.client.get(&url).await;
+            all_cached &= cached;
+            let (lookup, note) = answer::to_lookup(&fetched, addr, SourceKind::Wkd, at);
+            if detail {
+                let mut line = format!("GET {}  {}", url.text, fetched.describe());
+                if let Some(n) = note {
+                    line.push_str(&format!(": {n}"));
+                }
+                traced.asked.push(line);
+            }
+            let next = matches!(fetched, Fetched::NoSuchHost(_));
+            answer = Some(lookup);
+            if !next {
+                break;
+            }
+        }
+        traced.lookup = answer.unwrap_or(Lookup::NotFound);
+        traced.cached = all_cached;
+        traced
+    }
+}
+
+impl KeySource for WkdSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Wkd
+    }
+
+    fn describe(&self) -> String {
+        "Web Key Directory".to_owned()
+    }
+
+    fn serves(&self, method: Method) -> bool {
+        method == Method::OpenPgp
+    }
+
+    fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
+        Box::pin(async move { self.run(addr, method, false).await.lookup })
+    }
+
+    fn lookup_traced<'a>(
+        &'a self,
+        addr: &'a Address,
+        method: Method,
+        detail: bool,
+    ) -> TracedFuture<'a> {
+        Box::pin(self.run(addr, method, detail))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -70,6 +174,24 @@ mod tests {
             direct_path(&a),
             ".well-known/openpgpkey/hu/iy9q119eutrkn8s1mk4r39qejnbu3n5q"
         );
+    }
+
+    #[test]
+    fn urls_of_both_methods_carry_the_local_part_as_written() {
+        let a = Address::parse("Joe.Doe@Example.ORG").unwrap();
+        let (advanced, direct) = urls(&a).unwrap();
+        assert_eq!(
+            advanced,
+            "https://openpgpkey.example.org/.well-known/openpgpkey/example.org/hu/\
+             iy9q119eutrkn8s1mk4r39qejnbu3n5q?l=Joe.Doe"
+        );
+        assert_eq!(
+            direct,
+            "https://example.org/.well-known/openpgpkey/hu/iy9q119eutrkn8s1mk4r39qejnbu3n5q?l=Joe.Doe"
+        );
+        let odd = Address::parse("\"a b&c\"@example.org").unwrap();
+        assert!(urls(&odd).unwrap().0.ends_with("?l=a%20b%26c"));
+        assert!(urls(&Address::parse("x@[192.0.2.1]").unwrap()).is_none());
     }
 
     #[test]

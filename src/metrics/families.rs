@@ -284,7 +284,7 @@ pub(super) struct SourceRecordLabels {
 }
 
 /// The sources a running milter has (their series exist from the start).
-const SOURCES: [SourceKind; 2] = [SourceKind::Directory, SourceKind::Dane];
+const SOURCES: [SourceKind; 4] = SourceKind::CHOOSABLE;
 
 pub(super) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -369,7 +369,7 @@ impl Families {
         );
         registry.register(
             KEY_LOOKUPS,
-            "Recipient key lookups, by key source (directory, dane), record type \
+            "Recipient key lookups, by key source (directory, dane, wkd, keyserver), record type \
              (smimea, openpgpkey) and result (found, not_found, insecure, bogus, failed; \
              cache_hit for a found, not_found or insecure answer from the source's cache, \
              while a cached failure counts as bogus or failed)",

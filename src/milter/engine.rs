@@ -22,7 +22,7 @@ use super::slots::Slots;
 use crate::backend::Registry;
 use crate::config::{Config, ConfigError, FileRequirement};
 use crate::keys::KeyService;
-use crate::keys::dns::DnsSetupError;
+use crate::keys::SourceSetupError;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
@@ -61,9 +61,9 @@ pub enum EngineError {
     /// A policy file is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// The DNS key source cannot be set up.
+    /// A key source (DNS, the web sources' HTTP client) cannot be set up.
     #[error(transparent)]
-    Dns(#[from] DnsSetupError),
+    Sources(#[from] SourceSetupError),
 }
 
 impl Engine {

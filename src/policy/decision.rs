@@ -78,6 +78,20 @@ pub struct MethodOutcome<K> {
     pub method: Method,
     /// What was found.
     pub outcome: KeyOutcome<K>,
+    /// Sources whose failure the rule tolerated (`tolerate_failures`),
+    /// each as `source: why`: they did not decide, and are noted.
+    pub skipped: Vec<String>,
+}
+
+impl<K> MethodOutcome<K> {
+    /// `method`'s outcome, no source skipped.
+    pub fn new(method: Method, outcome: KeyOutcome<K>) -> Self {
+        MethodOutcome {
+            method,
+            outcome,
+            skipped: Vec::new(),
+        }
+    }
 }
 
 /// Settings of the decision that are not part of a rule.
@@ -233,6 +247,11 @@ pub fn decide<K>(
             notes.push(format!("{m}: no lookup was performed (internal error)"));
             return decision(Action::TempFail(Reply::internal_error()), notes);
         };
+        for skipped in &outcome.skipped {
+            notes.push(format!(
+                "{m}: {skipped} (tolerated by the rule: the next source decided)"
+            ));
+        }
         let (class, note) = classify(outcome.outcome, settings);
         notes.push(format!("{m}: {note}"));
         match class {

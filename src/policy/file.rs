@@ -44,6 +44,29 @@ struct RawRule {
     smime_cipher: Option<Spanned<CipherName>>,
     sources: Option<Spanned<Vec<Spanned<String>>>>,
     min_trust: Option<Spanned<String>>,
+    tolerate_failures: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A list of source names (`sources`, `tolerate_failures`): each known,
+/// none twice.
+fn source_list(
+    key: &str,
+    names: Vec<Spanned<String>>,
+    err: &dyn Fn(Range<usize>, String) -> PolicyError,
+) -> Result<Vec<SourceKind>, PolicyError> {
+    let mut kinds: Vec<SourceKind> = Vec::new();
+    for name in names {
+        let at = name.span();
+        let kind: SourceKind = name
+            .get_ref()
+            .parse()
+            .map_err(|e| err(at.clone(), format!("key `{key}`: {e}")))?;
+        if kinds.contains(&kind) {
+            return Err(err(at, format!("key `{key}`: {kind} is listed twice")));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 fn any_direction() -> DirectionMatch {
@@ -274,6 +297,10 @@ fn build_rule(
             ("smime_cipher", r.smime_cipher.as_ref().map(Spanned::span)),
             ("sources", r.sources.as_ref().map(Spanned::span)),
             ("min_trust", r.min_trust.as_ref().map(Spanned::span)),
+            (
+                "tolerate_failures",
+                r.tolerate_failures.as_ref().map(Spanned::span),
+            ),
         ] {
             if let Some(span) = span {
                 return Err(err(
@@ -350,23 +377,29 @@ fn build_rule(
             None => None,
             Some(list) => {
                 let span = list.span();
-                let mut kinds: Vec<SourceKind> = Vec::new();
-                for name in list.into_inner() {
-                    let at = name.span();
-                    let kind: SourceKind = name
-                        .get_ref()
-                        .parse()
-                        .map_err(|e| err(at.clone(), format!("key `sources`: {e}")))?;
-                    if kinds.contains(&kind) {
-                        return Err(err(at, format!("key `sources`: {kind} is listed twice")));
-                    }
-                    kinds.push(kind);
-                }
+                let kinds = source_list("sources", list.into_inner(), &err)?;
                 if kinds.is_empty() {
                     return Err(err(
                         span,
                         "key `sources`: an empty list asks no source, so no key is ever found; \
                          use methods = [] for a rule that never encrypts"
+                            .to_owned(),
+                    ));
+                }
+                Some(kinds)
+            }
+        };
+        let tolerate_failures = match r.tolerate_failures {
+            None => None,
+            Some(list) => {
+                let span = list.span();
+                let kinds = source_list("tolerate_failures", list.into_inner(), &err)?;
+                if mode.is_required() && !kinds.is_empty() {
+                    return Err(err(
+                        span,
+                        "key `tolerate_failures`: a required rule defers when a source it relies \
+                         on fails (a tolerated failure could reject or pass mail for which a key \
+                         exists); leave it out, or make the rule opportunistic"
                             .to_owned(),
                     ));
                 }
@@ -387,6 +420,7 @@ fn build_rule(
             smime_cipher,
             sources,
             min_trust,
+            tolerate_failures,
         }
     };
 

@@ -37,6 +37,7 @@ fn required_defaults_to_reject() {
             smime_cipher: None,
             sources: None,
             min_trust: None,
+            tolerate_failures: None,
         }
     );
 }
@@ -147,9 +148,9 @@ fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
     }
     let e = err_text("[[rule]]\nname = \"a\"\nmin_trust = \"DNSSEC\"\n");
     assert!(e.contains("key `min_trust`: unknown trust level"), "{e}");
-    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"wkd\"]\n");
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"ldap\"]\n");
     assert!(
-        e.contains("source \"wkd\" is not available in this version"),
+        e.contains("source \"ldap\" is not available in this version"),
         "{e}"
     );
     let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"dane\", \"dane\"]\n");
@@ -174,4 +175,39 @@ fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
         e.contains("key `sources`: has no effect with methods = []"),
         "{e}"
     );
+}
+
+#[test]
+fn tolerate_failures_defaults_by_mode_and_is_refused_on_required_rules() {
+    use crate::material::{SourceKind, TrustLevel};
+    // Opportunistic: the web sources' failures are tolerated by default.
+    let r = parse("[[rule]]\nname = \"o\"\n").unwrap();
+    let choice = r[0].treatment.key_choice().unwrap();
+    assert_eq!(choice.tolerate, [SourceKind::Wkd, SourceKind::Keyserver]);
+    assert_eq!(choice.min_trust, TrustLevel::Learned);
+    // Said explicitly: exactly that list, also empty.
+    let r = parse("[[rule]]\nname = \"o\"\ntolerate_failures = [\"dane\", \"wkd\"]\n").unwrap();
+    let choice = r[0].treatment.key_choice().unwrap();
+    assert_eq!(choice.tolerate, [SourceKind::Dane, SourceKind::Wkd]);
+    let r = parse("[[rule]]\nname = \"o\"\ntolerate_failures = []\n").unwrap();
+    assert!(r[0].treatment.key_choice().unwrap().tolerate.is_empty());
+    // Required: none by default, and asking for any is an error.
+    let r = parse("[[rule]]\nname = \"r\"\nmode = \"required\"\nmin_trust = \"tls\"\n").unwrap();
+    assert!(r[0].treatment.key_choice().unwrap().tolerate.is_empty());
+    let e = err_text(
+        "[[rule]]\nname = \"r\"\nmode = \"required\"\nmin_trust = \"tls\"\ntolerate_failures = [\"wkd\"]\n",
+    );
+    assert!(
+        e.starts_with("t.toml:5: rule \"r\": key `tolerate_failures`: a required rule defers"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"o\"\ntolerate_failures = [\"wkd\", \"wkd\"]\n");
+    assert!(
+        e.contains("key `tolerate_failures`: wkd is listed twice"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"o\"\ntolerate_failures = [\"WKD\"]\n");
+    assert!(e.contains("key `tolerate_failures`: unknown source"), "{e}");
+    let e = err_text("[[rule]]\nname = \"n\"\nmethods = []\ntolerate_failures = [\"wkd\"]\n");
+    assert!(e.contains("has no effect with methods = []"), "{e}");
 }

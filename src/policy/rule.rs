@@ -113,14 +113,19 @@ pub enum Treatment {
         /// `min_trust`; `None` = the mode's default
         /// ([`Treatment::key_choice`]).
         min_trust: Option<TrustLevel>,
+        /// `tolerate_failures`: sources whose failure lets the next source
+        /// decide; `None` = the mode's default ([`Treatment::key_choice`]).
+        tolerate_failures: Option<Vec<SourceKind>>,
     },
 }
 
 impl Treatment {
     /// What a lookup for this rule may ask and accept, defaults applied:
     /// every configured source; a required rule accepts `dnssec` and
-    /// above, an opportunistic one any trust. `None` when it never
-    /// encrypts (nothing is looked up).
+    /// above, an opportunistic one any trust; an opportunistic rule
+    /// tolerates failures of the web sources (they can only upgrade its
+    /// mail), a required one none (it defers when a source it relies on
+    /// fails). `None` when it never encrypts (nothing is looked up).
     pub fn key_choice(&self) -> Option<KeyChoice> {
         match self {
             Treatment::NeverEncrypt => None,
@@ -128,6 +133,7 @@ impl Treatment {
                 mode,
                 sources,
                 min_trust,
+                tolerate_failures,
                 ..
             } => Some(KeyChoice {
                 sources: sources.clone(),
@@ -136,6 +142,11 @@ impl Treatment {
                 } else {
                     TrustLevel::Learned
                 }),
+                tolerate: match (tolerate_failures, mode.is_required()) {
+                    (Some(t), _) => t.clone(),
+                    (None, true) => Vec::new(),
+                    (None, false) => SourceKind::tolerated_by_default(),
+                },
             }),
         }
     }
@@ -185,6 +196,7 @@ impl Rule {
                 smime_cipher: None,
                 sources: None,
                 min_trust: None,
+                tolerate_failures: None,
             },
         }
     }

@@ -1,18 +1,17 @@
 //! The answer cache of the DNS key source: how long an answer may be
 //! reused (positive for the record TTL, negative for the SOA minimum, both
-//! capped; failures briefly), how many are kept, and the sharing of one
-//! query among concurrent lookups of the same name (one `OnceCell` per
-//! name and type).
+//! capped; failures briefly). Keeping the answers, the capacity and the
+//! sharing of one query among concurrent lookups are the shared
+//! [`crate::keys::cache`]'s.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use hickory_resolver::proto::rr::{Name, RecordType};
-use tokio::sync::OnceCell;
 
 use super::Answer;
+pub use crate::keys::cache::CACHE_CAPACITY;
+use crate::keys::cache::SharedCache;
 
 /// Longest a positive answer is cached, whatever its TTL.
 pub const MAX_POSITIVE_TTL: Duration = Duration::from_secs(3600);
@@ -21,24 +20,17 @@ pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(900);
 /// How long a failed or bogus answer is cached: long enough to spare the
 /// resolver a burst of retries, short enough to recover quickly.
 pub const FAILURE_TTL: Duration = Duration::from_secs(30);
-/// Most answers kept in the cache.
-pub const CACHE_CAPACITY: usize = 10_000;
-
-type CacheKey = (Name, RecordType);
-/// One name's answer, when it expires and when it arrived (the
-/// provenance of keys read from it); empty while its query runs.
-type Slot = Arc<OnceCell<(Answer, Instant, SystemTime)>>;
 
 /// Answers by owner name and record type.
 pub(super) struct AnswerCache {
-    slots: Mutex<HashMap<CacheKey, Slot>>,
+    inner: SharedCache<(Name, RecordType), Answer>,
 }
 
 impl AnswerCache {
     /// An empty cache.
     pub(super) fn new() -> Self {
         AnswerCache {
-            slots: Mutex::new(HashMap::new()),
+            inner: SharedCache::new(),
         }
     }
 
@@ -57,43 +49,13 @@ impl AnswerCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Answer>,
     {
-        let slot = self.slot((name.clone(), rtype));
-        let mut ran = false;
-        let (answer, _, fetched) = slot
-            .get_or_init(|| async {
-                ran = true;
+        self.inner
+            .get_or_fetch(&(name.clone(), rtype), || async {
                 let answer = fetch().await;
                 let ttl = answer_ttl(&answer);
-                (answer, Instant::now() + ttl, SystemTime::now())
+                (answer, ttl)
             })
-            .await;
-        (answer.clone(), !ran, *fetched)
-    }
-
-    /// The live slot for `key`, or a new empty one in its place.
-    fn slot(&self, key: CacheKey) -> Slot {
-        // A panic elsewhere while holding the lock leaves the map itself
-        // intact: keep using it.
-        let mut cache = match self.slots.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = Instant::now();
-        let fresh = cache
-            .get(&key)
-            .filter(|s| s.get().is_none_or(|(_, expires, _)| *expires > now))
-            .cloned();
-        match fresh {
-            Some(s) => s,
-            None => {
-                if cache.len() >= CACHE_CAPACITY {
-                    evict(&mut cache, now);
-                }
-                let s: Slot = Arc::new(OnceCell::new());
-                cache.insert(key, s.clone());
-                s
-            }
-        }
+            .await
     }
 
     /// Puts `answer`, arrived at `fetched`, in the cache for `ttl` (tests
@@ -107,25 +69,7 @@ impl AnswerCache {
         ttl: Duration,
         fetched: SystemTime,
     ) {
-        let slot: Slot = Arc::new(OnceCell::new_with(Some((
-            answer,
-            Instant::now() + ttl,
-            fetched,
-        ))));
-        let mut cache = match self.slots.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        cache.insert((name, rtype), slot);
-    }
-}
-
-fn evict(cache: &mut HashMap<CacheKey, Slot>, now: Instant) {
-    cache.retain(|_, s| s.get().is_none_or(|(_, expires, _)| *expires > now));
-    if cache.len() >= CACHE_CAPACITY {
-        // Still full of live answers: start afresh rather than track
-        // recency; the cache only saves queries.
-        cache.retain(|_, s| s.get().is_none());
+        self.inner.insert((name, rtype), answer, ttl, fetched);
     }
 }
 

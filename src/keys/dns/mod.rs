@@ -17,8 +17,11 @@
 //!   (UDP, TCP when truncated).
 //! * `records`: SMIMEA / OPENPGPKEY rdata as key material, and
 //!   [`lookup_from_response`] for fuzzing.
+//! * `hosts`: A/AAAA lookups for the web sources' host names, through
+//!   the same resolvers and cache.
 
 mod cache;
+mod hosts;
 pub(crate) mod owner;
 mod records;
 mod trust_ad;

@@ -1,0 +1,188 @@
+//! The key service's chain beyond "first answer decides": which answers
+//! pass the question on (an unsigned zone, keys for other addresses, a
+//! failure the rule tolerates) and what stands when nobody decides.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+
+use super::tests_support::*;
+use crate::keys::memory::MemorySource;
+use crate::keys::{FailReason, KeyChoice, Lookup, Security, SourceKind, TrustLevel};
+use crate::material::{KeyRejected, Method, RejectReason};
+use crate::policy::KeyOutcome;
+
+fn dane_wkd_keyserver() -> [Arc<MemorySource>; 3] {
+    [
+        Arc::new(MemorySource::of_kind("dns", SourceKind::Dane)),
+        Arc::new(MemorySource::of_kind("wkd", SourceKind::Wkd)),
+        Arc::new(MemorySource::of_kind("ks", SourceKind::Keyserver)),
+    ]
+}
+
+fn web(addr: &str, origin: &str, kind: SourceKind) -> Lookup {
+    found(addr, origin, kind, Security::WebPki)
+}
+
+fn opportunistic() -> KeyChoice {
+    KeyChoice {
+        sources: None,
+        min_trust: TrustLevel::Learned,
+        tolerate: SourceKind::tolerated_by_default(),
+    }
+}
+
+fn origins(out: &KeyOutcome<crate::backend::Recipient>) -> Vec<String> {
+    match out {
+        KeyOutcome::Found { usable, .. } => usable.iter().map(|r| r.origin.clone()).collect(),
+        other => panic!("no keys: {other:?}"),
+    }
+}
+
+const A: &str = "a@example.org";
+
+#[test]
+fn an_unsigned_zone_passes_the_question_on_and_stands_if_nobody_has_keys() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, Lookup::Insecure);
+    wkd.set(A, Method::Smime, web(A, "wkd's", SourceKind::Wkd));
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["wkd's"]);
+    assert_eq!(ks.calls(), 0, "the WKD key decided");
+    // Nobody else has keys: the unsigned zone is the answer, not "no key
+    // published".
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, Lookup::Insecure);
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert!(
+        matches!(out.outcome, KeyOutcome::Insecure),
+        "{:?}",
+        out.outcome
+    );
+    assert_eq!((wkd.calls(), ks.calls()), (1, 1));
+}
+
+#[test]
+fn a_higher_source_with_keys_is_never_overridden_by_a_web_key() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, dane(A, "dns's"));
+    wkd.set(A, Method::Smime, web(A, "wkd's", SourceKind::Wkd));
+    // Registered in the wrong order on purpose: trust orders the asking.
+    let keys = service(&[&wkd, &ks, &dns]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["dns's"]);
+    assert_eq!((wkd.calls(), ks.calls()), (0, 0));
+}
+
+#[test]
+fn keys_for_other_addresses_pass_the_question_on() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    let refused = KeyRejected {
+        origin: "WKD file".into(),
+        reason: RejectReason::AddressMismatch(A.into()),
+    };
+    let nothing_for_a = Lookup::Found {
+        keys: Vec::new(),
+        unusable: vec![refused],
+        security: Security::WebPki,
+    };
+    wkd.set(A, Method::Smime, nothing_for_a.clone());
+    ks.set(
+        A,
+        Method::Smime,
+        web(A, "keyserver's", SourceKind::Keyserver),
+    );
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["keyserver's"]);
+    // Alone, the refusal stands (explain and the log say why).
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    wkd.set(A, Method::Smime, nothing_for_a);
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    let KeyOutcome::Found {
+        usable, rejected, ..
+    } = &out.outcome
+    else {
+        panic!("{:?}", out.outcome);
+    };
+    assert!(usable.is_empty());
+    assert!(matches!(
+        rejected[0].reason,
+        RejectReason::AddressMismatch(_)
+    ));
+}
+
+#[test]
+fn a_tolerated_failure_is_noted_and_the_next_source_decides() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    wkd.set(A, Method::Smime, Lookup::Failed(FailReason::Timeout));
+    ks.set(
+        A,
+        Method::Smime,
+        web(A, "keyserver's", SourceKind::Keyserver),
+    );
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["keyserver's"]);
+    assert_eq!(out.skipped, ["wkd failed: timed out"]);
+    // Nobody has keys: "no key", with the failure noted — never a
+    // failure outcome, which would defer the mail.
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    wkd.set(A, Method::Smime, Lookup::Failed(FailReason::Timeout));
+    ks.set(A, Method::Smime, Lookup::Bogus("bad".into()));
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert!(
+        matches!(out.outcome, KeyOutcome::NotFound),
+        "{:?}",
+        out.outcome
+    );
+    assert_eq!(
+        out.skipped,
+        ["wkd failed: timed out", "keyserver answer bogus: bad"]
+    );
+}
+
+#[test]
+fn a_failure_the_rule_does_not_tolerate_is_the_answer() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, Lookup::Failed(FailReason::ServFail));
+    wkd.set(A, Method::Smime, web(A, "wkd's", SourceKind::Wkd));
+    let keys = service(&[&dns, &wkd, &ks]);
+    // The default tolerates web sources only: a DNS failure decides.
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert!(matches!(
+        out.outcome,
+        KeyOutcome::Failed(FailReason::ServFail)
+    ));
+    assert_eq!(wkd.calls(), 0);
+    // A required rule's choice tolerates nothing: a WKD failure defers.
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    wkd.set(A, Method::Smime, Lookup::Failed(FailReason::Timeout));
+    ks.set(
+        A,
+        Method::Smime,
+        web(A, "keyserver's", SourceKind::Keyserver),
+    );
+    let keys = service(&[&dns, &wkd, &ks]);
+    let required = KeyChoice {
+        sources: None,
+        min_trust: TrustLevel::Tls,
+        tolerate: Vec::new(),
+    };
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &required));
+    assert!(matches!(
+        out.outcome,
+        KeyOutcome::Failed(FailReason::Timeout)
+    ));
+    assert!(out.skipped.is_empty());
+    assert_eq!(ks.calls(), 0);
+}
