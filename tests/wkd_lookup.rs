@@ -288,6 +288,66 @@ fn every_web_case_through_policy_explain() {
     );
 }
 
+/// `lookup`: every published source on its own, with what it was asked.
+fn lookup(cfg: &Path, addr: &str) -> (i32, String) {
+    let out = bin()
+        .arg("--config")
+        .arg(cfg)
+        .arg("lookup")
+        .arg(addr)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn lookup_prints_each_sources_answer() {
+    let dns = DnsEnv::start();
+    let web = WebEnv::start(&dns);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &dns, &web, &[web.keyserver_url()], "");
+    // alice@ is in WKD and on the keyserver: both are shown, each asked
+    // on its own (the milter would stop at WKD).
+    let (code, out) = lookup(&cfg, "alice@wkd.autoencrypt.test");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("openpgp  DNS (validate mode): not found"),
+        "{out}"
+    );
+    assert!(out.contains("openpgp  Web Key Directory: found"), "{out}");
+    assert!(
+        out.contains("openpgp  keyserver https://keys.autoencrypt.test: found"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("GET {}  200", web.user("alice").url)),
+        "{out}"
+    );
+    let fpr = web.user("alice").fpr.clone().unwrap();
+    assert!(
+        out.contains(&format!("usable: wkd {}", web.user("alice").url)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("[{fpr}]")), "{out}");
+    assert!(
+        !out.contains("smime    Web Key Directory"),
+        "WKD has no S/MIME: {out}"
+    );
+    // Nothing anywhere: 1. Nothing, and WKD failed: 2.
+    let (code, out) = lookup(&cfg, "missing@wkd.autoencrypt.test");
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = lookup(&cfg, "error@wkd.autoencrypt.test");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("failed: https://openpgpkey.wkd.autoencrypt.test/"),
+        "{out}"
+    );
+    assert!(out.contains("HTTP 500"), "{out}");
+}
+
 #[test]
 fn keyservers_are_asked_in_order_and_off_unless_configured() {
     let dns = DnsEnv::start();

@@ -1,5 +1,6 @@
-//! `lookup` (what DNS says about an address's keys) and `record` (the
-//! zone-file line an operator publishes).
+//! `lookup` (what the address's domain publishes: DNS records, its Web
+//! Key Directory, and what the configured keyservers hold) and `record`
+//! (the zone-file line an operator publishes).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,10 +101,12 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// `lookup`: for each address, the owner names, each record type's
-/// answer and DNSSEC status, and every key with its facts. Exit 0 when
-/// every address has a usable key, 1 when one has none, 2 when a lookup
-/// could not be completed.
+/// `lookup`: for each address and each published source (DNS, WKD,
+/// keyservers — not the operator's own directory), what was asked, the
+/// answer, and every key with its facts. Each source is asked on its own,
+/// whatever the others say. Exit 0 when every address has a usable key
+/// somewhere, 1 when one has none, 2 when one has none and a lookup could
+/// not be completed.
 pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
     let loaded = match Config::load(config, FileRequirement::for_path(config)) {
         Ok(l) => l,
@@ -125,10 +128,12 @@ pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
     };
-    // DNS alone: `lookup` shows what the address's domain publishes.
+    // What the address's domain publishes (and keyservers hold); the
+    // operator's directory is theirs to list.
+    let published = [SourceKind::Dane, SourceKind::Wkd, SourceKind::Keyserver];
     let keys = match KeyService::from_config_only(
         &loaded.config,
-        &[SourceKind::Dane],
+        &published,
         Arc::new(Registry::new()),
         None,
     ) {
@@ -146,46 +151,73 @@ pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
 /// Prints one address's report; returns its exit status.
 async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
     println!("{addr}");
-    let any = KeyChoice::any();
-    let (smime, openpgp) = tokio::join!(
-        keys.explain(addr, Method::Smime, &any),
-        keys.explain(addr, Method::OpenPgp, &any)
-    );
     let mut usable_any = false;
     let mut incomplete = false;
-    for (method, explained) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
-        for step in &explained.steps {
+    let kinds: Vec<SourceKind> = keys
+        .plan(&KeyChoice::any())
+        .iter()
+        .map(|s| s.kind())
+        .collect();
+    for kind in kinds {
+        let only = KeyChoice {
+            sources: Some(vec![kind]),
+            ..KeyChoice::any()
+        };
+        let (smime, openpgp) = tokio::join!(
+            keys.explain(addr, Method::Smime, &only),
+            keys.explain(addr, Method::OpenPgp, &only)
+        );
+        for (method, explained) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
+            // A source without keys of this kind (WKD: no S/MIME) is not asked.
+            let Some(step) = explained.steps.first() else {
+                continue;
+            };
+            println!(
+                "  {:<8} {}: {}",
+                method.as_str(),
+                step.source,
+                step.answer.replace('_', " ")
+            );
             for line in &step.asked {
-                println!("  {:<8} {line}", method.as_str());
+                println!("  {:<8}   {line}", method.as_str());
             }
-        }
-        match explained.outcome.outcome {
-            KeyOutcome::Found {
-                usable, rejected, ..
-            } => {
-                usable_any |= !usable.is_empty();
-                for r in &usable {
+            match explained.outcome.outcome {
+                KeyOutcome::Found {
+                    usable, rejected, ..
+                } => {
+                    usable_any |= !usable.is_empty();
+                    for r in &usable {
+                        println!(
+                            "           usable: {} {}",
+                            r.origin,
+                            facts(method, &explained.found, &r.fingerprint)
+                        );
+                    }
+                    for r in &rejected {
+                        println!("           not usable: {r}");
+                    }
+                }
+                KeyOutcome::Insecure if !config.dns.allow_insecure => {
                     println!(
-                        "           usable: {} {}",
-                        r.origin,
-                        facts(method, &explained.found, &r.fingerprint)
+                        "           unsigned zone: keys are not used (dns.allow_insecure is off)"
                     );
                 }
-                for r in &rejected {
-                    println!("           not usable: {r}");
+                KeyOutcome::Bogus(why) => {
+                    println!("           bogus: {why}");
+                    incomplete = true;
                 }
+                KeyOutcome::Failed(why) => {
+                    println!("           failed: {why}");
+                    incomplete = true;
+                }
+                _ => {}
             }
-            KeyOutcome::Insecure if !config.dns.allow_insecure => {
-                println!("           unsigned zone: keys are not used (dns.allow_insecure is off)");
-            }
-            KeyOutcome::Bogus(_) | KeyOutcome::Failed(_) => incomplete = true,
-            _ => {}
         }
     }
-    if incomplete {
-        2
-    } else if usable_any {
+    if usable_any {
         0
+    } else if incomplete {
+        2
     } else {
         1
     }
