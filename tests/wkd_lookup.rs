@@ -450,3 +450,45 @@ fn bad_web_settings_are_configuration_errors() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("ca.pem: wkd.ca_file"), "{err}");
 }
+
+/// What `wkd build` writes, served as it is, is what the WKD source finds.
+#[test]
+fn wkd_build_output_is_found_by_lookup() {
+    let dns = DnsEnv::start();
+    let web = WebEnv::start(&dns);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &dns, &web, &[], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[\"local.test\"]", "[\"built.autoencrypt.test\"]");
+    std::fs::write(&cfg, text).unwrap();
+    let built = web.user("built");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(
+        built.public.as_ref().unwrap(),
+        keys.join(format!("{}.pgp", built.address)),
+    )
+    .unwrap();
+    // Before: nothing is served.
+    let (code, out) = lookup(&cfg, &built.address);
+    assert_eq!(code, 1, "{out}");
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["wkd", "build", "--key-dir"])
+        .arg(&keys)
+        .arg("--out")
+        .arg(web.built_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out) = lookup(&cfg, &built.address);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("openpgp  Web Key Directory: found"), "{out}");
+    assert!(
+        out.contains("GET https://openpgpkey.built.autoencrypt.test/.well-known/openpgpkey/built.autoencrypt.test/hu/"),
+        "{out}"
+    );
+    assert!(out.contains(built.fpr.as_ref().unwrap().as_str()), "{out}");
+}
