@@ -122,7 +122,9 @@ fn fetches_beyond_max_in_flight_wait_for_a_slot() {
     let web = WebEnv::start(&dns);
     let rt = runtime();
     let any = KeyChoice::any();
-    let (slow, alice) = (addr(&web, "slow"), addr(&web, "alice"));
+    // bob@ is on another host (direct method): slow@'s host being down
+    // does not concern it.
+    let (slow, alice) = (addr(&web, "slow"), addr(&web, "bob"));
     let run = |keys: &KeyService| {
         rt.block_on(async {
             let slow_first = keys.resolve(&slow, Method::OpenPgp, &any);
@@ -134,7 +136,7 @@ fn fetches_beyond_max_in_flight_wait_for_a_slot() {
         })
     };
     // One slot: slow@ holds it until its timeout (a failure, never "no
-    // key"); alice@ waits, then is fetched within its own time — so nginx
+    // key"); bob@ waits, then is fetched within its own time — so nginx
     // sees alice's request only after slow's ended.
     let keys = service(&dns, &web, |c| {
         c.wkd.max_in_flight = 1;
@@ -151,13 +153,13 @@ fn fetches_beyond_max_in_flight_wait_for_a_slot() {
         "{:?}",
         a.outcome
     );
-    let (slow_at, alice_at) = log_order(&web, "slow", "alice");
+    let (slow_at, alice_at) = log_order(&web, "slow", "bob");
     assert!(
         slow_at < alice_at,
-        "alice@ did not wait:\n{}",
+        "bob@ did not wait:\n{}",
         web.access_log()
     );
-    // The control: with two slots alice@ does not wait for slow@. (A new
+    // The control: with two slots bob@ does not wait for slow@. (A new
     // service: the first one's cache holds both answers.)
     std::thread::sleep(std::time::Duration::from_millis(100));
     let before = web.access_log().lines().count();
@@ -174,10 +176,50 @@ fn fetches_beyond_max_in_flight_wait_for_a_slot() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let log = web.access_log();
     let newer: Vec<&str> = log.lines().skip(before).collect();
-    let alice_path = &web.user("alice").url[web.user("alice").url.find("/.well-known").unwrap()..];
+    let alice_path = &web.user("bob").url[web.user("bob").url.find("/.well-known").unwrap()..];
     assert!(
         newer.first().is_some_and(|l| l.contains(alice_path)),
-        "with two slots alice@ is answered first:\n{log}"
+        "with two slots bob@ is answered first:\n{log}"
+    );
+}
+
+#[test]
+fn a_host_that_timed_out_is_not_asked_again_for_a_while() {
+    let dns = DnsEnv::start();
+    let web = WebEnv::start(&dns);
+    let keys = service(&dns, &web, |c| c.wkd.timeout_ms = 1_500);
+    let rt = runtime();
+    let any = KeyChoice::any();
+    let slow = rt.block_on(keys.resolve(&addr(&web, "slow"), Method::OpenPgp, &any));
+    assert!(
+        matches!(slow.outcome, KeyOutcome::Failed(FailReason::Timeout)),
+        "{:?}",
+        slow.outcome
+    );
+    // Another address on the same host: failed at once, not asked.
+    let alice = rt.block_on(keys.resolve(&addr(&web, "alice"), Method::OpenPgp, &any));
+    assert!(
+        matches!(&alice.outcome, KeyOutcome::Failed(FailReason::Network(why))
+            if why.contains("openpgpkey.wkd.autoencrypt.test:443 failed 1 s ago (no answer within wkd.timeout_ms)")
+                || why.contains("openpgpkey.wkd.autoencrypt.test:443 failed 0 s ago (no answer within wkd.timeout_ms)")),
+        "{:?}",
+        alice.outcome
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(requests(&web, "alice"), 0, "{}", web.access_log());
+    // A host whose TLS handshake never completes, likewise.
+    let hang = rt.block_on(keys.resolve(&addr(&web, "hang"), Method::OpenPgp, &any));
+    assert!(
+        matches!(hang.outcome, KeyOutcome::Failed(_)),
+        "{:?}",
+        hang.outcome
+    );
+    let again = Address::parse("other@hang.autoencrypt.test").unwrap();
+    let again = rt.block_on(keys.resolve(&again, Method::OpenPgp, &any));
+    assert!(
+        matches!(&again.outcome, KeyOutcome::Failed(FailReason::Network(why)) if why.contains("not asked again")),
+        "{:?}",
+        again.outcome
     );
 }
 

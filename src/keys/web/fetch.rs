@@ -28,6 +28,8 @@ enum Hop {
 /// `url`'s answer and how long it may be cached.
 pub(super) async fn fetch(client: &WebClient, url: &HttpsUrl) -> (Fetched, Duration) {
     let s = &client.settings;
+    // The host a connection is open to, for blame if time runs out.
+    let talking_to: std::sync::Mutex<Option<(String, u16)>> = std::sync::Mutex::new(None);
     let bounded = async {
         // The wait for a slot counts against the fetch's own time.
         let Ok(_permit) = client.in_flight.acquire().await else {
@@ -35,7 +37,7 @@ pub(super) async fn fetch(client: &WebClient, url: &HttpsUrl) -> (Fetched, Durat
         };
         let mut at = url.clone();
         for _ in 0..=s.max_redirects {
-            match request(client, &at).await {
+            match request(client, &at, &talking_to).await {
                 Hop::Done(f, ttl) => return (f, ttl),
                 Hop::Redirect(location) => match at.join(&location) {
                     Ok(next) => at = next,
@@ -50,7 +52,19 @@ pub(super) async fn fetch(client: &WebClient, url: &HttpsUrl) -> (Fetched, Durat
     };
     match tokio::time::timeout(s.timeout, bounded).await {
         Ok(answer) => answer,
-        Err(_) => failed(FailReason::Timeout),
+        Err(_) => {
+            // Connected and then silent: the server is slow for everyone.
+            let blamed = match talking_to.lock() {
+                Ok(t) => t.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            if let Some((host, port)) = blamed {
+                client
+                    .down
+                    .mark(&host, port, "no answer within wkd.timeout_ms");
+            }
+            failed(FailReason::Timeout)
+        }
     }
 }
 
@@ -62,9 +76,17 @@ fn bad(why: String) -> (Fetched, Duration) {
     failed(FailReason::BadAnswer(why))
 }
 
-/// One GET of `url`, connection included.
-async fn request(client: &WebClient, url: &HttpsUrl) -> Hop {
+/// One GET of `url`, connection included; `talking_to` says to whom
+/// while the connection is open.
+async fn request(
+    client: &WebClient,
+    url: &HttpsUrl,
+    talking_to: &std::sync::Mutex<Option<(String, u16)>>,
+) -> Hop {
     let done = |(f, ttl)| Hop::Done(f, ttl);
+    if let Some(why) = client.down.check(&url.host, url.port) {
+        return done(failed(FailReason::Network(why)));
+    }
     let addrs = match url.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => match client.hosts.resolve(&url.host).await {
@@ -83,12 +105,24 @@ async fn request(client: &WebClient, url: &HttpsUrl) -> Hop {
     };
     let tls = match connect(client, url, &addrs).await {
         Ok(t) => t,
-        Err(answer) => return done(answer),
+        Err(answer) => {
+            if let (Fetched::Failed(why), _) = &answer {
+                client.down.mark(&url.host, url.port, &why.to_string());
+            }
+            return done(answer);
+        }
     };
-    match exchange(client, url, tls).await {
+    let set = |v: Option<(String, u16)>| match talking_to.lock() {
+        Ok(mut t) => *t = v,
+        Err(poisoned) => *poisoned.into_inner() = v,
+    };
+    set(Some((url.host.clone(), url.port)));
+    let hop = match exchange(client, url, tls).await {
         Ok(hop) => hop,
         Err(why) => done(failed(FailReason::Network(format!("{}: {why}", url.text)))),
-    }
+    };
+    set(None);
+    hop
 }
 
 /// A verified TLS connection to one of `addrs`, tried in order, each

@@ -16,12 +16,15 @@
 //! * Outcomes are values: 200 is a body; 404/410 and a refused connection
 //!   are denials; a timeout, another status, a TLS failure, an oversized
 //!   body or a bad redirect is a failure, never "no key".
+//! * A host that timed out or failed TLS is not asked again for
+//!   [`FAILURE_TTL`], for any address (`down`).
 //! * Cache: one fetch per URL shared by concurrent lookups; bodies kept
 //!   for `Cache-Control: max-age` within [`MIN_TTL`]…[`MAX_TTL`]
 //!   ([`MAX_TTL`] without one), denials up to [`MAX_NEGATIVE_TTL`],
 //!   failures for [`FAILURE_TTL`].
 
 pub(crate) mod answer;
+mod down;
 mod fetch;
 pub(crate) mod url;
 
@@ -160,6 +163,7 @@ pub struct WebClient {
     tls: SslConnector,
     in_flight: Semaphore,
     cache: SharedCache<String, Fetched>,
+    down: down::DownHosts,
     fetches: AtomicU64,
 }
 
@@ -197,6 +201,7 @@ impl WebClient {
             hosts,
             tls: b.build(),
             cache: SharedCache::new(),
+            down: down::DownHosts::new(),
             fetches: AtomicU64::new(0),
         })
     }
