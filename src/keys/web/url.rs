@@ -64,7 +64,7 @@ impl HttpsUrl {
     /// host, anything else relative to this URL's directory.
     pub(crate) fn join(&self, location: &str) -> Result<HttpsUrl, String> {
         let location = location.trim();
-        if location.contains("://") {
+        if has_scheme(location) {
             return HttpsUrl::parse(location);
         }
         if location.starts_with("//") {
@@ -82,6 +82,18 @@ impl HttpsUrl {
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
         HttpsUrl::parse(&format!("{origin}{dir}/{location}"))
     }
+}
+
+/// Whether `s` starts with a URI scheme (RFC 3986 §3.1: a letter, then
+/// letters, digits, `+`, `-`, `.`, then `:`), so is absolute — not a
+/// relative reference with a colon later on (`/k?next=http://x`).
+fn has_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// `s` percent-encoded for a path segment or a query value: everything
@@ -135,6 +147,13 @@ mod tests {
         // A downgrade is refused wherever it hides.
         assert!(base.join("http://h.example/k").is_err());
         assert!(base.join(" HTTP://h.example/k").is_err());
+        assert!(base.join("javascript:alert(1)").is_err());
+        assert!(base.join("http:/h.example/k").is_err());
+        // A colon later on does not make a relative reference absolute.
+        assert_eq!(
+            base.join("/k?next=http://x.example/").unwrap().text,
+            "https://h.example/k?next=http://x.example/"
+        );
     }
 
     #[test]
