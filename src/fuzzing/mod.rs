@@ -14,10 +14,12 @@
 mod rdata;
 pub(crate) mod session;
 mod verify;
+mod web;
 
 pub use rdata::rdata;
 pub use session::{session, session_outcomes};
 pub use verify::verify;
+pub use web::web;
 
 use crate::address::Address;
 use crate::backend::Method;
@@ -37,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rdata", rdata),
     ("session", session),
     ("verify", verify),
+    ("web", web),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,

@@ -310,14 +310,25 @@ async fn exchange(
     ))
 }
 
-/// How long the response may be reused by its `Cache-Control`:
+/// How long the response may be reused by its `Cache-Control` fields
+/// ([`cache_control_max_age`] of them joined).
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let joined: Vec<&str> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    cache_control_max_age(&joined.join(","))
+}
+
+/// How long a response may be reused by a `Cache-Control` value:
 /// `max-age=N` (`s-maxage` wins, as for a shared cache), zero for
 /// `no-store` / `no-cache`; `None` when it does not say.
-fn max_age(headers: &HeaderMap) -> Option<Duration> {
+pub fn cache_control_max_age(value: &str) -> Option<Duration> {
     let mut age = None;
     let mut shared = None;
-    for v in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(v) = v.to_str() else { continue };
+    {
+        let v = value;
         for directive in v.split(',') {
             let (name, value) = match directive.split_once('=') {
                 Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),

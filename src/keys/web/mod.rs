@@ -44,6 +44,7 @@ use crate::config::WkdConfig;
 use crate::keys::FailReason;
 use crate::keys::cache::SharedCache;
 pub use crate::keys::dns::{FAILURE_TTL, MAX_NEGATIVE_TTL};
+pub use fetch::cache_control_max_age;
 use url::HttpsUrl;
 
 /// Shortest time any web answer is reused (`max-age=0` and `no-cache`
