@@ -70,7 +70,11 @@ fn location(rest: &[u8]) {
     };
     let text = String::from_utf8_lossy(rest);
     if let Ok(next) = base.join(&text) {
-        assert!(next.text.to_ascii_lowercase().starts_with("https:"), "{}", next.text);
+        assert!(
+            next.text.to_ascii_lowercase().starts_with("https:"),
+            "{}",
+            next.text
+        );
         assert!(!next.host.is_empty());
         assert!(next.target.starts_with('/'), "{}", next.target);
         assert_eq!(HttpsUrl::parse(&next.text).as_ref(), Ok(&next));

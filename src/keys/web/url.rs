@@ -51,10 +51,12 @@ impl HttpsUrl {
             text: text.to_owned(),
             host,
             port: uri.port_u16().unwrap_or(443),
-            target: if target.is_empty() {
-                "/".into()
-            } else {
+            // `https://h?q` has the query but no path: the request line
+            // needs one.
+            target: if target.starts_with('/') {
                 target
+            } else {
+                format!("/{target}")
             },
         })
     }
@@ -121,6 +123,8 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("keys.example", 8443));
         assert_eq!(u.target, "/vks/v1/by-email/a%40b?x=1");
         assert_eq!(HttpsUrl::parse("https://keys.example").unwrap().target, "/");
+        // Found by the fuzzer: a query without a path.
+        assert_eq!(HttpsUrl::parse("https://o.es?:/").unwrap().target, "/?:/");
         for bad in [
             "http://keys.example/",
             "ftp://keys.example/",
