@@ -291,7 +291,8 @@ fn every_shipped_policy_file_is_accepted() {
             "00-default.toml",
             "inbound-at-rest.toml",
             "skip-lists.toml",
-            "strict-partners.toml"
+            "strict-partners.toml",
+            "web-keys.toml"
         ]
     );
     let rules = load_dir(&shipped()).unwrap();
@@ -378,6 +379,7 @@ fn the_man_page_documents_every_key() {
         "on_missing_key",
         "on_lookup_error",
         "smime_cipher",
+        "tolerate_failures",
     ] {
         assert!(
             man.contains(&format!(".BR {rule_key} ")),
