@@ -276,6 +276,15 @@ impl SourceKind {
         }
     }
 
+    /// Whether this kind of source can hold keys for `method` (WKD and
+    /// keyservers hold OpenPGP keys only).
+    pub fn serves(self, method: Method) -> bool {
+        match self {
+            SourceKind::Wkd | SourceKind::Keyserver => method == Method::OpenPgp,
+            SourceKind::Directory | SourceKind::Dane | SourceKind::Test => true,
+        }
+    }
+
     /// The sources whose failure an opportunistic rule tolerates unless
     /// it says otherwise (`tolerate_failures`): those that can only
     /// upgrade mail (trust `tls` and below), so that a slow web server
@@ -333,8 +342,7 @@ pub enum TrustLevel {
     /// Learned from mail (signatures, Autocrypt headers): no source builds
     /// it yet.
     Learned,
-    /// Authenticated by the web PKI only (WKD, keyservers): no source
-    /// builds it yet.
+    /// Authenticated by the web PKI only (WKD, keyservers).
     Tls,
     /// Vouched for by the DNSSEC chain (SMIMEA, OPENPGPKEY).
     Dnssec,

@@ -496,6 +496,12 @@ fn a_rule_that_asks_no_configured_source_is_a_configuration_error() {
             with_dir.as_str(),
             "the only source named cannot reach min_trust",
         ),
+        // WKD and keyservers hold no S/MIME certificates.
+        (
+            "methods = [\"smime\"]\nsources = [\"wkd\", \"keyserver\"]",
+            "[keyserver]\nurls = [\"https://keys.example\"]\n",
+            "web sources for an S/MIME-only rule",
+        ),
     ] {
         std::fs::write(
             pol.join("10.toml"),

@@ -440,15 +440,15 @@ fn bad_web_settings_are_configuration_errors() {
         format!("policy_dir = {pol:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\n[wkd]\nca_file = \"ca.pem\"\n"),
     )
     .unwrap();
-    let out = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["policy", "explain", "--to", "a@example.org"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("ca.pem: wkd.ca_file"), "{err}");
+    for args in [
+        &["policy", "explain", "--to", "a@example.org"][..],
+        &["check-config"][..],
+    ] {
+        let out = bin().arg("--config").arg(&cfg).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("ca.pem: wkd.ca_file"), "{args:?}: {err}");
+    }
 }
 
 /// What `wkd build` writes, served as it is, is what the WKD source finds.

@@ -162,15 +162,9 @@ pub fn certs_for_address(
     data: &[u8],
     addr: &Address,
 ) -> Result<(Vec<(Vec<u8>, String)>, Vec<String>), String> {
-    use openpgp::cert::CertParser;
     use openpgp::serialize::SerializeInto;
-    let parser = CertParser::from_bytes(data).map_err(|e| format!("not an OpenPGP key: {e}"))?;
     let (mut matching, mut others) = (Vec::new(), Vec::new());
-    for (i, cert) in parser.enumerate() {
-        if i >= MAX_CERTS_PER_ANSWER {
-            return Err(format!("more than {MAX_CERTS_PER_ANSWER} certificates"));
-        }
-        let cert = cert.map_err(|e| format!("not an OpenPGP key: {e}"))?;
+    for cert in web_answer_certs(data)? {
         let fpr = cert.fingerprint().to_hex();
         let has = cert.userids().any(|ua| {
             ua.userid()
@@ -187,10 +181,25 @@ pub fn certs_for_address(
             others.push(fpr);
         }
     }
-    if matching.is_empty() && others.is_empty() {
+    Ok((matching, others))
+}
+
+/// The certificates of a web answer: at least one, at most
+/// [`MAX_CERTS_PER_ANSWER`], nothing else in it; why not otherwise.
+pub fn web_answer_certs(data: &[u8]) -> Result<Vec<Cert>, String> {
+    use openpgp::cert::CertParser;
+    let parser = CertParser::from_bytes(data).map_err(|e| format!("not an OpenPGP key: {e}"))?;
+    let mut certs = Vec::new();
+    for (i, cert) in parser.enumerate() {
+        if i >= MAX_CERTS_PER_ANSWER {
+            return Err(format!("more than {MAX_CERTS_PER_ANSWER} certificates"));
+        }
+        certs.push(cert.map_err(|e| format!("not an OpenPGP key: {e}"))?);
+    }
+    if certs.is_empty() {
         return Err("no OpenPGP key in it".into());
     }
-    Ok((matching, others))
+    Ok(certs)
 }
 
 /// A time as OpenSSL prints it (`Jan  1 00:00:00 2020 GMT`).

@@ -103,6 +103,11 @@ pub fn check_config(config: &Path) -> ExitCode {
         Err(e) => return super::fail(1, e),
     };
     let cfg = &loaded.config;
+    // Set the key sources up as `serve` would: the trust anchor, the
+    // resolvers and `wkd.ca_file` are read now, not at the first message.
+    if let Err(e) = KeyService::from_config(cfg, Arc::new(Registry::new()), None) {
+        return super::fail(1, e);
+    }
     let mut warnings = Vec::new();
     if let Some(n) = note {
         warnings.push(n);

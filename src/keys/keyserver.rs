@@ -5,8 +5,9 @@
 //! mail, so what it returns is vouched for by the web PKI and that check:
 //! trust `tls`.
 //!
-//! A 404 from every server is "no key"; the first server with keys
-//! decides; when none has keys and one failed, the lookup failed.
+//! A 404 from every server is "no key"; the first server with keys for
+//! the address decides; when none has and one failed, the lookup failed
+//! (even if another returned keys for other addresses only).
 
 use std::sync::Arc;
 
@@ -81,7 +82,9 @@ impl KeyserverSource {
                 }
             }
         }
-        if let (Lookup::NotFound, Some(f)) = (&traced.lookup, failure) {
+        // No server had keys for the address: if one failed, it might
+        // have had them, so the lookup failed (whatever the others said).
+        if let Some(f) = failure {
             traced.lookup = f;
         }
         traced.cached = all_cached;
@@ -96,10 +99,6 @@ impl KeySource for KeyserverSource {
 
     fn describe(&self) -> String {
         format!("keyserver {}", self.bases.join(", "))
-    }
-
-    fn serves(&self, method: Method) -> bool {
-        method == Method::OpenPgp
     }
 
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {

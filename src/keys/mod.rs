@@ -145,8 +145,7 @@ pub trait KeySource: Send + Sync {
     /// keyservers serve OpenPGP only); a source that cannot is not asked,
     /// and no lookup of it is counted.
     fn serves(&self, method: Method) -> bool {
-        let _ = method;
-        true
+        self.kind().serves(method)
     }
 
     /// Looks up `addr`'s keys for `method`.

@@ -138,10 +138,6 @@ impl KeySource for WkdSource {
         "Web Key Directory".to_owned()
     }
 
-    fn serves(&self, method: Method) -> bool {
-        method == Method::OpenPgp
-    }
-
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
         Box::pin(async move { self.run(addr, method, false).await.lookup })
     }

@@ -24,7 +24,7 @@ use crate::policy::Direction;
 pub const MESSAGES_TOTAL: &str = "autoencrypt_messages_total";
 /// Messages encrypted, by method (a counter).
 pub const ENCRYPTED_TOTAL: &str = "autoencrypt_encrypted_total";
-/// Key lookups, by record type and result (a counter).
+/// Key lookups, by source, record type and result (a counter).
 pub const KEY_LOOKUPS_TOTAL: &str = "autoencrypt_key_lookups_total";
 /// Time a key lookup took, by record type (a histogram).
 pub const KEY_LOOKUP_DURATION_SECONDS: &str = "autoencrypt_key_lookup_duration_seconds";

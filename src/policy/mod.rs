@@ -211,18 +211,28 @@ impl Policy {
         };
         let configured = crate::keys::configured_sources(config);
         for rule in &rules {
+            let methods: &[crate::material::Method] = match &rule.treatment {
+                Treatment::Encrypt { methods, .. } => methods,
+                Treatment::NeverEncrypt => &[],
+            };
             if let Some(choice) = rule.treatment.key_choice()
-                && choice.plan(&configured).is_empty()
+                && !choice
+                    .plan(&configured)
+                    .iter()
+                    .any(|k| methods.iter().any(|m| k.serves(*m)))
             {
-                // It could never find a key: a required rule would bounce
-                // every message as "no key", an opportunistic one never
-                // encrypt. A configuration error, not a missing key.
+                // It could never find a key (no source it may ask, or none
+                // holding keys for its methods: WKD has no S/MIME): a
+                // required rule would bounce every message as "no key", an
+                // opportunistic one never encrypt. A configuration error,
+                // not a missing key.
                 return Err(PolicyError::Invalid {
                     location: rule.origin.clone(),
                     rule: Some(rule.name.clone()),
                     message: format!(
-                        "asks no configured key source (sources: {}; min_trust {}; configured: \
-                         {})",
+                        "asks no configured key source that holds keys for its methods \
+                         (sources: {}; min_trust {}; configured: {}; wkd and keyserver hold \
+                         openpgp keys only)",
                         choice.sources.as_ref().map_or_else(
                             || "every configured source".to_owned(),
                             |s| s.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")

@@ -13,6 +13,8 @@
 //! * Bounds: `wkd.connect_timeout_ms` per address, `wkd.timeout_ms` for
 //!   the whole fetch (redirects and the wait for a slot included),
 //!   `wkd.max_response_bytes`, `wkd.max_redirects`, `wkd.max_in_flight`.
+//! * Both sources fetch OpenPGP keys, so a 200 whose body is not one (an
+//!   HTML page, more than 16 certificates) is a failure, cached as one.
 //! * Outcomes are values: 200 is a body; 404/410 and a refused connection
 //!   are denials; a timeout, another status, a TLS failure, an oversized
 //!   body or a bad redirect is a failure, never "no key".
@@ -220,7 +222,20 @@ impl WebClient {
         self.cache
             .get_or_fetch(&url.text, || async {
                 self.fetches.fetch_add(1, Ordering::Relaxed);
-                fetch::fetch(self, url).await
+                match fetch::fetch(self, url).await {
+                    // A 200 that is no key (an HTML page) is a failure, and
+                    // kept only as briefly as one.
+                    (Fetched::Body { bytes, url }, ttl) => {
+                        match crate::backend::openpgp::web_answer_certs(&bytes) {
+                            Ok(_) => (Fetched::Body { bytes, url }, ttl),
+                            Err(why) => (
+                                Fetched::Failed(FailReason::BadAnswer(format!("{url}: {why}"))),
+                                FAILURE_TTL,
+                            ),
+                        }
+                    }
+                    other => other,
+                }
             })
             .await
     }
