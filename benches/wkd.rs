@@ -14,10 +14,8 @@
 //! into BENCHMARKS.md.
 
 #[path = "../tests/env/mod.rs"]
-#[allow(dead_code, reason = "the environment has more than this bench uses")]
 mod env;
 #[path = "../tests/env/web.rs"]
-#[allow(dead_code, reason = "the environment has more than this bench uses")]
 mod web;
 
 use std::hint::black_box;
