@@ -153,8 +153,10 @@ pub const MAX_CERTS_PER_ANSWER: usize = 16;
 /// The certificates of a web answer (WKD file, keyserver response;
 /// binary or armored, one or several) split by whether they carry a user
 /// ID for `addr`: the binary public key and fingerprint of each that
-/// does, the fingerprints of those that do not. Only the user ID is
-/// judged here; validity is the backend's `validate`. An answer that is
+/// does, the fingerprints of those that do not. Only the user IDs are
+/// judged here (bound, not revoked, the address with its local part
+/// compared in ASCII case only); the key's validity is the backend's
+/// `validate`. An answer that is
 /// not a sequence of OpenPGP certificates (an HTML page, garbage after a
 /// key), holds none, or more than [`MAX_CERTS_PER_ANSWER`], is an error.
 #[allow(clippy::type_complexity, reason = "two plain lists, named in the doc")]
@@ -166,14 +168,23 @@ pub fn certs_for_address(
     let (mut matching, mut others) = (Vec::new(), Vec::new());
     for cert in web_answer_certs(data)? {
         let fpr = cert.fingerprint().to_hex();
-        let has = cert.userids().any(|ua| {
-            ua.userid()
-                .email()
+        let names = |uid: &openpgp::packet::UserID| {
+            uid.email()
                 .ok()
                 .flatten()
                 .and_then(|e| Address::parse(e).ok())
-                .is_some_and(|a| a.matches_loosely(addr))
-        });
+                .is_some_and(|a| same_address_ascii(&a, addr))
+        };
+        // Only user IDs bound by a valid self-signature and not revoked
+        // count; a certificate the policy refuses as a whole keeps its
+        // raw user IDs here, so that validation names why it is unusable.
+        let has = match cert.with_policy(&StandardPolicy::new(), None) {
+            Ok(vc) => vc.userids().any(|ua| {
+                !matches!(ua.revocation_status(), RevocationStatus::Revoked(_))
+                    && names(ua.userid())
+            }),
+            Err(_) => cert.userids().any(|ua| names(ua.userid())),
+        };
         if has {
             let bytes = cert.to_vec().map_err(|e| e.to_string())?;
             matching.push((bytes, fpr));
@@ -182,6 +193,17 @@ pub fn certs_for_address(
         }
     }
     Ok((matching, others))
+}
+
+/// Whether `a` is `b` with the local part compared case-insensitively in
+/// ASCII only, as WKD hashes it: a web server vouches for the address it
+/// was asked about, and Unicode case folding (`ß` → `ss`, the Kelvin
+/// sign → `k`) would let a key for another mailbox through.
+fn same_address_ascii(a: &Address, b: &Address) -> bool {
+    a.has_dns_domain()
+        && b.has_dns_domain()
+        && a.domain() == b.domain()
+        && a.local_unquoted().eq_ignore_ascii_case(&b.local_unquoted())
 }
 
 /// The certificates of a web answer: at least one, at most
@@ -376,5 +398,50 @@ impl EntityBody for PgpMimeBody {
         let sum = base64::engine::general_purpose::STANDARD.encode(crc.bytes());
         write!(out, "={sum}{e}-----END PGP MESSAGE-----{e}")?;
         write!(out, "{e}--{b}--{e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use openpgp::serialize::SerializeInto;
+
+    fn cert(uid: &str) -> Vec<u8> {
+        let (cert, _) = CertBuilder::new()
+            .add_userid(uid)
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        cert.to_vec().unwrap()
+    }
+
+    #[test]
+    fn web_answers_match_the_address_in_ascii_case_only() {
+        let alice = Address::parse("alice@example.org").unwrap();
+        let upper = cert("Alice <ALICE@Example.ORG>");
+        let (m, o) = certs_for_address(&upper, &alice).unwrap();
+        assert_eq!((m.len(), o.len()), (1, 0), "ASCII case is no difference");
+        // Unicode case folding would make these the same mailbox.
+        let strasse = Address::parse("strasse@example.org").unwrap();
+        let (m, o) = certs_for_address(&cert("<straße@example.org>"), &strasse).unwrap();
+        assert_eq!((m.len(), o.len()), (0, 1));
+        let k = Address::parse("k@example.org").unwrap();
+        let (m, _) = certs_for_address(&cert("<\u{212a}@example.org>"), &k).unwrap();
+        assert!(m.is_empty(), "the Kelvin sign is not k");
+        // The address inside a name, or a longer domain, is not it.
+        for uid in [
+            "\"alice@example.org\" <mallory@evil.example>",
+            "<alice@example.org.evil.example>",
+        ] {
+            let (m, o) = certs_for_address(&cert(uid), &alice).unwrap();
+            assert_eq!((m.len(), o.len()), (0, 1), "{uid}");
+        }
+        // Two certificates: only the one for the address is kept.
+        let mut two = cert("<bob@example.org>");
+        two.extend(cert("<alice@example.org>"));
+        let (m, o) = certs_for_address(&two, &alice).unwrap();
+        assert_eq!((m.len(), o.len()), (1, 1));
+        assert!(certs_for_address(b"<html>not a key</html>", &alice).is_err());
     }
 }

@@ -1,12 +1,14 @@
 //! The answer cache the network key sources share: answers by key, each
 //! reused until its own expiry (the source says how long), at most
-//! [`CACHE_CAPACITY`] of them, and one fetch shared by concurrent lookups
-//! of the same key (one `OnceCell` per key). DNS keys it by owner name and
-//! record type, the web sources by URL.
+//! [`CACHE_CAPACITY`] of them (and, where answers can be large, at most a
+//! budget of bytes), and one fetch shared by concurrent lookups of the
+//! same key (one `OnceCell` per key). DNS keys it by owner name and record
+//! type, the web sources by URL.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,13 +24,45 @@ type Slot<V> = Arc<OnceCell<(V, Instant, SystemTime)>>;
 /// Answers of type `V` by `K`.
 pub(crate) struct SharedCache<K, V> {
     slots: Mutex<HashMap<K, Slot<V>>>,
+    /// Most bytes the answers may hold together, by `weigh`.
+    budget: usize,
+    weigh: fn(&V) -> usize,
+    /// Bytes held by the filled answers now in the map.
+    used: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> SharedCache<K, V> {
-    /// An empty cache.
+    /// An empty cache, bounded by [`CACHE_CAPACITY`] answers.
     pub(crate) fn new() -> Self {
+        Self::with_budget(usize::MAX, |_| 0)
+    }
+
+    /// An empty cache that also holds at most `budget` bytes of answers,
+    /// each weighing `weigh` (beyond it, expired answers go first, then
+    /// others).
+    pub(crate) fn with_budget(budget: usize, weigh: fn(&V) -> usize) -> Self {
         SharedCache {
             slots: Mutex::new(HashMap::new()),
+            budget,
+            weigh,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes the cached answers hold now (tests).
+    #[cfg(test)]
+    pub(crate) fn used_bytes(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, slot: &Slot<V>) {
+        if let Some((v, _, _)) = slot.get() {
+            let w = (self.weigh)(v);
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(w))
+                });
         }
     }
 
@@ -48,10 +82,39 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedCache<K, V> {
             .get_or_init(|| async {
                 ran = true;
                 let (answer, ttl) = fetch().await;
+                // Counted before anyone can see it, so that a release
+                // never comes first.
+                self.used
+                    .fetch_add((self.weigh)(&answer), Ordering::Relaxed);
                 (answer, Instant::now() + ttl, SystemTime::now())
             })
             .await;
-        (answer.clone(), !ran, *fetched)
+        let answer = answer.clone();
+        if ran && self.used.load(Ordering::Relaxed) > self.budget {
+            self.shed(key);
+        }
+        (answer, !ran, *fetched)
+    }
+
+    /// Back under the byte budget: expired answers first, then any other
+    /// than `keep`'s (the cache only saves fetches).
+    fn shed(&self, keep: &K) {
+        let mut cache = self.lock();
+        let now = Instant::now();
+        cache.retain(|_, s| {
+            let live = s.get().is_none_or(|(_, expires, _)| *expires > now);
+            if !live {
+                self.release(s);
+            }
+            live
+        });
+        cache.retain(|k, s| {
+            if self.used.load(Ordering::Relaxed) <= self.budget || k == keep || s.get().is_none() {
+                return true;
+            }
+            self.release(s);
+            false
+        });
     }
 
     /// The live slot for `key`, or a new empty one in its place.
@@ -66,12 +129,39 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedCache<K, V> {
             Some(s) => s,
             None => {
                 if cache.len() >= CACHE_CAPACITY {
-                    evict(&mut cache, now);
+                    self.evict(&mut cache, now);
                 }
                 let s: Slot<V> = Arc::new(OnceCell::new());
-                cache.insert(key.clone(), s.clone());
+                if let Some(old) = cache.insert(key.clone(), s.clone()) {
+                    self.release(&old);
+                }
                 s
             }
+        }
+    }
+
+    /// Room for one more: expired answers go, and fetches nobody waits
+    /// for any more (cancelled: the SMTP client left); if it is still
+    /// full of live answers, it starts afresh rather than track recency.
+    fn evict(&self, cache: &mut HashMap<K, Slot<V>>, now: Instant) {
+        cache.retain(|_, s| {
+            let keep = match s.get() {
+                Some((_, expires, _)) => *expires > now,
+                None => Arc::strong_count(s) > 1,
+            };
+            if !keep {
+                self.release(s);
+            }
+            keep
+        });
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, s| {
+                let pending = s.get().is_none();
+                if !pending {
+                    self.release(s);
+                }
+                pending
+            });
         }
     }
 
@@ -88,21 +178,16 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedCache<K, V> {
     /// of the lookup paths without a network).
     #[cfg(test)]
     pub(crate) fn insert(&self, key: K, answer: V, ttl: Duration, fetched: SystemTime) {
+        self.used
+            .fetch_add((self.weigh)(&answer), Ordering::Relaxed);
         let slot: Slot<V> = Arc::new(OnceCell::new_with(Some((
             answer,
             Instant::now() + ttl,
             fetched,
         ))));
-        self.lock().insert(key, slot);
-    }
-}
-
-fn evict<K, V>(cache: &mut HashMap<K, Slot<V>>, now: Instant) {
-    cache.retain(|_, s| s.get().is_none_or(|(_, expires, _)| *expires > now));
-    if cache.len() >= CACHE_CAPACITY {
-        // Still full of live answers: start afresh rather than track
-        // recency; the cache only saves fetches.
-        cache.retain(|_, s| s.get().is_none());
+        if let Some(old) = self.lock().insert(key, slot) {
+            self.release(&old);
+        }
     }
 }
 
@@ -132,5 +217,41 @@ mod tests {
             .get_or_fetch(&"old", || async { (2, Duration::from_secs(1)) })
             .await;
         assert_eq!((v, hit), (2, false));
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_holds_and_the_newest_answer_stays() {
+        let cache: SharedCache<u32, Vec<u8>> = SharedCache::with_budget(100, |v| v.len());
+        for k in 0..10u32 {
+            let (v, _, _) = cache
+                .get_or_fetch(&k, || async { (vec![0u8; 40], Duration::from_secs(60)) })
+                .await;
+            assert_eq!(v.len(), 40);
+            assert!(
+                cache.used_bytes() <= 100,
+                "{} bytes after {k}",
+                cache.used_bytes()
+            );
+        }
+        // The last one fetched is still there.
+        let (_, hit, _) = cache
+            .get_or_fetch(&9, || async { (Vec::new(), Duration::from_secs(60)) })
+            .await;
+        assert!(hit);
+        // Replacing an answer releases the old one's bytes.
+        cache.insert(9, vec![0u8; 10], Duration::from_secs(60), SystemTime::now());
+        assert!(cache.used_bytes() <= 100);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_nobody_waits_for_is_evicted() {
+        let cache: SharedCache<u32, u32> = SharedCache::new();
+        // Started, then dropped (the lookup was cancelled).
+        let pending = cache.get_or_fetch(&1, std::future::pending::<(u32, Duration)>);
+        let _ = tokio::time::timeout(Duration::from_millis(1), pending).await;
+        let mut map = cache.lock();
+        assert_eq!(map.len(), 1);
+        cache.evict(&mut map, Instant::now());
+        assert!(map.is_empty(), "the abandoned slot was kept");
     }
 }

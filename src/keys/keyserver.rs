@@ -49,7 +49,7 @@ impl KeyserverSource {
                     continue;
                 }
             };
-            let (fetched, cached, at) = self.client.get(&url).await;
+            let (fetched, cached, at) = self.client.get(&url, addr).await;
             all_cached &= cached;
             // A keyserver whose host does not exist is misconfigured,
             // not a denial.

@@ -18,6 +18,7 @@ pub(crate) struct MemorySource {
     calls: AtomicUsize,
     cached: AtomicBool,
     silent: AtomicBool,
+    delay: Mutex<Option<std::time::Duration>>,
 }
 
 impl MemorySource {
@@ -34,12 +35,20 @@ impl MemorySource {
             calls: AtomicUsize::new(0),
             cached: AtomicBool::new(false),
             silent: AtomicBool::new(false),
+            delay: Mutex::new(None),
         }
     }
 
     /// From now on lookups never complete (a server that never answers).
     pub(crate) fn go_silent(&self) {
         self.silent.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on answers come after `d` (a slow server).
+    pub(crate) fn set_delay(&self, d: std::time::Duration) {
+        if let Ok(mut x) = self.delay.lock() {
+            *x = Some(d);
+        }
     }
 
     /// From now on answers say they came from the source's cache (or not).
@@ -69,6 +78,11 @@ impl KeySource for MemorySource {
         format!("memory source {}", self.name)
     }
 
+    /// Whatever its kind: the tests give it S/MIME answers for any kind.
+    fn serves(&self, _method: Method) -> bool {
+        true
+    }
+
     fn lookup<'a>(&'a self, addr: &'a Address, method: Method) -> LookupFuture<'a> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if self.silent.load(Ordering::Relaxed) {
@@ -80,7 +94,13 @@ impl KeySource for MemorySource {
             .ok()
             .and_then(|a| a.get(&(addr.to_string(), method)).cloned())
             .unwrap_or(Lookup::NotFound);
-        Box::pin(std::future::ready(answer))
+        match self.delay.lock().ok().and_then(|d| *d) {
+            Some(d) => Box::pin(async move {
+                tokio::time::sleep(d).await;
+                answer
+            }),
+            None => Box::pin(std::future::ready(answer)),
+        }
     }
 
     fn lookup_traced<'a>(

@@ -32,16 +32,18 @@ use crate::keys::validated::ValidationCache;
 use crate::keys::web::{Hosts, WebClient, WebSettings, WebSetupError};
 use crate::keys::wkd::WkdSource;
 use crate::keys::{FailReason, KeySource, Lookup, SourceKind, Traced};
-use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason};
+use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason, Security};
 use crate::metrics::Metrics;
 use crate::policy::{KeyOutcome, MethodOutcome};
 
-/// The longest one source may take to answer one lookup, whatever it
-/// does inside: past it the answer is a timeout (a failure, never "no
-/// key"). Each source bounds its own work first (DNS: `dns.timeout_ms`
-/// per query); this backstop keeps a source that hangs from holding the
-/// RCPT past Postfix's `milter_command_timeout` (30 s by default), after
-/// which the MTA would give up on the milter for the whole session.
+/// The longest the sources together may take to answer one lookup (one
+/// method of one recipient), whatever they do inside: past it the answer
+/// is a timeout (a failure, never "no key"), and sources not yet asked get
+/// no time. Each source bounds its own work first (DNS: `dns.timeout_ms`
+/// per query; the web: `wkd.timeout_ms` per fetch); this backstop keeps
+/// the sources asked one after another from holding the RCPT past
+/// Postfix's `milter_command_timeout` (30 s by default), after which the
+/// MTA would give up on the milter for the whole session.
 pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 
 /// The kinds of key source `config` sets up, in trust order: the key
@@ -250,16 +252,19 @@ impl KeyService {
             .collect()
     }
 
-    /// `source`'s answer, held to the deadline. The timer is armed only
-    /// when the answer is not ready at once: the key directory and cached
-    /// DNS answers are, and with a timer per lookup one A/B run measured
-    /// ~6 % more milter CPU per S/MIME message (BENCHMARKS.md).
+    /// `source`'s answer, held to `until` (what is left of the lookup's
+    /// deadline). The timer is armed only when the answer is not ready at
+    /// once: the key directory and cached answers are, and with a timer
+    /// per lookup one A/B run measured ~6 % more milter CPU per S/MIME
+    /// message (BENCHMARKS.md). A source asked when no time is left gets
+    /// no time: a timeout, never "no key".
     async fn bounded(
         &self,
         source: &dyn KeySource,
         addr: &Address,
         method: Method,
         trace: bool,
+        until: Instant,
     ) -> Traced {
         use std::task::Poll;
         let mut pending = source.lookup_traced(addr, method, trace);
@@ -267,16 +272,11 @@ impl KeyService {
         if let Poll::Ready(traced) = first {
             return traced;
         }
-        match tokio::time::timeout(self.deadline, pending).await {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, pending).await {
             Ok(t) => t,
-            Err(_) => {
-                tracing::warn!(
-                    "{}: no answer for {addr} ({method}) within {} s",
-                    source.describe(),
-                    self.deadline.as_secs()
-                );
-                Traced::plain(Lookup::Failed(FailReason::Timeout))
-            }
+            // Reported by the caller with the queue id (the outcome).
+            Err(_) => Traced::plain(Lookup::Failed(FailReason::Timeout)),
         }
     }
 
@@ -294,6 +294,10 @@ impl KeyService {
         // address), else a proof of absence.
         let mut fallback = None;
         let mut skipped = Vec::new();
+        // One deadline for the whole chain: sources asked one after the
+        // other share it, so the RCPT is answered within it however many
+        // there are.
+        let until = Instant::now() + self.deadline;
         for source in self.plan(choice) {
             if !source.serves(method) {
                 continue;
@@ -303,7 +307,7 @@ impl KeyService {
                 lookup,
                 cached,
                 asked,
-            } = self.bounded(source, addr, method, trace).await;
+            } = self.bounded(source, addr, method, trace, until).await;
             if let Some(m) = &self.metrics {
                 m.source_lookup(source.kind(), method, &lookup, cached, started.elapsed());
             }
@@ -320,6 +324,16 @@ impl KeyService {
                     fallback.get_or_insert(lookup);
                 }
                 Lookup::Found { ref keys, .. } if keys.is_empty() => {
+                    fallback.get_or_insert(lookup);
+                }
+                // Keys from an unsigned zone (`dns.allow_insecure`): nobody
+                // vouched for them, so a later source with keys its
+                // transport vouches for (WKD over TLS) wins; they stand
+                // only if none has any.
+                Lookup::Found {
+                    security: Security::Insecure,
+                    ..
+                } => {
                     fallback.get_or_insert(lookup);
                 }
                 Lookup::Failed(ref why) if choice.tolerate.contains(&source.kind()) => {

@@ -186,3 +186,59 @@ fn a_failure_the_rule_does_not_tolerate_is_the_answer() {
     assert!(out.skipped.is_empty());
     assert_eq!(ks.calls(), 0);
 }
+
+#[test]
+fn the_sources_asked_one_after_another_share_one_deadline() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    // WKD never answers (tolerated); the keyserver would answer after
+    // 30 ms, but the 50 ms for the whole lookup are spent by then.
+    wkd.go_silent();
+    ks.set(
+        A,
+        Method::Smime,
+        web(A, "keyserver's", SourceKind::Keyserver),
+    );
+    ks.set_delay(std::time::Duration::from_millis(30));
+    let keys = service(&[&dns, &wkd, &ks]).with_deadline(std::time::Duration::from_millis(50));
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(ks.calls(), 1, "asked, with no time left");
+    // Both timed out, both tolerated: noted, no key.
+    assert!(
+        matches!(out.outcome, KeyOutcome::NotFound),
+        "{:?}",
+        out.outcome
+    );
+    assert_eq!(
+        out.skipped,
+        ["wkd failed: timed out", "keyserver failed: timed out"]
+    );
+    // Each with the deadline to itself, the keyserver would have had time.
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    ks.set(
+        A,
+        Method::Smime,
+        web(A, "keyserver's", SourceKind::Keyserver),
+    );
+    ks.set_delay(std::time::Duration::from_millis(30));
+    let keys = service(&[&dns, &wkd, &ks]).with_deadline(std::time::Duration::from_millis(50));
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["keyserver's"]);
+}
+
+#[test]
+fn keys_from_an_unsigned_zone_give_way_to_keys_a_transport_vouches_for() {
+    // dns.allow_insecure: DNS returns the unsigned zone's key.
+    let insecure = found(A, "unsigned zone's", SourceKind::Dane, Security::Insecure);
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, insecure.clone());
+    wkd.set(A, Method::Smime, web(A, "wkd's", SourceKind::Wkd));
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["wkd's"]);
+    // Nobody else has keys: the unsigned zone's stand (as before).
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, insecure);
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["unsigned zone's"]);
+}

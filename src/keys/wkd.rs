@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::address::Address;
 use crate::keys::web::url::{HttpsUrl, percent_encode};
 use crate::keys::web::{Fetched, WebClient, answer};
-use crate::keys::{KeySource, Lookup, LookupFuture, SourceKind, Traced, TracedFuture};
+use crate::keys::{FailReason, KeySource, Lookup, LookupFuture, SourceKind, Traced, TracedFuture};
 use crate::material::Method;
 
 /// z-base-32's alphabet (the draft, §3.1, after Zooko's proposal).
@@ -104,10 +104,13 @@ impl WkdSource {
         for text in [advanced, direct] {
             let url = match HttpsUrl::parse(&text) {
                 Ok(u) => u,
-                // A domain that cannot be a host name has no WKD.
-                Err(_) => break,
+                // Not expected for a canonical domain; unknown, not "no key".
+                Err(why) => {
+                    answer = Some(Lookup::Failed(FailReason::BadAnswer(why)));
+                    break;
+                }
             };
-            let (fetched, cached, at) = self.client.get(&url).await;
+            let (fetched, cached, at) = self.client.get(&url, addr).await;
             all_cached &= cached;
             let (lookup, note) = answer::to_lookup(&fetched, addr, SourceKind::Wkd, at);
             if detail {

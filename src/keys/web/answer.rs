@@ -1,8 +1,12 @@
-//! A web answer read as a [`Lookup`]: the OpenPGP certificates of a body
-//! kept only when they carry a user ID for the address asked about, each
-//! with its provenance (the source, the web PKI, when it arrived).
+//! A web answer read for one address: the OpenPGP certificates of a body
+//! split into those with a user ID for the address and those without
+//! ([`read_body`], once, when the body arrives — the cache then holds
+//! only what the address needs), and that split as a [`Lookup`] with
+//! each key's provenance ([`to_lookup`], at every lookup).
 
 use std::time::SystemTime;
+
+use bytes::Bytes;
 
 use super::Fetched;
 use crate::address::Address;
@@ -10,30 +14,44 @@ use crate::backend::openpgp::certs_for_address;
 use crate::keys::{FailReason, Lookup, Provenance, Security, SourceKind};
 use crate::material::{KeyMaterial, Method, RejectReason};
 
+/// `bytes`, which `url` answered, read for `addr`: [`Fetched::Keys`], or a
+/// failure when the body is not OpenPGP certificates (an HTML page, more
+/// than `MAX_CERTS_PER_ANSWER`) — never "no key".
+pub(crate) fn read_body(bytes: &[u8], url: String, addr: &Address) -> Fetched {
+    match certs_for_address(bytes, addr) {
+        Ok((matching, others)) => Fetched::Keys {
+            matching: matching
+                .into_iter()
+                .map(|(data, fpr)| (Bytes::from(data), fpr))
+                .collect(),
+            others,
+            url,
+        },
+        Err(why) => Fetched::Failed(FailReason::BadAnswer(format!("{url}: {why}"))),
+    }
+}
+
 /// `fetched` (which arrived at `at`) as `source`'s lookup of `addr`'s
-/// OpenPGP keys, with one line saying what the body held. Keys for other
-/// addresses are refused by name (a WKD file may carry several); a body
-/// that holds no OpenPGP key at all is a failure, never "no key".
+/// OpenPGP keys, with one line saying what the answer held. Keys for
+/// other addresses are refused by name (a WKD file may carry several).
 pub(crate) fn to_lookup(
     fetched: &Fetched,
     addr: &Address,
     source: SourceKind,
     at: SystemTime,
 ) -> (Lookup, Option<String>) {
-    let (bytes, url) = match fetched {
-        Fetched::Body { bytes, url } => (bytes, url),
+    let (matching, others, url) = match fetched {
+        Fetched::Keys {
+            matching,
+            others,
+            url,
+        } => (matching, others, url),
+        Fetched::Body { bytes, url } => {
+            return to_lookup(&read_body(bytes, url.clone(), addr), addr, source, at);
+        }
         Fetched::NotFound(_) | Fetched::NoSuchHost(_) => return (Lookup::NotFound, None),
         Fetched::Bogus(why) => return (Lookup::Bogus(why.clone()), None),
         Fetched::Failed(why) => return (Lookup::Failed(why.clone()), None),
-    };
-    let (matching, others) = match certs_for_address(bytes, addr) {
-        Ok(split) => split,
-        Err(why) => {
-            return (
-                Lookup::Failed(FailReason::BadAnswer(format!("{url}: {why}"))),
-                None,
-            );
-        }
     };
     let provenance = Provenance {
         source,
@@ -46,16 +64,16 @@ pub(crate) fn to_lookup(
         others.len()
     );
     let keys = matching
-        .into_iter()
+        .iter()
         .map(|(data, fpr)| KeyMaterial {
             method: Method::OpenPgp,
-            data,
+            data: data.to_vec(),
             origin: format!("{source} {url} (key {fpr})"),
             provenance,
         })
         .collect();
     let unusable = others
-        .into_iter()
+        .iter()
         .map(|fpr| {
             KeyMaterial {
                 method: Method::OpenPgp,

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -19,6 +19,13 @@ use super::url::HttpsUrl;
 use super::{FAILURE_TTL, Fetched, HostAnswer, MAX_NEGATIVE_TTL, MAX_TTL, MIN_TTL, WebClient};
 use crate::keys::FailReason;
 
+/// Which host a fetch has a connection open to, and since when.
+type Talking = std::sync::Mutex<Option<(String, u16, Instant)>>;
+
+/// How a refused connection's denial begins (a redirect target refusing
+/// is a failure, not a denial).
+const REFUSED: &str = "connection refused";
+
 /// What one request gave, before redirects are followed.
 enum Hop {
     Done(Fetched, Duration),
@@ -28,16 +35,29 @@ enum Hop {
 /// `url`'s answer and how long it may be cached.
 pub(super) async fn fetch(client: &WebClient, url: &HttpsUrl) -> (Fetched, Duration) {
     let s = &client.settings;
-    // The host a connection is open to, for blame if time runs out.
-    let talking_to: std::sync::Mutex<Option<(String, u16)>> = std::sync::Mutex::new(None);
+    // The host a connection is open to and since when, for blame if time
+    // runs out.
+    let talking_to: Talking = std::sync::Mutex::new(None);
     let bounded = async {
         // The wait for a slot counts against the fetch's own time.
         let Ok(_permit) = client.in_flight.acquire().await else {
             return failed(FailReason::Network("HTTP client shut down".into()));
         };
         let mut at = url.clone();
-        for _ in 0..=s.max_redirects {
+        for hop in 0..=s.max_redirects {
             match request(client, &at, &talking_to).await {
+                // Where a redirect points must exist and answer: only the
+                // first URL's host may be absent (WKD's direct method) or
+                // refuse (no key service there).
+                Hop::Done(Fetched::NoSuchHost(h), _) if hop > 0 => {
+                    return bad(format!(
+                        "{} redirects to {h}, which does not exist",
+                        url.text
+                    ));
+                }
+                Hop::Done(Fetched::NotFound(why), _) if hop > 0 && why.starts_with(REFUSED) => {
+                    return bad(format!("{} redirects to {}: {why}", url.text, at.text));
+                }
                 Hop::Done(f, ttl) => return (f, ttl),
                 Hop::Redirect(location) => match at.join(&location) {
                     Ok(next) => at = next,
@@ -53,12 +73,16 @@ pub(super) async fn fetch(client: &WebClient, url: &HttpsUrl) -> (Fetched, Durat
     match tokio::time::timeout(s.timeout, bounded).await {
         Ok(answer) => answer,
         Err(_) => {
-            // Connected and then silent: the server is slow for everyone.
+            // Connected and then silent for a while: the server is slow
+            // for everyone. (Not when the time was mostly spent waiting
+            // for a slot or for DNS, and the server had only a moment.)
             let blamed = match talking_to.lock() {
                 Ok(t) => t.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
-            if let Some((host, port)) = blamed {
+            if let Some((host, port, since)) = blamed
+                && since.elapsed() >= s.connect_timeout
+            {
                 client
                     .down
                     .mark(&host, port, "no answer within wkd.timeout_ms");
@@ -78,11 +102,7 @@ fn bad(why: String) -> (Fetched, Duration) {
 
 /// One GET of `url`, connection included; `talking_to` says to whom
 /// while the connection is open.
-async fn request(
-    client: &WebClient,
-    url: &HttpsUrl,
-    talking_to: &std::sync::Mutex<Option<(String, u16)>>,
-) -> Hop {
+async fn request(client: &WebClient, url: &HttpsUrl, talking_to: &Talking) -> Hop {
     let done = |(f, ttl)| Hop::Done(f, ttl);
     if let Some(why) = client.down.check(&url.host, url.port) {
         return done(failed(FailReason::Network(why)));
@@ -112,11 +132,11 @@ async fn request(
             return done(answer);
         }
     };
-    let set = |v: Option<(String, u16)>| match talking_to.lock() {
+    let set = |v: Option<(String, u16, Instant)>| match talking_to.lock() {
         Ok(mut t) => *t = v,
         Err(poisoned) => *poisoned.into_inner() = v,
     };
-    set(Some((url.host.clone(), url.port)));
+    set(Some((url.host.clone(), url.port, Instant::now())));
     let hop = match exchange(client, url, tls).await {
         Ok(hop) => hop,
         Err(why) => done(failed(FailReason::Network(format!("{}: {why}", url.text)))),
@@ -183,7 +203,7 @@ async fn connect(
     Err(match last {
         Some(why) => failed(why),
         None if refused > 0 => (
-            Fetched::NotFound(format!("connection to {}:{} refused", url.host, url.port)),
+            Fetched::NotFound(format!("{REFUSED} by {}:{}", url.host, url.port)),
             FAILURE_TTL,
         ),
         None => failed(FailReason::Network(format!("{} has no address", url.host))),

@@ -13,8 +13,10 @@
 //! * Bounds: `wkd.connect_timeout_ms` per address, `wkd.timeout_ms` for
 //!   the whole fetch (redirects and the wait for a slot included),
 //!   `wkd.max_response_bytes`, `wkd.max_redirects`, `wkd.max_in_flight`.
-//! * Both sources fetch OpenPGP keys, so a 200 whose body is not one (an
-//!   HTML page, more than 16 certificates) is a failure, cached as one.
+//! * Both sources fetch OpenPGP keys for one address per URL, so a body is
+//!   read when it arrives: a 200 that is not keys (an HTML page, more than
+//!   16 certificates) is a failure, cached as one; otherwise only the
+//!   certificates for the address are kept, within [`CACHE_BYTES`].
 //! * Outcomes are values: 200 is a body; 404/410 and a refused connection
 //!   are denials; a timeout, another status, a TLS failure, an oversized
 //!   body or a bad redirect is a failure, never "no key".
@@ -42,6 +44,7 @@ use bytes::Bytes;
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use tokio::sync::Semaphore;
 
+use crate::address::Address;
 use crate::config::WkdConfig;
 use crate::keys::FailReason;
 use crate::keys::cache::SharedCache;
@@ -56,6 +59,11 @@ pub const MIN_TTL: Duration = Duration::from_secs(60);
 /// revoked or replaced key is noticed within it); also the time without
 /// a `Cache-Control: max-age`.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// Most bytes of keys the web answer cache holds, all answers together:
+/// a hostile domain serving large valid keys under many local parts
+/// cannot fill memory with them.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Settings of the HTTP client (from `[wkd]`).
 #[derive(Clone, Debug)]
@@ -136,6 +144,17 @@ pub enum Fetched {
         /// The URL that answered (after redirects).
         url: String,
     },
+    /// The body read for the address asked about (what the cache keeps):
+    /// the certificates with a user ID for it, each with its fingerprint,
+    /// and the fingerprints of the others.
+    Keys {
+        /// Binary certificates for the address, with fingerprints.
+        matching: Vec<(Bytes, String)>,
+        /// Fingerprints of certificates for other addresses.
+        others: Vec<String>,
+        /// The URL that answered (after redirects).
+        url: String,
+    },
     /// A denial: `404`/`410`, or the connection refused.
     NotFound(String),
     /// The host name does not exist (WKD then tries the direct method).
@@ -151,6 +170,10 @@ impl Fetched {
     pub fn describe(&self) -> String {
         match self {
             Fetched::Body { bytes, url } => format!("200, {} bytes from {url}", bytes.len()),
+            Fetched::Keys { matching, url, .. } => {
+                let bytes: usize = matching.iter().map(|(b, _)| b.len()).sum();
+                format!("200 from {url}, {bytes} bytes of keys kept")
+            }
             Fetched::NotFound(why) => format!("not found ({why})"),
             Fetched::NoSuchHost(host) => format!("no such host {host}"),
             Fetched::Bogus(why) => format!("DNSSEC bogus: {why}"),
@@ -203,7 +226,7 @@ impl WebClient {
             settings,
             hosts,
             tls: b.build(),
-            cache: SharedCache::new(),
+            cache: SharedCache::with_budget(CACHE_BYTES, weight),
             down: down::DownHosts::new(),
             fetches: AtomicU64::new(0),
         })
@@ -215,29 +238,39 @@ impl WebClient {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// `url` through the cache; concurrent callers share one fetch. The
-    /// flag says whether the answer came from the cache, the time when it
+    /// `url`, which is where `addr`'s key lives, through the cache;
+    /// concurrent callers share one fetch. A body is read for `addr` when
+    /// it arrives and only what `addr` needs is kept ([`Fetched::Keys`]):
+    /// each URL names one address (WKD: the hash and `l=` of the local
+    /// part under its domain; a keyserver: the whole address). The flag
+    /// says whether the answer came from the cache, the time when it
     /// arrived.
-    pub(crate) async fn get(&self, url: &HttpsUrl) -> (Fetched, bool, SystemTime) {
+    pub(crate) async fn get(&self, url: &HttpsUrl, addr: &Address) -> (Fetched, bool, SystemTime) {
         self.cache
             .get_or_fetch(&url.text, || async {
                 self.fetches.fetch_add(1, Ordering::Relaxed);
                 match fetch::fetch(self, url).await {
-                    // A 200 that is no key (an HTML page) is a failure, and
-                    // kept only as briefly as one.
                     (Fetched::Body { bytes, url }, ttl) => {
-                        match crate::backend::openpgp::web_answer_certs(&bytes) {
-                            Ok(_) => (Fetched::Body { bytes, url }, ttl),
-                            Err(why) => (
-                                Fetched::Failed(FailReason::BadAnswer(format!("{url}: {why}"))),
-                                FAILURE_TTL,
-                            ),
+                        match answer::read_body(&bytes, url, addr) {
+                            keys @ Fetched::Keys { .. } => (keys, ttl),
+                            // A 200 that is no key (an HTML page) is a failure,
+                            // kept only as briefly as one.
+                            other => (other, FAILURE_TTL),
                         }
                     }
                     other => other,
                 }
             })
             .await
+    }
+}
+
+/// The bytes a cached answer holds (the cache's budget counts them).
+fn weight(f: &Fetched) -> usize {
+    match f {
+        Fetched::Keys { matching, .. } => matching.iter().map(|(b, _)| b.len()).sum(),
+        Fetched::Body { bytes, .. } => bytes.len(),
+        _ => 0,
     }
 }
 
