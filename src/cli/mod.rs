@@ -41,9 +41,11 @@ pub enum Command {
     /// Inspect the policy engine.
     #[command(subcommand)]
     Policy(policy_cmds::PolicyCommand),
-    /// Look up addresses' SMIMEA and OPENPGPKEY records: owner names,
-    /// DNSSEC status, keys and whether they are usable. Exit 0 found,
-    /// 1 not found, 2 lookup could not be completed.
+    /// Look up addresses' published keys, each source on its own: SMIMEA
+    /// and OPENPGPKEY records (owner names, DNSSEC status), the Web Key
+    /// Directory and keyservers (URLs, answers); keys and whether they are
+    /// usable. Exit 0 a usable key somewhere, 1 none, 2 none and a lookup
+    /// could not be completed.
     Lookup(dns_cmds::LookupArgs),
     /// Print the zone-file record that publishes a certificate or key.
     Record(dns_cmds::RecordArgs),

@@ -32,11 +32,14 @@ use crate::material::{KeyMaterial, KeyRejected, Method};
 /// Why a lookup could not be completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailReason {
-    /// No answer within `dns.timeout_ms`.
+    /// No answer in time (`dns.timeout_ms`, `wkd.timeout_ms`, or the
+    /// key service's deadline for all sources).
     Timeout,
     /// The resolver answered SERVFAIL.
     ServFail,
-    /// Network or I/O error (connection refused, unreadable key file).
+    /// Network or I/O error (a DNS server refusing, a web server that
+    /// failed TLS or reset the connection, an unreadable key file). A web
+    /// server refusing the connection is a denial, not this.
     Network(String),
     /// An answer that cannot be used: an HTTP error status, a body that
     /// is too large or no key at all, a redirect to `http://`.
@@ -67,7 +70,8 @@ pub enum Lookup {
         /// How it is vouched for.
         security: Security,
     },
-    /// Proven absent (authenticated denial, or no file in the directory).
+    /// Proven absent: an authenticated denial, no file in the directory,
+    /// a web server's 404/410, no WKD host, a refused connection.
     NotFound,
     /// The zone is unsigned: whatever it holds is not trusted.
     Insecure,

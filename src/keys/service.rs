@@ -139,7 +139,7 @@ impl KeyService {
     }
 
     /// Like [`KeyService::from_config`], restricted to the kinds in
-    /// `only` (the `lookup` command asks DNS alone). The web sources
+    /// `only` (the `lookup` command leaves the key directory out). The web sources
     /// share one HTTP client, which resolves host names through the DNS
     /// source's resolvers.
     pub fn from_config_only(
