@@ -69,7 +69,9 @@ pub fn direct_path(addr: &Address) -> String {
 /// without a DNS domain. The `l` parameter carries the local part as
 /// written (the draft: servers may use it to find the key).
 pub fn urls(addr: &Address) -> Option<(String, String)> {
-    if !addr.has_dns_domain() {
+    // A dotted quad without brackets passes as a domain, but it is no
+    // host name: the direct method would connect to the IP, DNS unasked.
+    if !addr.has_dns_domain() || addr.domain().parse::<std::net::IpAddr>().is_ok() {
         return None;
     }
     let l = percent_encode(&addr.local_unquoted());
@@ -191,6 +193,7 @@ mod tests {
         let odd = Address::parse("\"a b&c\"@example.org").unwrap();
         assert!(urls(&odd).unwrap().0.ends_with("?l=a%20b%26c"));
         assert!(urls(&Address::parse("x@[192.0.2.1]").unwrap()).is_none());
+        assert!(urls(&Address::parse("x@192.0.2.1").unwrap()).is_none());
     }
 
     #[test]

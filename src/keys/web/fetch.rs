@@ -312,6 +312,20 @@ async fn exchange(
     if let Some(n) = declared.filter(|n| *n > limit) {
         return Ok(too_big(format!("a body of {n} bytes")));
     }
+    // A body ending where the connection does cannot be told from one cut
+    // by a forged TCP FIN (a missing close_notify reads as its end), which
+    // can drop a revocation: it must say its length or come in chunks.
+    let te = resp
+        .headers()
+        .get(header::TRANSFER_ENCODING)
+        .map(|v| v.as_bytes());
+    if declared.is_none() && !te.is_some_and(|v| v.to_ascii_lowercase().ends_with(b"chunked")) {
+        let why = format!("{}: neither Content-Length nor chunked", url.text);
+        return Ok(Hop::Done(
+            Fetched::Failed(FailReason::BadAnswer(why)),
+            FAILURE_TTL,
+        ));
+    }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     let body = match Limited::new(resp.into_body(), limit_usize).collect().await {
         Ok(b) => b.to_bytes(),
