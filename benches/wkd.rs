@@ -34,6 +34,7 @@ fn service(dns: &env::DnsEnv, web: &web::WebEnv) -> KeyService {
     config.dns.resolvers = vec![dns.nsd()];
     config.dns.trust_anchor = Some(dns.trust_anchor_dnskeys());
     config.wkd.ca_file = Some(web.ca_file());
+    config.wkd.allow_private_addresses = true;
     KeyService::from_config_only(&config, &[SourceKind::Wkd], Arc::new(Registry::new()), None)
         .unwrap()
 }

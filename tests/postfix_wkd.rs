@@ -103,6 +103,8 @@ fn web_keys_through_postfix() {
         config.wkd.ca_file = Some(web.ca_file());
         config.wkd.timeout_ms = 2_500;
         config.wkd.connect_timeout_ms = 1_000;
+        // The test servers are on loopback.
+        config.wkd.allow_private_addresses = true;
         config.keyserver.urls = vec![web.keyserver_url()];
     });
     let pf = PostfixEnv::start(Some(m.addr));

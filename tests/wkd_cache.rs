@@ -31,6 +31,7 @@ fn service(dns: &DnsEnv, web: &WebEnv, tweak: impl FnOnce(&mut Config)) -> KeySe
     config.wkd.ca_file = Some(web.ca_file());
     config.wkd.timeout_ms = 2_000;
     config.wkd.connect_timeout_ms = 1_000;
+    config.wkd.allow_private_addresses = true;
     tweak(&mut config);
     KeyService::from_config_only(&config, &[SourceKind::Wkd], Arc::new(Registry::new()), None)
         .unwrap()

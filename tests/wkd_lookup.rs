@@ -64,6 +64,7 @@ fn config(dir: &Path, dns: &DnsEnv, web: &WebEnv, keyservers: &[String], extra: 
             "local_domains = [\"local.test\"]\npolicy_dir = {pol:?}\n\
              [dns]\nmode = \"validate\"\nresolvers = [\"{}\"]\ntrust_anchor = {:?}\ntimeout_ms = 2000\n\
              [wkd]\nca_file = {:?}\ntimeout_ms = 2500\nconnect_timeout_ms = 1000\n\
+             allow_private_addresses = true\n\
              [keyserver]\nurls = {keyservers:?}\n{extra}",
             dns.nsd(),
             dns.trust_anchor_dnskeys(),
@@ -395,6 +396,34 @@ fn keyservers_are_asked_in_order_and_off_unless_configured() {
         text.contains("   keys: dane [dnssec]; accepts trust learned"),
         "{text}"
     );
+}
+
+/// By default the web sources connect to public addresses only: a
+/// recipient domain whose hosts resolve to loopback (all of the test
+/// zone's) is not connected to — a failure, tolerated by the default.
+#[test]
+fn non_public_addresses_are_not_connected_to_by_default() {
+    let dns = DnsEnv::start();
+    let web = WebEnv::start(&dns);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &dns, &web, &[web.keyserver_url()], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("allow_private_addresses = true\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let before = web.access_log().lines().count();
+    let out = opportunistic(&cfg, "alice@wkd.autoencrypt.test");
+    assert!(
+        decision(&out).starts_with("decision: pass unencrypted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("openpgpkey.wkd.autoencrypt.test has only non-public addresses (127."),
+        "{out}"
+    );
+    assert!(out.contains("wkd.allow_private_addresses is off"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(web.access_log().lines().count(), before, "nginx was asked");
 }
 
 #[test]

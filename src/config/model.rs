@@ -42,6 +42,7 @@ pub const KEYS: &[&str] = &[
     "wkd.max_response_bytes",
     "wkd.max_redirects",
     "wkd.max_in_flight",
+    "wkd.allow_private_addresses",
     "keyserver.urls",
     "smime.cipher",
     "limits.max_message_bytes",

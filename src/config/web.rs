@@ -35,6 +35,10 @@ pub struct WkdConfig {
     /// HTTPS fetches in flight at once, WKD and keyservers together (1 to
     /// 4096); a fetch beyond it waits within its `timeout_ms`.
     pub max_in_flight: usize,
+    /// Connect to loopback, private, link-local and other non-public
+    /// addresses (off: a recipient's domain cannot make the milter probe
+    /// the operator's own network; the tests turn it on).
+    pub allow_private_addresses: bool,
 }
 
 impl Default for WkdConfig {
@@ -47,6 +51,7 @@ impl Default for WkdConfig {
             max_response_bytes: 262_144,
             max_redirects: 3,
             max_in_flight: 64,
+            allow_private_addresses: false,
         }
     }
 }

@@ -123,6 +123,28 @@ async fn request(client: &WebClient, url: &HttpsUrl, talking_to: &Talking) -> Ho
             }
         },
     };
+    let addrs = if client.settings.allow_private_addresses {
+        addrs
+    } else {
+        let public: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| super::public::is_public(*a))
+            .collect();
+        if public.is_empty() {
+            return done(failed(FailReason::Network(format!(
+                "{} has only non-public addresses ({}); not connected to \
+                 (wkd.allow_private_addresses is off)",
+                url.host,
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))));
+        }
+        public
+    };
     let tls = match connect(client, url, &addrs).await {
         Ok(t) => t,
         Err(answer) => {
@@ -236,10 +258,16 @@ async fn exchange(
     let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let host = if url.port == 443 {
-        url.host.clone()
+    // An IPv6 literal goes in brackets.
+    let name = if url.host.contains(':') {
+        format!("[{}]", url.host)
     } else {
-        format!("{}:{}", url.host, url.port)
+        url.host.clone()
+    };
+    let host = if url.port == 443 {
+        name
+    } else {
+        format!("{name}:{}", url.port)
     };
     let req = Request::get(url.target.as_str())
         .header(header::HOST, host)

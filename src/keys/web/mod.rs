@@ -20,6 +20,10 @@
 //! * Outcomes are values: 200 is a body; 404/410 and a refused connection
 //!   are denials; a timeout, another status, a TLS failure, an oversized
 //!   body or a bad redirect is a failure, never "no key".
+//! * Only public addresses are connected to unless
+//!   `wkd.allow_private_addresses` (`public.rs`): a recipient's domain
+//!   must not make the milter open connections into the operator's
+//!   network.
 //! * A host that timed out or failed TLS is not asked again for
 //!   [`FAILURE_TTL`], for any address (`down`).
 //! * Cache: one fetch per URL shared by concurrent lookups; bodies kept
@@ -30,6 +34,7 @@
 pub(crate) mod answer;
 mod down;
 mod fetch;
+mod public;
 pub(crate) mod url;
 
 use std::future::Future;
@@ -80,6 +85,8 @@ pub struct WebSettings {
     pub max_redirects: u32,
     /// Fetches at once.
     pub max_in_flight: usize,
+    /// Connect to non-public addresses too.
+    pub allow_private_addresses: bool,
 }
 
 impl WebSettings {
@@ -92,6 +99,7 @@ impl WebSettings {
             max_response_bytes: c.max_response_bytes,
             max_redirects: c.max_redirects,
             max_in_flight: c.max_in_flight,
+            allow_private_addresses: c.allow_private_addresses,
         }
     }
 }
@@ -251,10 +259,22 @@ impl WebClient {
                 self.fetches.fetch_add(1, Ordering::Relaxed);
                 match fetch::fetch(self, url).await {
                     (Fetched::Body { bytes, url }, ttl) => {
-                        match answer::read_body(&bytes, url, addr) {
+                        // Parsing a large key takes a while: off the
+                        // threads that answer the MTA.
+                        let owner = addr.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            answer::read_body(&bytes, url, &owner)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Fetched::Failed(FailReason::BadAnswer(format!(
+                                "reading the answer failed: {e}"
+                            )))
+                        });
+                        match read {
                             keys @ Fetched::Keys { .. } => (keys, ttl),
-                            // A 200 that is no key (an HTML page) is a failure,
-                            // kept only as briefly as one.
+                            // A 200 that is no key (an HTML page) is a
+                            // failure, kept only as briefly as one.
                             other => (other, FAILURE_TTL),
                         }
                     }

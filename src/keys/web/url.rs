@@ -72,10 +72,15 @@ impl HttpsUrl {
         if location.starts_with("//") {
             return HttpsUrl::parse(&format!("https:{location}"));
         }
-        let origin = if self.port == 443 {
-            format!("https://{}", self.host)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("https://{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        let origin = if self.port == 443 {
+            format!("https://{host}")
+        } else {
+            format!("https://{host}:{}", self.port)
         };
         if location.starts_with('/') {
             return HttpsUrl::parse(&format!("{origin}{location}"));
@@ -148,6 +153,8 @@ mod tests {
         );
         assert_eq!(base.join("https://o.example/k").unwrap().host, "o.example");
         assert_eq!(base.join("//o.example/k").unwrap().host, "o.example");
+        let v6 = HttpsUrl::parse("https://[2001:db8::1]:8443/a/b").unwrap();
+        assert_eq!(v6.join("c").unwrap().text, "https://[2001:db8::1]:8443/a/c");
         // A downgrade is refused wherever it hides.
         assert!(base.join("http://h.example/k").is_err());
         assert!(base.join(" HTTP://h.example/k").is_err());
