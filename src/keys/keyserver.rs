@@ -61,11 +61,7 @@ impl KeyserverSource {
             };
             let (lookup, note) = answer::to_lookup(&fetched, addr, SourceKind::Keyserver, at);
             if detail {
-                let mut line = format!("GET {}  {}", url.text, fetched.describe());
-                if let Some(n) = note {
-                    line.push_str(&format!(": {n}"));
-                }
-                traced.asked.push(line);
+                traced.asked.push(answer::trace_line(&url, &fetched, note));
             }
             match lookup {
                 Lookup::NotFound => {}

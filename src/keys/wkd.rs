@@ -116,11 +116,7 @@ impl WkdSource {
             all_cached &= cached;
             let (lookup, note) = answer::to_lookup(&fetched, addr, SourceKind::Wkd, at);
             if detail {
-                let mut line = format!("GET {}  {}", url.text, fetched.describe());
-                if let Some(n) = note {
-                    line.push_str(&format!(": {n}"));
-                }
-                traced.asked.push(line);
+                traced.asked.push(answer::trace_line(&url, &fetched, note));
             }
             let next = matches!(fetched, Fetched::NoSuchHost(_));
             answer = Some(lookup);

@@ -31,6 +31,19 @@ pub(crate) fn read_body(bytes: &[u8], url: String, addr: &Address) -> Fetched {
     }
 }
 
+/// One line for `policy explain` and `lookup`: what was fetched, what
+/// came back and, for keys, how many were for the address.
+pub(crate) fn trace_line(
+    url: &super::url::HttpsUrl,
+    fetched: &Fetched,
+    note: Option<String>,
+) -> String {
+    match note {
+        Some(n) => format!("GET {}  {}: {n}", url.text, fetched.describe()),
+        None => format!("GET {}  {}", url.text, fetched.describe()),
+    }
+}
+
 /// `fetched` (which arrived at `at`) as `source`'s lookup of `addr`'s
 /// OpenPGP keys, with one line saying what the answer held. Keys for
 /// other addresses are refused by name (a WKD file may carry several).
