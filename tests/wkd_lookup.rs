@@ -29,6 +29,13 @@ methods = ["openpgp"]
 mode = "required"
 
 [[rule]]
+name = "strict but patient"
+sender = ["patient@local.test"]
+methods = ["openpgp"]
+mode = "required"
+on_missing_key = "tempfail"
+
+[[rule]]
 name = "web is enough"
 sender = ["tls@local.test"]
 methods = ["openpgp"]
@@ -272,6 +279,12 @@ fn every_web_case_through_policy_explain() {
         out.contains("Web Key Directory [tls] (below min_trust)"),
         "{out}"
     );
+    // The same with on_missing_key = "tempfail": deferred, not rejected.
+    let (_, out) = explain(&cfg, "alice@wkd.autoencrypt.test", "patient@local.test");
+    assert!(
+        decision(&out).starts_with("decision: tempfail: 450 4.7.1"),
+        "{out}"
+    );
     // min_trust = "tls": the WKD key is used; a WKD failure defers.
     let (_, out) = explain(&cfg, "alice@wkd.autoencrypt.test", "tls@local.test");
     encrypts_to(&out, &fpr("alice"), "wkd");
@@ -347,6 +360,40 @@ fn lookup_prints_each_sources_answer() {
         "{out}"
     );
     assert!(out.contains("HTTP 500"), "{out}");
+}
+
+/// In `dns.mode = "trust-ad"` the web hosts are resolved through the
+/// trusted resolver (unbound) as the records are.
+#[test]
+fn web_hosts_resolve_in_trust_ad_mode_too() {
+    let dns = DnsEnv::start();
+    let web = WebEnv::start(&dns);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &dns, &web, &[], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("mode = \"validate\"", "mode = \"trust-ad\"")
+        .replace(&dns.nsd().to_string(), &dns.resolver().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    let out = opportunistic(&cfg, "alice@wkd.autoencrypt.test");
+    assert!(out.contains("DNS (trust-ad mode)"), "{out}");
+    assert!(
+        decision(&out).starts_with("decision: encrypt with openpgp to 1 key(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("source wkd, vouched for by the web PKI (TLS)"),
+        "{out}"
+    );
+    let out = opportunistic(&cfg, "bob@direct.autoencrypt.test");
+    assert!(
+        out.contains("no such host openpgpkey.direct.autoencrypt.test"),
+        "{out}"
+    );
+    assert!(
+        decision(&out).starts_with("decision: encrypt with openpgp to 1 key(s)"),
+        "{out}"
+    );
 }
 
 #[test]

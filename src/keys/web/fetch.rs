@@ -288,7 +288,7 @@ async fn exchange(
     match status {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND | StatusCode::GONE => {
-            let ttl = ttl_hint.map_or(MAX_NEGATIVE_TTL, |t| t.clamp(MIN_TTL, MAX_NEGATIVE_TTL));
+            let ttl = denial_ttl(ttl_hint);
             return Ok(Hop::Done(
                 Fetched::NotFound(format!("HTTP {}", status.as_u16())),
                 ttl,
@@ -362,7 +362,7 @@ async fn exchange(
         }
         Err(e) => return Err(format!("reading the body: {e}")),
     };
-    let ttl = ttl_hint.map_or(MAX_TTL, |t| t.clamp(MIN_TTL, MAX_TTL));
+    let ttl = body_ttl(ttl_hint);
     Ok(Hop::Done(
         Fetched::Body {
             bytes: body,
@@ -370,6 +370,18 @@ async fn exchange(
         },
         ttl,
     ))
+}
+
+/// How long a 200 is kept: its `max-age` within [`MIN_TTL`]…[`MAX_TTL`],
+/// [`MAX_TTL`] without one.
+fn body_ttl(hint: Option<Duration>) -> Duration {
+    hint.map_or(MAX_TTL, |t| t.clamp(MIN_TTL, MAX_TTL))
+}
+
+/// How long a 404/410 is kept: its `max-age` within
+/// [`MIN_TTL`]…[`MAX_NEGATIVE_TTL`], [`MAX_NEGATIVE_TTL`] without one.
+fn denial_ttl(hint: Option<Duration>) -> Duration {
+    hint.map_or(MAX_NEGATIVE_TTL, |t| t.clamp(MIN_TTL, MAX_NEGATIVE_TTL))
 }
 
 /// How long the response may be reused by its `Cache-Control` fields
@@ -447,10 +459,15 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(max_age(&headers(&["max-age=banana"])), None);
-        // Whatever it says, the bounds hold (as applied to bodies).
-        for v in ["max-age=0", "max-age=99999999999"] {
-            let t = max_age(&headers(&[v])).expect("age");
-            assert!((MIN_TTL..=MAX_TTL).contains(&t.clamp(MIN_TTL, MAX_TTL)));
-        }
+        // Whatever it says, the bounds hold.
+        let secs = Duration::from_secs;
+        assert_eq!(body_ttl(None), MAX_TTL);
+        assert_eq!(body_ttl(Some(secs(600))), secs(600));
+        assert_eq!(body_ttl(Some(Duration::ZERO)), MIN_TTL);
+        assert_eq!(body_ttl(Some(secs(99_999_999_999))), MAX_TTL);
+        assert_eq!(denial_ttl(None), MAX_NEGATIVE_TTL);
+        assert_eq!(denial_ttl(Some(secs(120))), secs(120));
+        assert_eq!(denial_ttl(Some(secs(1))), MIN_TTL);
+        assert_eq!(denial_ttl(Some(secs(86_400))), MAX_NEGATIVE_TTL);
     }
 }
