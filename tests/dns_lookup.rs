@@ -418,7 +418,9 @@ fn lookup_cli_with(
     std::fs::write(
         &cfg,
         format!(
-            "policy_dir = {:?}\n[dns]\nmode = {mode:?}\nresolvers = [\"{server}\"]\ntrust_anchor = {:?}\ntimeout_ms = 2000\n",
+            // DNS is what these tests look at: the web sources (whose
+            // hosts in the test zone are on loopback) are off.
+            "policy_dir = {:?}\n[dns]\nmode = {mode:?}\nresolvers = [\"{server}\"]\ntrust_anchor = {:?}\ntimeout_ms = 2000\n[wkd]\nenabled = false\n",
             dir.path().display().to_string(),
             env.trust_anchor_dnskeys().display().to_string()
         ),
