@@ -443,6 +443,30 @@ fn keyservers_are_asked_in_order_and_off_unless_configured() {
         text.contains("   keys: dane [dnssec]; accepts trust learned"),
         "{text}"
     );
+    // POLICY's "web failures defer" says tolerate_failures = []: nothing to
+    // warn of. A rule naming sources it does not ask is warned of.
+    let warn = String::from_utf8_lossy(&check.stderr);
+    assert!(!warn.contains("tolerate_failures"), "{warn}");
+    std::fs::write(
+        dir.path().join("policies/05-idle.toml"),
+        "[[rule]]\nname = \"idle\"\nrecipient = \"*@idle.example\"\n\
+         tolerate_failures = [\"wkd\", \"keyserver\"]\n",
+    )
+    .unwrap();
+    let check = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let warn = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{warn}");
+    assert!(
+        warn.contains(
+            "rule \"idle\": tolerate_failures names wkd, keyserver, which the rule does not ask"
+        ),
+        "{warn}"
+    );
 }
 
 /// By default the web sources connect to public addresses only: a

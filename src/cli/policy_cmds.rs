@@ -139,6 +139,34 @@ pub fn check_config(config: &Path) -> ExitCode {
     {
         warnings.push(format!("keys.directory {} is not a directory", d.display()));
     }
+    let configured = crate::keys::configured_sources(cfg);
+    for r in policy.rules() {
+        // Written out, but naming a source the rule does not ask: no effect.
+        if let (
+            Treatment::Encrypt {
+                tolerate_failures: Some(listed),
+                ..
+            },
+            Some(choice),
+        ) = (&r.treatment, r.treatment.key_choice())
+        {
+            let asked = choice.plan(&configured);
+            let idle: Vec<&str> = listed
+                .iter()
+                .filter(|k| !asked.contains(k))
+                .map(|k| k.as_str())
+                .collect();
+            if !idle.is_empty() {
+                warnings.push(format!(
+                    "{}: rule {:?}: tolerate_failures names {}, which the rule does not ask \
+                     (not configured, not in its sources, or below its min_trust): no effect",
+                    r.origin,
+                    r.name,
+                    idle.join(", ")
+                ));
+            }
+        }
+    }
     for s in policy.shadowed() {
         let (r, by) = (&policy.rules()[s.rule], &policy.rules()[s.by]);
         warnings.push(format!(
@@ -176,7 +204,6 @@ pub fn check_config(config: &Path) -> ExitCode {
         .rules()
         .iter()
         .chain(std::iter::once(policy.default_rule()));
-    let configured = crate::keys::configured_sources(cfg);
     for (i, r) in all.enumerate() {
         println!("{}. {:?} ({})", i + 1, r.name, r.origin);
         println!("   when: {}", r.conditions_summary());
