@@ -147,6 +147,27 @@ async fn a_body_framed_only_by_the_close_is_a_failure() {
         &rig.lookup(ALICE).await,
         &["neither Content-Length nor chunked"],
     );
+    // Framings that look declared but that hyper reads to the close: a
+    // Transfer-Encoding other than chunked overrides Content-Length, and
+    // the last Transfer-Encoding decides.
+    let key = alice_key();
+    for head in [
+        format!(
+            "Content-Length: {}\r\nTransfer-Encoding: identity\r\n",
+            key.len()
+        ),
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n".to_owned(),
+        "Transfer-Encoding: xchunked\r\n".to_owned(),
+    ] {
+        let mut bytes = format!("HTTP/1.1 200 OK\r\nConnection: close\r\n{head}\r\n").into_bytes();
+        bytes.extend_from_slice(&key);
+        let server = raw_server(&identity(&pki), bytes);
+        let rig = Rig::wkd_at(&pki, server.ip());
+        assert_failed(
+            &rig.lookup(ALICE).await,
+            &["neither Content-Length nor chunked"],
+        );
+    }
 }
 
 /// Alice's key as `gpg --export` orders it — primary key, user ID, its

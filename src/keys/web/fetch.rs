@@ -343,11 +343,22 @@ async fn exchange(
     // A body ending where the connection does cannot be told from one cut
     // by a forged TCP FIN (a missing close_notify reads as its end), which
     // can drop a revocation: it must say its length or come in chunks.
-    let te = resp
+    // Framed as hyper reads it: the last Transfer-Encoding, if any,
+    // decides (chunked only when its last coding is), else Content-Length.
+    let framed = match resp
         .headers()
-        .get(header::TRANSFER_ENCODING)
-        .map(|v| v.as_bytes());
-    if declared.is_none() && !te.is_some_and(|v| v.to_ascii_lowercase().ends_with(b"chunked")) {
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        Some(te) => te
+            .to_str()
+            .ok()
+            .and_then(|s| s.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked")),
+        None => declared.is_some(),
+    };
+    if !framed {
         let why = format!("{}: neither Content-Length nor chunked", url.text);
         return Ok(Hop::Done(
             Fetched::Failed(FailReason::BadAnswer(why)),

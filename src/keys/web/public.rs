@@ -31,21 +31,43 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         // Shared address space (carrier-grade NAT), RFC 6598.
         || (a == 100 && (64..128).contains(&b))
-        // Benchmarking, RFC 2544; reserved, RFC 1112.
+        // Benchmarking, RFC 2544; reserved, RFC 1112; IETF protocol
+        // assignments 192.0.0.0/24; the 6to4 relay anycast 192.88.99.0/24.
         || (a == 198 && (b == 18 || b == 19))
+        || ip.octets()[..3] == [192, 0, 0]
+        || ip.octets()[..3] == [192, 88, 99]
         || a >= 240)
 }
 
 fn public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        // Unique local fc00::/7, link-local fe80::/10.
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        // Documentation 2001:db8::/32.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8))
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // ::/96: unspecified, loopback, IPv4-compatible ::a.b.c.d.
+    if s[..6] == [0; 6] {
+        return false;
+    }
+    // ::ffff:0:0/96 (SIIT).
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return false;
+    }
+    // NAT64: the well-known prefix reaches the IPv4 inside it (public
+    // IPv4 must still work on IPv6-only hosts); local-use prefixes never.
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        return s[2..6] == [0; 4] && public_v4(v4(s[6], s[7]));
+    }
+    // 6to4 carries an IPv4 address.
+    if s[0] == 0x2002 {
+        return public_v4(v4(s[1], s[2]));
+    }
+    !(ip.is_multicast()
+        // Teredo 2001::/32, documentation 2001:db8::/32.
+        || (s[0] == 0x2001 && (s[1] == 0 || s[1] == 0x0db8))
+        // Discard-only 100::/64.
+        || (s[0] == 0x0100 && s[1..4] == [0; 3])
+        // Unique local fc00::/7, link-local fe80::/10, site-local fec0::/10.
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0)
 }
 
 #[cfg(test)]
@@ -55,7 +77,14 @@ mod tests {
     #[test]
     fn only_public_addresses_are_public() {
         let p = |s: &str| is_public(s.parse().expect("address"));
-        for public in ["93.184.216.34", "8.8.8.8", "2a00:1450:4001:80b::200e"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2a00:1450:4001:80b::200e",
+            // NAT64 of a public address; 6to4 of one.
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(p(public), "{public}");
         }
         for private in [
@@ -77,6 +106,18 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2001:db8::1",
+            "::7f00:1",
+            "::a00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "100::1",
+            "192.0.0.8",
+            "192.88.99.1",
         ] {
             assert!(!p(private), "{private}");
         }
