@@ -141,7 +141,9 @@ pub fn check_config(config: &Path) -> ExitCode {
     }
     let configured = crate::keys::configured_sources(cfg);
     for r in policy.rules() {
-        // Written out, but naming a source the rule does not ask: no effect.
+        // Written out, but naming a configured source the rule does not
+        // ask: no effect. (One not configured here may be elsewhere: an
+        // example policy names the keyserver for sites that have one.)
         if let (
             Treatment::Encrypt {
                 tolerate_failures: Some(listed),
@@ -153,13 +155,13 @@ pub fn check_config(config: &Path) -> ExitCode {
             let asked = choice.plan(&configured);
             let idle: Vec<&str> = listed
                 .iter()
-                .filter(|k| !asked.contains(k))
+                .filter(|k| configured.contains(k) && !asked.contains(k))
                 .map(|k| k.as_str())
                 .collect();
             if !idle.is_empty() {
                 warnings.push(format!(
                     "{}: rule {:?}: tolerate_failures names {}, which the rule does not ask \
-                     (not configured, not in its sources, or below its min_trust): no effect",
+                     (not in its sources, or below its min_trust): no effect",
                     r.origin,
                     r.name,
                     idle.join(", ")
