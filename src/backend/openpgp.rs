@@ -208,7 +208,7 @@ fn same_address_ascii(a: &Address, b: &Address) -> bool {
 
 /// The certificates of a web answer: at least one, at most
 /// [`MAX_CERTS_PER_ANSWER`], nothing else in it; why not otherwise.
-pub fn web_answer_certs(data: &[u8]) -> Result<Vec<Cert>, String> {
+fn web_answer_certs(data: &[u8]) -> Result<Vec<Cert>, String> {
     use openpgp::cert::CertParser;
     let parser = CertParser::from_bytes(data).map_err(|e| format!("not an OpenPGP key: {e}"))?;
     let mut certs = Vec::new();

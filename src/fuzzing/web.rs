@@ -4,12 +4,10 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
-
 use crate::address::Address;
 use crate::backend::openpgp::MAX_CERTS_PER_ANSWER;
+use crate::keys::web::answer;
 use crate::keys::web::url::HttpsUrl;
-use crate::keys::web::{Fetched, answer};
 use crate::keys::{Lookup, Security, SourceKind, TrustLevel};
 use crate::material::Method;
 
@@ -35,10 +33,8 @@ fn body(rest: &[u8]) {
     let Ok(addr) = Address::parse("alice@example.org") else {
         return;
     };
-    let fetched = Fetched::Body {
-        bytes: Bytes::copy_from_slice(rest),
-        url: "https://openpgpkey.example.org/x".into(),
-    };
+    // As the client does: read once when the body arrives, then as a lookup.
+    let fetched = answer::read_body(rest, "https://openpgpkey.example.org/x".into(), &addr);
     match answer::to_lookup(&fetched, &addr, SourceKind::Wkd, SystemTime::now()).0 {
         Lookup::Found {
             keys,

@@ -320,20 +320,17 @@ impl KeyService {
             }
             match lookup {
                 Lookup::NotFound => {}
+                // Nothing usable here: an unsigned zone, keys none of which
+                // are for the address, or keys from an unsigned zone
+                // (`dns.allow_insecure`), which nobody vouched for — so a
+                // later source with keys its transport vouches for (WKD over
+                // TLS) wins. Each stands only if no later source has keys.
                 Lookup::Insecure => {
                     fallback.get_or_insert(lookup);
                 }
-                Lookup::Found { ref keys, .. } if keys.is_empty() => {
-                    fallback.get_or_insert(lookup);
-                }
-                // Keys from an unsigned zone (`dns.allow_insecure`): nobody
-                // vouched for them, so a later source with keys its
-                // transport vouches for (WKD over TLS) wins; they stand
-                // only if none has any.
                 Lookup::Found {
-                    security: Security::Insecure,
-                    ..
-                } => {
+                    ref keys, security, ..
+                } if keys.is_empty() || security == Security::Insecure => {
                     fallback.get_or_insert(lookup);
                 }
                 Lookup::Failed(ref why) if choice.tolerate.contains(&source.kind()) => {
