@@ -110,6 +110,11 @@ pub struct KeyMaterial {
     pub origin: String,
     /// Which source found it, what vouched for it, when it was fetched.
     pub provenance: Provenance,
+    /// Other addresses the source says are the looked-up address's own
+    /// (the other mail addresses of the LDAP entry the key is in): a key
+    /// naming one of them is used for the looked-up address, on the
+    /// source's word. Empty for every other source.
+    pub bound_addresses: Vec<crate::address::Address>,
 }
 
 impl KeyMaterial {
@@ -208,6 +213,8 @@ pub enum Security {
     /// Fetched over HTTPS from a server whose certificate the web PKI
     /// (the system roots, or `wkd.ca_file`) vouches for: WKD, keyserver.
     WebPki,
+    /// Read from the operator's LDAP directory (`[[ldap]]`).
+    Directory,
 }
 
 impl Security {
@@ -218,6 +225,7 @@ impl Security {
             Security::Local => "the operator",
             Security::Insecure => "nobody (unsigned zone, dns.allow_insecure)",
             Security::WebPki => "the web PKI (TLS)",
+            Security::Directory => "the operator's LDAP directory",
         }
     }
 }
@@ -231,6 +239,8 @@ pub enum SourceKind {
     Directory,
     /// SMIMEA / OPENPGPKEY records in DNS (DANE for mail).
     Dane,
+    /// An LDAP directory or Active Directory (`[[ldap]]`).
+    Ldap,
     /// The recipient domain's Web Key Directory (`[wkd]`).
     Wkd,
     /// Verifying keyservers searched by address (`[keyserver] urls`).
@@ -247,6 +257,7 @@ impl SourceKind {
         match self {
             SourceKind::Directory => "directory",
             SourceKind::Dane => "dane",
+            SourceKind::Ldap => "ldap",
             SourceKind::Wkd => "wkd",
             SourceKind::Keyserver => "keyserver",
             SourceKind::Test => "test",
@@ -256,21 +267,23 @@ impl SourceKind {
 
 impl SourceKind {
     /// The sources a rule may name in `sources` (the ones built).
-    pub const CHOOSABLE: [SourceKind; 4] = [
+    pub const CHOOSABLE: [SourceKind; 5] = [
         SourceKind::Directory,
+        SourceKind::Ldap,
         SourceKind::Dane,
         SourceKind::Wkd,
         SourceKind::Keyserver,
     ];
 
-    /// How far this kind of source vouches for what it finds: the
-    /// operator's directory is the operator's word; DANE records are
+    /// How far this kind of source vouches for what it finds by default:
+    /// the operator's directories (files, LDAP) are the operator's word
+    /// (an `[[ldap]]` directory may say less: its `trust`); DANE records are
     /// vouched for by DNSSEC (an unsigned zone's keys exist only under
     /// `dns.allow_insecure`, where the operator accepts them as such); WKD
     /// and keyservers by the web PKI alone.
     pub fn trust(self) -> TrustLevel {
         match self {
-            SourceKind::Directory | SourceKind::Test => TrustLevel::Operator,
+            SourceKind::Directory | SourceKind::Ldap | SourceKind::Test => TrustLevel::Operator,
             SourceKind::Dane => TrustLevel::Dnssec,
             SourceKind::Wkd | SourceKind::Keyserver => TrustLevel::Tls,
         }
@@ -281,7 +294,7 @@ impl SourceKind {
     pub fn serves(self, method: Method) -> bool {
         match self {
             SourceKind::Wkd | SourceKind::Keyserver => method == Method::OpenPgp,
-            SourceKind::Directory | SourceKind::Dane | SourceKind::Test => true,
+            SourceKind::Directory | SourceKind::Ldap | SourceKind::Dane | SourceKind::Test => true,
         }
     }
 
@@ -296,14 +309,34 @@ impl SourceKind {
             .collect()
     }
 
-    /// `kinds` each with its trust (`directory [operator]`), joined by
+    /// `sources` each with its trust (`directory [operator]`), joined by
     /// `sep`: how `check-config` and policy errors name sources.
-    pub fn list_with_trust(kinds: &[SourceKind], sep: &str) -> String {
-        let named: Vec<String> = kinds
+    pub fn list_with_trust(sources: &[Planned], sep: &str) -> String {
+        let named: Vec<String> = sources
             .iter()
-            .map(|k| format!("{k} [{}]", k.trust()))
+            .map(|p| format!("{} [{}]", p.kind, p.trust))
             .collect();
         named.join(sep)
+    }
+}
+
+/// A configured source as the policy plans with it: its kind and the
+/// most it vouches for (an `[[ldap]]` directory's own `trust`, else the
+/// kind's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// The kind of source.
+    pub kind: SourceKind,
+    /// The most it vouches for.
+    pub trust: TrustLevel,
+}
+
+impl From<SourceKind> for Planned {
+    fn from(kind: SourceKind) -> Self {
+        Planned {
+            kind,
+            trust: kind.trust(),
+        }
     }
 }
 
@@ -313,11 +346,13 @@ impl SourceKind {
 pub enum UnknownSource {
     /// Reserved for a source not built yet.
     #[error(
-        "source {0:?} is not available in this version (available: directory, dane, wkd, keyserver)"
+        "source {0:?} is not available in this version (available: directory, ldap, dane, wkd, keyserver)"
     )]
     NotBuilt(String),
     /// Not a source name at all.
-    #[error("unknown source {0:?} (expected \"directory\", \"dane\", \"wkd\" or \"keyserver\")")]
+    #[error(
+        "unknown source {0:?} (expected \"directory\", \"ldap\", \"dane\", \"wkd\" or \"keyserver\")"
+    )]
     Unknown(String),
 }
 
@@ -329,7 +364,8 @@ impl FromStr for SourceKind {
             "dane" => Ok(SourceKind::Dane),
             "wkd" => Ok(SourceKind::Wkd),
             "keyserver" => Ok(SourceKind::Keyserver),
-            "ldap" | "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
+            "ldap" => Ok(SourceKind::Ldap),
+            "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
             other => Err(UnknownSource::Unknown(other.to_owned())),
         }
     }
@@ -461,8 +497,17 @@ impl KeyChoice {
     }
 
     /// The kinds of `configured` this choice asks, in order.
-    pub fn plan(&self, configured: &[SourceKind]) -> Vec<SourceKind> {
-        self.order(configured, |k| *k, |k| k.trust())
+    pub fn plan(&self, configured: &[Planned]) -> Vec<SourceKind> {
+        self.plan_with_trust(configured)
+            .into_iter()
+            .map(|p| p.kind)
+            .collect()
+    }
+
+    /// The sources of `configured` this choice asks, in order, with
+    /// their trust.
+    pub fn plan_with_trust(&self, configured: &[Planned]) -> Vec<Planned> {
+        self.order(configured, |p| p.kind, |p| p.trust)
             .into_iter()
             .copied()
             .collect()
@@ -483,6 +528,9 @@ pub struct Provenance {
     pub source: SourceKind,
     /// What vouched for it.
     pub security: Security,
+    /// How far it can be trusted: the source's trust (an `[[ldap]]`
+    /// directory's `trust`, else its kind's).
+    pub trust: TrustLevel,
     /// When the source fetched it (for a cached DNS answer: when the
     /// answer arrived, not when it was read from the cache).
     pub fetched: SystemTime,
@@ -494,13 +542,14 @@ impl Provenance {
         Provenance {
             source,
             security,
+            trust: source.trust(),
             fetched: SystemTime::now(),
         }
     }
 
     /// How far the key can be trusted (from its source).
     pub fn trust(&self) -> TrustLevel {
-        self.source.trust()
+        self.trust
     }
 
     /// How long ago the key was fetched, in whole seconds (0 when the

@@ -59,6 +59,7 @@ pub fn recipient(
 ) -> autoencrypt_milter::backend::Recipient {
     use autoencrypt_milter::keys::{Provenance, Security, SourceKind};
     let key = autoencrypt_milter::backend::KeyMaterial {
+        bound_addresses: Vec::new(),
         method,
         data,
         origin: "bench".into(),

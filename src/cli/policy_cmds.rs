@@ -155,7 +155,7 @@ pub fn check_config(config: &Path) -> ExitCode {
             let asked = choice.plan(&configured);
             let idle: Vec<&str> = listed
                 .iter()
-                .filter(|k| configured.contains(k) && !asked.contains(k))
+                .filter(|k| configured.iter().any(|p| p.kind == **k) && !asked.contains(k))
                 .map(|k| k.as_str())
                 .collect();
             if !idle.is_empty() {
@@ -197,6 +197,9 @@ pub fn check_config(config: &Path) -> ExitCode {
         let kv = format!("{k} = {v}");
         println!("{kv:<width$}  # {}", origin(&loaded, k));
     }
+    for (i, d) in cfg.ldap.iter().enumerate() {
+        println!("{}", ldap_line(i, d));
+    }
     println!();
     println!(
         "# rules, first match wins (policy_dir {})",
@@ -212,12 +215,13 @@ pub fn check_config(config: &Path) -> ExitCode {
         println!("   then: {}", r.treatment_summary());
         if let Some(choice) = r.treatment.key_choice() {
             // What it asks here, in the order asked, with this configuration.
-            let plan = choice.plan(&configured);
+            let plan = choice.plan_with_trust(&configured);
+            let kinds: Vec<SourceKind> = plan.iter().map(|p| p.kind).collect();
             println!(
                 "   keys: {}; accepts trust {} and above; {}",
                 SourceKind::list_with_trust(&plan, ", then "),
                 choice.min_trust,
-                choice.failure_summary(&plan)
+                choice.failure_summary(&kinds)
             );
         }
     }
@@ -461,6 +465,32 @@ fn action_line<K>(d: &RecipientDecision<K>) -> String {
         Action::Reject(r) => format!("reject: {r}"),
         Action::TempFail(r) => format!("tempfail: {r}"),
     }
+}
+
+/// One `[[ldap]]` directory on one line for `check-config`: where, for
+/// which domains, how it binds (never the password), what it asks.
+fn ldap_line(i: usize, d: &crate::config::LdapConfig) -> String {
+    let bind = if !d.bind_dn.is_empty() {
+        format!("simple bind as {:?}", d.bind_dn)
+    } else if d.sasl_external {
+        "SASL EXTERNAL".to_owned()
+    } else {
+        "anonymous".to_owned()
+    };
+    format!(
+        "ldap[{i}] = {}{} for [{}], trust {}, {bind}, base {:?} scope {}, filter {:?}, \
+         addresses in [{}], S/MIME in [{}], OpenPGP in [{}]",
+        d.url,
+        if d.starttls { " (StartTLS)" } else { "" },
+        d.domains.join(", "),
+        d.trust,
+        d.base,
+        d.scope,
+        d.filter,
+        d.address_attributes.join(", "),
+        d.smime_attributes.join(", "),
+        d.openpgp_attributes.join(", "),
+    )
 }
 
 #[cfg(test)]

@@ -117,7 +117,9 @@ impl Config {
             figment = figment.merge(EnvVar::new(var, &value)?);
         }
         let locate = |key: &str| -> Location {
-            match figment.find_metadata(key) {
+            // `ldap[0].url`: figment knows the array, the index the line.
+            let table = key.split('[').next().unwrap_or(key);
+            match figment.find_metadata(table) {
                 Some(md) => origin_of(md, key, index.as_ref()),
                 None => Location::Default,
             }
@@ -147,6 +149,15 @@ impl Config {
                 && let Some(d) = config.wkd.ca_file.as_mut().filter(|d| d.is_relative())
             {
                 *d = base.join(&*d);
+            }
+            if matches!(locate("ldap"), Location::File { .. }) {
+                for dir in &mut config.ldap {
+                    for f in [&mut dir.bind_password_file, &mut dir.ca_file] {
+                        if let Some(p) = f.as_mut().filter(|p| p.is_relative()) {
+                            *p = base.join(&*p);
+                        }
+                    }
+                }
             }
             if in_file("dns.trust_anchor")
                 && let Some(d) = config.dns.trust_anchor.as_mut().filter(|d| d.is_relative())

@@ -16,6 +16,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `model.rs` | the typed keys ([`Config`] and its sections), defaults, [`KEYS`], per-key checks |
+//! | `ldap.rs` | `[[ldap]]`: the LDAP directories, how to reach and bind to each, their checks |
 //! | `web.rs` | `[wkd]` and `[keyserver]`: the web sources and the limits of every HTTPS fetch |
 //! | `socket.rs` | [`Socket`]: the `inet:`/`inet6:`/`unix:` specification |
 //! | `forms.rs` | how values are written (serde adapters: strings, `""` for none, lists) |
@@ -25,6 +26,7 @@
 
 mod error;
 mod forms;
+mod ldap;
 mod load;
 mod model;
 mod position;
@@ -32,6 +34,7 @@ mod socket;
 mod web;
 
 pub use error::{ConfigError, Location};
+pub use ldap::{LdapConfig, LdapScheme};
 pub use load::{DEFAULT_CONFIG, ENV_PREFIX, FileRequirement, LoadedConfig};
 pub use model::{
     Config, DEFAULT_POLICY_DIR, DnsConfig, DnsMode, KEYS, KeysConfig, LimitsConfig, LogLevel,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Location};
 use super::forms::{opt_path, opt_socket_addr, resolver_list, string_list, via_str};
+use super::ldap::LdapConfig;
 use super::socket::Socket;
 use super::web::{KeyserverConfig, WkdConfig};
 use crate::material::SmimeCipher;
@@ -84,6 +85,9 @@ pub struct Config {
     pub wkd: WkdConfig,
     /// Verifying keyservers.
     pub keyserver: KeyserverConfig,
+    /// LDAP directories (`[[ldap]]` tables), asked in this order within
+    /// a trust level.
+    pub ldap: Vec<LdapConfig>,
     /// S/MIME output.
     pub smime: SmimeConfig,
     /// Size limits.
@@ -107,6 +111,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             wkd: WkdConfig::default(),
             keyserver: KeyserverConfig::default(),
+            ldap: Vec::new(),
             smime: SmimeConfig::default(),
             limits: LimitsConfig::default(),
         }
@@ -342,6 +347,7 @@ impl Config {
             ));
         }
         super::web::validate(&self.wkd, &mut self.keyserver, &|k, m| invalid(k, m))?;
+        super::ldap::validate(&mut self.ldap, &|k, m| invalid(k, m))?;
         Ok(())
     }
 

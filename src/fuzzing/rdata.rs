@@ -47,6 +47,7 @@ pub fn rdata(data: &[u8]) {
                 Security::Insecure => assert!(allow_insecure && !authentic),
                 Security::Local => panic!("DNS answer counted as local"),
                 Security::WebPki => panic!("DNS answer counted as web PKI"),
+                Security::Directory => panic!("DNS answer counted as LDAP"),
             }
             let backend = Registry::new();
             let backend = backend.get(method);

@@ -60,6 +60,7 @@ impl DirectorySource {
                 let path = self.dir.join(format!("{name}.{ext}"));
                 match std::fs::read(&path) {
                     Ok(data) => keys.push(KeyMaterial {
+                        bound_addresses: Vec::new(),
                         method,
                         data,
                         origin: format!("file {}", path.display()),

@@ -8,6 +8,7 @@
 pub(crate) mod directory;
 pub mod dns;
 pub mod keyserver;
+pub mod ldap;
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) use dns::owner;
@@ -143,6 +144,14 @@ pub trait KeySource: Send + Sync {
     /// is above it does not ask it).
     fn trust(&self) -> TrustLevel {
         self.kind().trust()
+    }
+
+    /// Whether this source answers for `addr` at all (an `[[ldap]]`
+    /// directory answers for its `domains` only); a source that does not
+    /// is not asked, and no lookup of it is counted.
+    fn answers_for(&self, addr: &Address) -> bool {
+        let _ = addr;
+        true
     }
 
     /// Whether this source can have keys for `method` at all (WKD and

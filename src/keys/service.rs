@@ -28,11 +28,12 @@ use crate::config::Config;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
 use crate::keys::keyserver::KeyserverSource;
+use crate::keys::ldap::{LdapSettings, LdapSetupError, LdapSource};
 use crate::keys::validated::ValidationCache;
 use crate::keys::web::{Hosts, WebClient, WebSettings, WebSetupError};
 use crate::keys::wkd::WkdSource;
 use crate::keys::{FailReason, KeySource, Lookup, SourceKind, Traced};
-use crate::material::{KeyChoice, KeyMaterial, Method, RejectReason, Security};
+use crate::material::{KeyChoice, KeyMaterial, Method, Planned, RejectReason, Security};
 use crate::metrics::Metrics;
 use crate::policy::{KeyOutcome, MethodOutcome};
 
@@ -46,22 +47,27 @@ use crate::policy::{KeyOutcome, MethodOutcome};
 /// MTA would give up on the milter for the whole session.
 pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 
-/// The kinds of key source `config` sets up, in trust order: the key
-/// directory when `keys.directory` is set, DNS always, WKD unless
+/// The key sources `config` sets up, each with its trust, in the order
+/// configured: the key directory when `keys.directory` is set, each
+/// `[[ldap]]` directory (with its `trust`), DNS always, WKD unless
 /// `wkd.enabled` is off, keyservers when `keyserver.urls` names any.
-pub fn configured_sources(config: &Config) -> Vec<SourceKind> {
-    let mut kinds = Vec::with_capacity(4);
+pub fn configured_sources(config: &Config) -> Vec<Planned> {
+    let mut planned: Vec<Planned> = Vec::with_capacity(4 + config.ldap.len());
     if config.keys.directory.is_some() {
-        kinds.push(SourceKind::Directory);
+        planned.push(SourceKind::Directory.into());
     }
-    kinds.push(SourceKind::Dane);
+    planned.extend(config.ldap.iter().map(|l| Planned {
+        kind: SourceKind::Ldap,
+        trust: l.trust,
+    }));
+    planned.push(SourceKind::Dane.into());
     if config.wkd.enabled {
-        kinds.push(SourceKind::Wkd);
+        planned.push(SourceKind::Wkd.into());
     }
     if !config.keyserver.urls.is_empty() {
-        kinds.push(SourceKind::Keyserver);
+        planned.push(SourceKind::Keyserver.into());
     }
-    kinds
+    planned
 }
 
 /// A key source cannot be set up.
@@ -73,6 +79,9 @@ pub enum SourceSetupError {
     /// The HTTP client of the web sources (`wkd.ca_file`, TLS).
     #[error(transparent)]
     Web(#[from] WebSetupError),
+    /// An `[[ldap]]` directory (its password or CA file, TLS).
+    #[error(transparent)]
+    Ldap(#[from] LdapSetupError),
 }
 
 /// Recipients' keys, found and validated.
@@ -148,10 +157,13 @@ impl KeyService {
         registry: Arc<Registry>,
         metrics: Option<Metrics>,
     ) -> Result<Self, SourceSetupError> {
-        let kinds: Vec<SourceKind> = configured_sources(config)
+        let mut kinds: Vec<SourceKind> = configured_sources(config)
             .into_iter()
+            .map(|p| p.kind)
             .filter(|k| only.contains(k))
             .collect();
+        // One entry per kind: the `[[ldap]]` directories are set up together.
+        kinds.dedup();
         let needs_web = kinds
             .iter()
             .any(|k| matches!(k, SourceKind::Wkd | SourceKind::Keyserver));
@@ -174,6 +186,11 @@ impl KeyService {
             match (kind, &config.keys.directory, &dns, &web) {
                 (SourceKind::Directory, Some(dir), _, _) => {
                     sources.push(Arc::new(DirectorySource::new(dir)));
+                }
+                (SourceKind::Ldap, _, _, _) => {
+                    for dir in &config.ldap {
+                        sources.push(Arc::new(LdapSource::new(LdapSettings::from_config(dir)?)));
+                    }
                 }
                 (SourceKind::Dane, _, Some(dns), _) => sources.push(Arc::clone(dns) as _),
                 (SourceKind::Wkd, _, _, Some(web)) => {
@@ -299,7 +316,7 @@ impl KeyService {
         // there are.
         let until = Instant::now() + self.deadline;
         for source in self.plan(choice) {
-            if !source.serves(method) {
+            if !source.serves(method) || !source.answers_for(addr) {
                 continue;
             }
             let started = Instant::now();
@@ -363,7 +380,25 @@ impl KeyService {
                         min: choice.min_trust,
                     }));
                 }
-                self.validated.validate(backend, k, addr, now)
+                let checked = self.validated.validate(backend, k, addr, now);
+                match checked {
+                    // The key names another address of the directory entry
+                    // the address was found in: the entry binds them.
+                    Err(e)
+                        if matches!(e.reason, RejectReason::AddressMismatch(_))
+                            && !k.bound_addresses.is_empty() =>
+                    {
+                        k.bound_addresses
+                            .iter()
+                            .find_map(|other| self.validated.validate(backend, k, other, now).ok())
+                            .map(|r| Recipient {
+                                address: addr.clone(),
+                                ..r
+                            })
+                            .ok_or(e)
+                    }
+                    other => other,
+                }
             }),
         );
         outcome.skipped = skipped;

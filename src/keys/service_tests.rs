@@ -23,12 +23,14 @@ fn cert_for(addr: &str) -> Vec<u8> {
 pub(super) fn found(addr: &str, origin: &str, source: SourceKind, security: Security) -> Lookup {
     Lookup::Found {
         keys: vec![KeyMaterial {
+            bound_addresses: Vec::new(),
             method: Method::Smime,
             data: cert_for(addr),
             origin: origin.to_owned(),
             provenance: Provenance {
                 source,
                 security,
+                trust: source.trust(),
                 fetched: SystemTime::now() - Duration::from_secs(90),
             },
         }],

@@ -100,6 +100,7 @@ mod tests {
         let backend = registry.get(Method::Smime);
         let addr = Address::parse("a@example.org").unwrap();
         let junk = |data: &[u8], origin: &str| KeyMaterial {
+            bound_addresses: Vec::new(),
             method: Method::Smime,
             data: data.to_vec(),
             origin: origin.into(),

@@ -284,7 +284,7 @@ pub(super) struct SourceRecordLabels {
 }
 
 /// The sources a running milter has (their series exist from the start).
-const SOURCES: [SourceKind; 4] = SourceKind::CHOOSABLE;
+const SOURCES: [SourceKind; 5] = SourceKind::CHOOSABLE;
 
 pub(super) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 

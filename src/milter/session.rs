@@ -434,6 +434,7 @@ mod tests {
             Method::Smime,
             Lookup::Found {
                 keys: vec![KeyMaterial {
+                    bound_addresses: Vec::new(),
                     method: Method::Smime,
                     data: cert,
                     origin: "SMIMEA 3 0 0 at x".into(),

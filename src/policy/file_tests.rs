@@ -148,9 +148,9 @@ fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
     }
     let e = err_text("[[rule]]\nname = \"a\"\nmin_trust = \"DNSSEC\"\n");
     assert!(e.contains("key `min_trust`: unknown trust level"), "{e}");
-    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"ldap\"]\n");
+    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"learned\"]\n");
     assert!(
-        e.contains("source \"ldap\" is not available in this version"),
+        e.contains("source \"learned\" is not available in this version"),
         "{e}"
     );
     let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"dane\", \"dane\"]\n");

@@ -76,6 +76,7 @@ pub(super) fn to_lookup(
             let provenance = Provenance {
                 source: SourceKind::Dane,
                 security,
+                trust: SourceKind::Dane.trust(),
                 fetched,
             };
             let mut keys = Vec::new();
@@ -154,6 +155,7 @@ fn record_key(
                 }
             }
             Some(Ok(KeyMaterial {
+                bound_addresses: Vec::new(),
                 method,
                 data: t.cert_data.clone(),
                 origin,
@@ -161,6 +163,7 @@ fn record_key(
             }))
         }
         (RData::OPENPGPKEY(k), Method::OpenPgp) => Some(Ok(KeyMaterial {
+            bound_addresses: Vec::new(),
             method,
             data: k.public_key.clone(),
             origin: format!("OPENPGPKEY at {name}"),

@@ -69,6 +69,7 @@ pub(crate) fn to_lookup(
     let provenance = Provenance {
         source,
         security: Security::WebPki,
+        trust: source.trust(),
         fetched: at,
     };
     let note = format!(
@@ -79,6 +80,7 @@ pub(crate) fn to_lookup(
     let keys = matching
         .iter()
         .map(|(data, fpr)| KeyMaterial {
+            bound_addresses: Vec::new(),
             method: Method::OpenPgp,
             data: data.to_vec(),
             origin: format!("{source} {url} (key {fpr})"),
@@ -89,6 +91,7 @@ pub(crate) fn to_lookup(
         .iter()
         .map(|fpr| {
             KeyMaterial {
+                bound_addresses: Vec::new(),
                 method: Method::OpenPgp,
                 data: Vec::new(),
                 origin: format!("{source} {url} (key {fpr})"),
