@@ -1,5 +1,6 @@
 //! `lookup` (what the address's domain publishes: DNS records, its Web
-//! Key Directory, and what the configured keyservers hold) and `record`
+//! Key Directory, and what the configured keyservers and LDAP directories
+//! hold) and `record`
 //! (the zone-file line an operator publishes).
 
 use std::path::{Path, PathBuf};
@@ -128,9 +129,14 @@ pub fn lookup(config: &Path, args: &LookupArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(1, format!("starting the runtime: {e}")),
     };
-    // What the address's domain publishes (and keyservers hold); the
-    // operator's directory is theirs to list.
-    let published = [SourceKind::Dane, SourceKind::Wkd, SourceKind::Keyserver];
+    // What the address's domain publishes (and keyservers and LDAP
+    // directories hold); the operator's key directory is theirs to list.
+    let published = [
+        SourceKind::Ldap,
+        SourceKind::Dane,
+        SourceKind::Wkd,
+        SourceKind::Keyserver,
+    ];
     let keys = match KeyService::from_config_only(
         &loaded.config,
         &published,
@@ -153,11 +159,13 @@ async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
     println!("{addr}");
     let mut usable_any = false;
     let mut incomplete = false;
-    let kinds: Vec<SourceKind> = keys
+    let mut kinds: Vec<SourceKind> = keys
         .plan(&KeyChoice::any())
         .iter()
         .map(|s| s.kind())
         .collect();
+    // Several `[[ldap]]` directories are one kind, asked in one chain.
+    kinds.dedup();
     for kind in kinds {
         let only = KeyChoice {
             sources: Some(vec![kind]),
@@ -168,18 +176,21 @@ async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
             keys.explain(addr, Method::OpenPgp, &only)
         );
         for (method, explained) in [(Method::Smime, smime), (Method::OpenPgp, openpgp)] {
-            // A source without keys of this kind (WKD: no S/MIME) is not asked.
-            let Some(step) = explained.steps.first() else {
+            // A source without keys of this kind (WKD: no S/MIME), or one
+            // that does not answer for the domain, is not asked.
+            if explained.steps.is_empty() {
                 continue;
-            };
-            println!(
-                "  {:<8} {}: {}",
-                method.as_str(),
-                step.source,
-                step.answer.replace('_', " ")
-            );
-            for line in &step.asked {
-                println!("  {:<8}   {line}", method.as_str());
+            }
+            for step in &explained.steps {
+                println!(
+                    "  {:<8} {}: {}",
+                    method.as_str(),
+                    step.source,
+                    step.answer.replace('_', " ")
+                );
+                for line in &step.asked {
+                    println!("  {:<8}   {line}", method.as_str());
+                }
             }
             match explained.outcome.outcome {
                 KeyOutcome::Found {
