@@ -131,6 +131,8 @@ enum Case {
     Busy,
     /// No entry matched.
     Empty,
+    /// Refuses every bind: invalidCredentials (49).
+    RefuseBind,
 }
 
 const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -142,7 +144,12 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
             0x63 => {}      // search
             0x50 => continue,
             _ => {
-                let _ = s.write_all(&message(id, result(0x61, 0)));
+                let rc = if matches!(case, Case::RefuseBind) {
+                    49
+                } else {
+                    0
+                };
+                let _ = s.write_all(&message(id, result(0x61, rc)));
                 continue;
             }
         }
@@ -211,7 +218,7 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
             Case::Busy => {
                 let _ = s.write_all(&message(id, result(0x65, 51)));
             }
-            Case::Empty => {
+            Case::Empty | Case::RefuseBind => {
                 let _ = s.write_all(&done);
             }
         }
@@ -417,4 +424,31 @@ fn addresses_outside_the_domains_are_not_asked() {
         assert!(!src.answers_for(&Address::parse(a).unwrap()), "{a}");
     }
     assert!(src.answers_for(&Address::parse("A@EXAMPLE.ORG").unwrap()));
+}
+
+#[test]
+fn a_refused_bind_is_a_failure_and_not_tried_again_at_once() {
+    let rt = runtime();
+    let h = start(Case::RefuseBind);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "not-the-password\n").unwrap();
+    let src = source(h.port, |c| {
+        c.bind_dn = "cn=milter,dc=test".to_owned();
+        c.bind_password_file = Some(pw.clone());
+    });
+    let (l, _) = ask(&rt, &src);
+    let why = failure(&l).to_string();
+    assert!(
+        why.contains("bind as cn=milter,dc=test refused: invalidCredentials (49)"),
+        "{why}"
+    );
+    assert!(!why.contains("not-the-password"), "{why}");
+    // Another address: no second bind (Active Directory would count it
+    // towards locking the account).
+    let other = Address::parse("b@example.org").unwrap();
+    let l = rt.block_on(src.lookup(&other, Method::Smime));
+    let why = failure(&l).to_string();
+    assert!(why.contains("not retried"), "{why}");
+    assert_eq!(h.connections.load(Ordering::SeqCst), 1);
 }

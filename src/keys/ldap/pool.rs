@@ -5,10 +5,15 @@
 //! size and time limits, and the same limits enforced here, since a
 //! server may not keep them. A search that fails on a connection that
 //! sat idle (the server may have closed it) is tried once more on a new
-//! one; any other failure is the answer.
+//! one; any other failure is the answer. A directory that cannot be
+//! connected or bound to is not tried again for [`DOWN_FOR`]: searches
+//! fail at once instead of queueing behind connect timeouts, and a wrong
+//! password is not tried again and again (Active Directory locks the
+//! account after a few failed binds).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchOptions};
 use tokio::sync::Mutex;
@@ -22,6 +27,10 @@ use crate::keys::FailReason;
 /// fill the memory.
 pub const MAX_SEARCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long a directory that could not be connected or bound to is left
+/// alone.
+pub const DOWN_FOR: Duration = Duration::from_secs(10);
+
 /// One slot: a live connection and its generation (so that a failure
 /// seen on an old connection does not close its replacement).
 type Slot = Mutex<Option<(u64, Ldap)>>;
@@ -32,6 +41,8 @@ pub struct Pool {
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
+    /// Until when connecting is not tried, and why.
+    down: std::sync::Mutex<Option<(Instant, FailReason)>>,
 }
 
 /// A search's entries, or why there are none.
@@ -48,6 +59,7 @@ impl Pool {
             slots,
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
+            down: std::sync::Mutex::new(None),
         }
     }
 
@@ -93,10 +105,50 @@ impl Pool {
             return Ok((*generation, ldap.clone(), true));
         }
         *held = None;
-        let ldap = self.connect().await?;
+        if let Some(why) = self.still_down() {
+            return Err(why);
+        }
+        let ldap = match self.connect().await {
+            Ok(l) => {
+                self.set_down(None);
+                l
+            }
+            Err(why) => {
+                self.set_down(Some(why.clone()));
+                return Err(why);
+            }
+        };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         *held = Some((generation, ldap.clone()));
         Ok((generation, ldap, false))
+    }
+
+    /// Why connecting is not tried now, while the directory is down.
+    fn still_down(&self) -> Option<FailReason> {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match &*down {
+            Some((until, why)) if Instant::now() < *until => {
+                let note = format!(
+                    "(not retried for {} s after a failed connection)",
+                    DOWN_FOR.as_secs()
+                );
+                Some(match why {
+                    FailReason::Timeout => FailReason::Network(format!(
+                        "{}: timed out connecting {note}",
+                        self.settings.url
+                    )),
+                    FailReason::Network(s) => FailReason::Network(format!("{s} {note}")),
+                    FailReason::BadAnswer(s) => FailReason::BadAnswer(format!("{s} {note}")),
+                    other => other.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn set_down(&self, why: Option<FailReason>) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        *down = why.map(|w| (Instant::now() + DOWN_FOR, w));
     }
 
     async fn discard(&self, slot: usize, generation: u64) {
