@@ -11,11 +11,13 @@
     reason = "a fuzz target reports a broken invariant by panicking"
 )]
 
+mod ldap;
 mod rdata;
 pub(crate) mod session;
 mod verify;
 mod web;
 
+pub use ldap::ldap;
 pub use rdata::rdata;
 pub use session::{session, session_outcomes};
 pub use verify::verify;
@@ -40,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session", session),
     ("verify", verify),
     ("web", web),
+    ("ldap", ldap),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,

@@ -15,7 +15,7 @@
 //! (connections, bind, the bounded search), `entry` (reading entries and
 //! the keys and addresses in them).
 
-mod entry;
+pub(crate) mod entry;
 mod filter;
 mod pool;
 mod settings;
