@@ -147,8 +147,27 @@ impl LdapConfig {
                 "{url:?}: the URL names the server only (base and filter are keys of their own)"
             ));
         }
-        if rest.is_empty() && scheme != LdapScheme::Ldapi {
-            return Err(format!("{url:?} names no host"));
+        if rest.is_empty() {
+            return Err(match scheme {
+                LdapScheme::Ldapi => format!(
+                    "{url:?} names no socket (write ldapi://%2Frun%2Fslapd%2Fldapi)"
+                ),
+                _ => format!("{url:?} names no host"),
+            });
+        }
+        if rest.contains('@') {
+            // User information: the host is after it, and a password in
+            // it would be printed wherever the URL is.
+            return Err(format!(
+                "{url:?}: no user information in the URL (bind_dn and bind_password_file                  say how to bind)"
+            ));
+        }
+        if scheme != LdapScheme::Ldapi {
+            let (host, port) = split_host_port(rest)
+                .ok_or_else(|| format!("{url:?}: not host or host:port"))?;
+            if host.is_empty() || port.is_some_and(|p| p == 0) {
+                return Err(format!("{url:?}: not host or host:port"));
+            }
         }
         Ok((scheme, rest))
     }
@@ -156,14 +175,33 @@ impl LdapConfig {
     /// Whether the URL's host is a loopback address, where a password
     /// crosses no network.
     fn is_loopback(host_port: &str) -> bool {
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-        };
+        let host = split_host_port(host_port).map_or("", |(h, _)| h);
         host.eq_ignore_ascii_case("localhost")
             || host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// `host[:port]` or `[v6]:port` as host and port; `None` when the port
+/// is not a number.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':')?)),
+            }
+        }
+        None => match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    match port {
+        None => Some((host, None)),
+        Some(p) => Some((host, Some(p.parse::<u16>().ok()?))),
     }
 }
 
@@ -273,13 +311,17 @@ pub(super) fn validate(
                 "SASL EXTERNAL is supported over ldapi:// only".to_owned(),
             ));
         }
-        if simple && scheme == LdapScheme::Ldap && !tls && !LdapConfig::is_loopback(&host) {
+        if scheme == LdapScheme::Ldap && !tls && !LdapConfig::is_loopback(&host) {
+            // Whoever is on the path could answer with a certificate of
+            // their own (used at the directory's trust), and read a
+            // password.
             return Err(bad(
-                "bind_dn",
+                "starttls",
                 format!(
-                    "a simple bind over {} would send the password in clear: use \
-                     starttls = true, ldaps:// or ldapi://",
-                    dir.url
+                    "{} is neither TLS nor loopback: anyone on the path could answer with \
+                     keys of their own{}; use starttls = true, ldaps:// or ldapi://",
+                    dir.url,
+                    if simple { " and read the password" } else { "" }
                 ),
             ));
         }
@@ -363,7 +405,17 @@ mod tests {
             bind_password_file: Some("/x".into()),
             ..good()
         };
-        assert!(check(d.clone()).unwrap_err().contains("in clear"));
+        assert!(
+            check(d.clone())
+                .unwrap_err()
+                .contains("read the password")
+        );
+        let anonymous = LdapConfig {
+            bind_dn: String::new(),
+            bind_password_file: None,
+            ..d.clone()
+        };
+        assert!(check(anonymous).unwrap_err().contains("keys of their own"));
         check(LdapConfig {
             starttls: true,
             ..d.clone()
@@ -404,6 +456,27 @@ mod tests {
                     ..good()
                 },
                 "domains",
+            ),
+            (
+                LdapConfig {
+                    url: "ldap://localhost:@evil.example".into(),
+                    ..good()
+                },
+                "url",
+            ),
+            (
+                LdapConfig {
+                    url: "ldap://host:99999".into(),
+                    ..good()
+                },
+                "url",
+            ),
+            (
+                LdapConfig {
+                    url: "ldapi://".into(),
+                    ..good()
+                },
+                "url",
             ),
             (
                 LdapConfig {
