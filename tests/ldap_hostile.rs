@@ -133,6 +133,9 @@ enum Case {
     Empty,
     /// Refuses every bind: invalidCredentials (49).
     RefuseBind,
+    /// Answers the bind (or StartTLS) with a diagnostic message that is
+    /// not UTF-8, which ldap3 reads with `expect`.
+    MalformedBind,
 }
 
 const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -143,6 +146,15 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
             0x42 => return, // unbind
             0x63 => {}      // search
             0x50 => continue,
+            _ if matches!(case, Case::MalformedBind) => {
+                // Success, with a diagnostic message that is not UTF-8.
+                let op = if op == 0x77 { 0x78 } else { 0x61 };
+                let mut body = int(0x0a, 0);
+                body.extend(tlv(0x04, b""));
+                body.extend(tlv(0x04, b"\xff\xfe"));
+                let _ = s.write_all(&message(id, tlv(op, &body)));
+                continue;
+            }
             _ => {
                 let rc = if matches!(case, Case::RefuseBind) {
                     49
@@ -218,7 +230,7 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
             Case::Busy => {
                 let _ = s.write_all(&message(id, result(0x65, 51)));
             }
-            Case::Empty | Case::RefuseBind => {
+            Case::Empty | Case::RefuseBind | Case::MalformedBind => {
                 let _ = s.write_all(&done);
             }
         }
@@ -451,4 +463,24 @@ fn a_refused_bind_is_a_failure_and_not_tried_again_at_once() {
     let why = failure(&l).to_string();
     assert!(why.contains("not retried"), "{why}");
     assert_eq!(h.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_malformed_bind_or_starttls_answer_is_a_failure_not_a_panic() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    for starttls in [false, true] {
+        let h = start(Case::MalformedBind);
+        let src = source(h.port, |c| {
+            c.bind_dn = "cn=milter,dc=test".to_owned();
+            c.bind_password_file = Some(pw.clone());
+            c.starttls = starttls;
+        });
+        let (l, took) = ask(&rt, &src);
+        let why = failure(&l).to_string();
+        assert!(why.contains("127.0.0.1"), "starttls {starttls}: {why}");
+        assert!(took < Duration::from_millis(TIMEOUT_MS * 3), "{took:?}");
+    }
 }

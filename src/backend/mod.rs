@@ -197,6 +197,32 @@ impl Default for Registry {
     }
 }
 
+/// The addresses a key is issued for, as written in it (certificate:
+/// subjectAltName and emailAddress; OpenPGP: every user ID's address),
+/// unchecked; empty for bytes that are no key of `method`. For choosing
+/// which address a key is for; whether it may be used is `validate`'s.
+pub fn key_addresses(method: Method, data: &[u8]) -> Vec<Address> {
+    let written: Vec<String> = match method {
+        Method::Smime => smime::parse_certificate(data)
+            .map(|c| smime::certificate_addresses(&c))
+            .unwrap_or_default(),
+        Method::OpenPgp => {
+            use sequoia_openpgp::parse::Parse;
+            sequoia_openpgp::Cert::from_bytes(data)
+                .map(|c| {
+                    c.userids()
+                        .filter_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    written
+        .iter()
+        .filter_map(|a| Address::parse(a).ok())
+        .collect()
+}
+
 /// Lower-level helper shared by backends: the current time as Unix seconds.
 pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {

@@ -149,9 +149,9 @@ impl LdapConfig {
         }
         if rest.is_empty() {
             return Err(match scheme {
-                LdapScheme::Ldapi => format!(
-                    "{url:?} names no socket (write ldapi://%2Frun%2Fslapd%2Fldapi)"
-                ),
+                LdapScheme::Ldapi => {
+                    format!("{url:?} names no socket (write ldapi://%2Frun%2Fslapd%2Fldapi)")
+                }
                 _ => format!("{url:?} names no host"),
             });
         }
@@ -163,8 +163,8 @@ impl LdapConfig {
             ));
         }
         if scheme != LdapScheme::Ldapi {
-            let (host, port) = split_host_port(rest)
-                .ok_or_else(|| format!("{url:?}: not host or host:port"))?;
+            let (host, port) =
+                split_host_port(rest).ok_or_else(|| format!("{url:?}: not host or host:port"))?;
             if host.is_empty() || port.is_some_and(|p| p == 0) {
                 return Err(format!("{url:?}: not host or host:port"));
             }
@@ -405,11 +405,7 @@ mod tests {
             bind_password_file: Some("/x".into()),
             ..good()
         };
-        assert!(
-            check(d.clone())
-                .unwrap_err()
-                .contains("read the password")
-        );
+        assert!(check(d.clone()).unwrap_err().contains("read the password"));
         let anonymous = LdapConfig {
             bind_dn: String::new(),
             bind_password_file: None,

@@ -26,9 +26,23 @@ fn entry(ber: &[u8]) {
     let Ok((_, tag)) = parse_tag(ber) else {
         return;
     };
-    let Ok(e) = parse_entry(tag) else {
+    let wanted: Vec<String> = [
+        "mail",
+        "proxyAddresses",
+        "userCertificate",
+        "userSMIMECertificate",
+        "pgpKey",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let Ok(e) = parse_entry(tag, &wanted) else {
         return;
     };
+    assert!(e.attributes.iter().all(|(n, _)| {
+        wanted
+            .iter()
+            .any(|w| crate::keys::ldap::entry::same_attribute(n, w))
+    }));
     let names = ["mail".to_owned(), "proxyAddresses".to_owned()];
     for a in e.addresses(&names) {
         assert!(!a.to_string().is_empty());
@@ -49,7 +63,12 @@ fn entry(ber: &[u8]) {
         .iter()
         .map(|(n, v)| n.len() + v.iter().map(Vec::len).sum::<usize>())
         .sum();
-    assert_eq!(e.size(), e.dn.len() + bytes);
+    assert!(e.size() >= e.dn.len() + bytes);
+    assert!(
+        e.attributes
+            .iter()
+            .all(|(_, v)| v.len() <= crate::keys::ldap::entry::MAX_VALUES)
+    );
 }
 
 fn filter(raw: &[u8]) {

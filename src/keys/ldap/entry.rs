@@ -3,14 +3,25 @@
 //! reader panics on a malformed entry), and the key material and mail
 //! addresses in its attributes. Attribute names compare without case and
 //! without options (`userCertificate` is `userCertificate;binary`), as
-//! servers differ in which they return.
+//! servers differ in which they return. Only the attributes asked for
+//! are kept, each with at most [`MAX_VALUES`] values: an entry with more
+//! is unreadable (a failure), so that no entry can make a lookup parse
+//! without end.
 
 use ldap3::asn1::{PL, StructureTag};
 use openssl::pkcs7::Pkcs7;
 use openssl::x509::X509;
 
-use crate::address::Address;
+use crate::address::{Address, fold_case};
 use crate::material::{KeyMaterial, Method, Provenance};
+
+/// Most values of one attribute: more keys or addresses than any person
+/// has, few enough to check each.
+pub const MAX_VALUES: usize = 64;
+
+/// Bytes counted for each value besides its own (the bookkeeping that
+/// the size of an empty value would hide).
+const VALUE_OVERHEAD: usize = 32;
 
 /// One entry: its DN and every attribute value, as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +39,16 @@ impl DirEntry {
             + self
                 .attributes
                 .iter()
-                .map(|(n, vs)| n.len() + vs.iter().map(Vec::len).sum::<usize>())
+                .map(|(n, vs)| n.len() + vs.iter().map(|v| v.len() + VALUE_OVERHEAD).sum::<usize>())
                 .sum::<usize>()
+    }
+
+    /// The DN for logs and `lookup`: control characters shown as `?`.
+    pub fn shown_dn(&self) -> String {
+        self.dn
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
     }
 
     /// The values of the attributes named in `names`, each with the name
@@ -48,6 +67,7 @@ impl DirEntry {
     /// `X500:`, are not mail addresses and are skipped).
     pub fn addresses(&self, names: &[String]) -> Vec<Address> {
         let mut out: Vec<Address> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (_, v) in self.values(names) {
             let Ok(text) = std::str::from_utf8(v) else {
                 continue;
@@ -59,7 +79,7 @@ impl DirEntry {
                 _ => text,
             };
             if let Ok(a) = Address::parse(bare)
-                && !out.iter().any(|o| o.matches_loosely(&a))
+                && seen.insert((a.domain().to_owned(), fold_case(&a.local_unquoted())))
             {
                 out.push(a);
             }
@@ -79,9 +99,10 @@ impl DirEntry {
     ) -> Vec<KeyMaterial> {
         let mut out = Vec::new();
         for (n, (attr, value)) in self.values(names).enumerate() {
+            let dn = self.shown_dn();
             let origin = |k: Option<usize>| match k {
-                Some(k) => format!("{url} {} {attr} #{} (certificate {k})", self.dn, n + 1),
-                None => format!("{url} {} {attr} #{}", self.dn, n + 1),
+                Some(k) => format!("{url} {dn} {attr} #{} (certificate {k})", n + 1),
+                None => format!("{url} {dn} {attr} #{}", n + 1),
             };
             let material = |data: Vec<u8>, origin: String| KeyMaterial {
                 bound_addresses: Vec::new(),
@@ -128,8 +149,9 @@ fn certificates_in_bag(value: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 /// A search result entry (application tag 4: the DN, then a sequence of
-/// attribute type and value set), or what is wrong with it.
-pub fn parse_entry(tag: StructureTag) -> Result<DirEntry, &'static str> {
+/// attribute type and value set), with the attributes in `wanted` only,
+/// or what is wrong with it.
+pub fn parse_entry(tag: StructureTag, wanted: &[String]) -> Result<DirEntry, &'static str> {
     if tag.id != 4 {
         return Err("not a search result entry");
     }
@@ -162,9 +184,15 @@ pub fn parse_entry(tag: StructureTag) -> Result<DirEntry, &'static str> {
             return Err("attribute type is not a string");
         };
         let name = String::from_utf8(name).map_err(|_| "attribute type is not UTF-8")?;
+        if !wanted.iter().any(|w| same_attribute(&name, w)) {
+            continue;
+        }
         let PL::C(vals) = vals.payload else {
             return Err("values are not a set");
         };
+        if vals.len() > MAX_VALUES {
+            return Err("an attribute has more values than a person has keys or addresses");
+        }
         let mut values = Vec::with_capacity(vals.len());
         for v in vals {
             match v.payload {
@@ -221,16 +249,27 @@ mod tests {
         )
     }
 
+    fn all() -> Vec<String> {
+        ["mail", "proxyAddresses", "userCertificate"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
     #[test]
     fn entries_are_read_as_bytes() {
-        let e = parse_entry(entry(
-            "cn=a,dc=x",
-            &[
-                ("mail", &[b"a@x.test"]),
-                ("userCertificate;binary", &[b"\x30\x82\xff", b"ascii"]),
-            ],
-        ))
+        let e = parse_entry(
+            entry(
+                "cn=a,dc=x",
+                &[
+                    ("mail", &[b"a@x.test"]),
+                    ("userCertificate;binary", &[b"\x30\x82\xff", b"ascii"]),
+                    ("jpegPhoto", &[b"not asked for"]),
+                ],
+            ),
+            &all(),
+        )
         .unwrap();
+        assert_eq!(e.attributes.len(), 2);
         assert_eq!(e.dn, "cn=a,dc=x");
         let names = vec!["usercertificate".to_owned()];
         let v: Vec<_> = e.values(&names).collect();
@@ -274,27 +313,42 @@ mod tests {
                 ],
             ),
         ] {
-            assert!(parse_entry(bad).is_err());
+            assert!(parse_entry(bad, &all()).is_err());
         }
     }
 
     #[test]
+    fn too_many_values_are_refused() {
+        let many: Vec<&[u8]> = vec![b"a@x.test"; MAX_VALUES + 1];
+        let e = parse_entry(entry("cn=a", &[("mail", &many)]), &all());
+        assert!(e.is_err());
+        let fine = parse_entry(entry("cn=a", &[("mail", &many[..MAX_VALUES])]), &all()).unwrap();
+        assert_eq!(fine.addresses(&all()).len(), 1);
+        // Not asked for: not even counted.
+        parse_entry(entry("cn=a", &[("member", &many)]), &all()).unwrap();
+    }
+
+    #[test]
     fn active_directory_addresses() {
-        let e = parse_entry(entry(
-            "cn=p",
-            &[
-                ("mail", &[b"Primary@x.test"]),
-                (
-                    "proxyAddresses",
-                    &[
-                        b"SMTP:primary@x.test",
-                        b"smtp:alias@x.test",
-                        b"X500:/o=Org/cn=p",
-                        b"sip:p@x.test",
-                    ],
-                ),
-            ],
-        ))
+        let e = parse_entry(
+            entry(
+                "cn=p",
+                &[
+                    ("mail", &[b"Primary@x.test"]),
+                    (
+                        "proxyAddresses",
+                        &[
+                            b"SMTP:primary@x.test",
+                            b"smtp:alias@x.test",
+                            b"X500:/o=Org/cn=p",
+                            b"sip:p@x.test",
+                            b"smtp:PRIMARY@x.test",
+                        ],
+                    ),
+                ],
+            ),
+            &all(),
+        )
         .unwrap();
         let names = vec!["mail".to_owned(), "proxyaddresses".to_owned()];
         let got: Vec<String> = e.addresses(&names).iter().map(|a| a.to_string()).collect();

@@ -11,10 +11,12 @@
 //! an error is a failure, never "no key".
 //!
 //! The rooms: `settings` (the configuration made usable: password,
-//! TLS), `filter` (the template and RFC 4515 escaping), `pool`
-//! (connections, bind, the bounded search), `entry` (reading entries and
+//! TLS), `filter` (the template and RFC 4515 escaping), `pool` (the
+//! connections, reconnecting, leaving a down directory alone), `conn`
+//! (connect, bind and one bounded search), `entry` (reading entries and
 //! the keys and addresses in them).
 
+mod conn;
 pub(crate) mod entry;
 mod filter;
 mod pool;
@@ -32,7 +34,7 @@ use crate::keys::{
     FailReason, KeySource, Lookup, LookupFuture, Provenance, Security, SourceKind, Traced,
     TracedFuture, TrustLevel,
 };
-use crate::material::Method;
+use crate::material::{KeyMaterial, Method};
 use entry::DirEntry;
 use pool::Pool;
 
@@ -47,17 +49,61 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// One search's answer, as cached.
 #[derive(Clone, Debug)]
 enum Answer {
-    /// The entries the filter matched (one or more).
-    Entries(Arc<Vec<DirEntry>>),
+    /// The entries the filter matched (one or more), read.
+    Entries(Arc<Read>),
     /// No entry matched.
     NoEntry,
     /// The search could not be made or answered.
     Failed(FailReason),
 }
 
+/// What the entries of one search hold, made once when the answer
+/// arrives (not at every lookup that reads it from the cache).
+#[derive(Debug)]
+struct Read {
+    /// Each entry, for `lookup` and `policy explain`.
+    entries: Vec<Summary>,
+    /// The S/MIME certificates of every entry, each once.
+    smime: Vec<KeyMaterial>,
+    /// The OpenPGP keys of every entry, each once.
+    openpgp: Vec<KeyMaterial>,
+}
+
+/// One entry, as `lookup` shows it.
+#[derive(Debug)]
+struct Summary {
+    dn: String,
+    addresses: Vec<String>,
+    listed: bool,
+    smime: usize,
+    openpgp: usize,
+}
+
+impl Read {
+    fn keys(&self, method: Method) -> &[KeyMaterial] {
+        match method {
+            Method::Smime => &self.smime,
+            Method::OpenPgp => &self.openpgp,
+        }
+    }
+}
+
 fn weigh(a: &Answer) -> usize {
     match a {
-        Answer::Entries(e) => e.iter().map(DirEntry::size).sum(),
+        Answer::Entries(r) => {
+            let keys: usize = r
+                .smime
+                .iter()
+                .chain(&r.openpgp)
+                .map(|k| k.data.len() + k.origin.len() + 64)
+                .sum();
+            let shown: usize = r
+                .entries
+                .iter()
+                .map(|e| e.dn.len() + e.addresses.iter().map(|a| a.len() + 24).sum::<usize>())
+                .sum();
+            keys + shown
+        }
         Answer::NoEntry | Answer::Failed(_) => 64,
     }
 }
@@ -82,26 +128,39 @@ impl LdapSource {
     }
 
     /// The cached or fresh answer for `addr`, whether the cache gave it,
-    /// and when it arrived.
-    async fn answer(&self, addr: &Address) -> (Answer, bool, SystemTime, String) {
+    /// and the filter searched with.
+    async fn answer(&self, addr: &Address) -> (Answer, bool, String) {
         let filter = self.settings.filter.render(&addr.to_string());
-        let (answer, cached, at) = self
+        let (answer, cached, _) = self
             .cache
             .get_or_fetch(&filter, || async {
                 match self.pool.search(&filter).await {
                     Ok(entries) if entries.is_empty() => {
                         (Answer::NoEntry, self.settings.negative_ttl)
                     }
-                    Ok(entries) => (Answer::Entries(Arc::new(entries)), self.settings.cache_ttl),
+                    Ok(entries) => {
+                        // Parsing every key is CPU work: off the runtime.
+                        let (s, a) = (Arc::clone(&self.settings), addr.clone());
+                        match tokio::task::spawn_blocking(move || read(&s, &a, entries)).await {
+                            Ok(r) => (Answer::Entries(Arc::new(r)), self.settings.cache_ttl),
+                            Err(e) => (
+                                Answer::Failed(FailReason::BadAnswer(format!(
+                                    "{}: reading the entries failed: {e}",
+                                    self.settings.url
+                                ))),
+                                FAILURE_TTL,
+                            ),
+                        }
+                    }
                     Err(why) => (Answer::Failed(why), FAILURE_TTL),
                 }
             })
             .await;
-        (answer, cached, at, filter)
+        (answer, cached, filter)
     }
 
     async fn run(&self, addr: &Address, method: Method, detail: bool) -> Traced {
-        let (answer, cached, at, filter) = self.answer(addr).await;
+        let (answer, cached, filter) = self.answer(addr).await;
         let s = &self.settings;
         let mut asked = Vec::new();
         if detail {
@@ -125,8 +184,42 @@ impl LdapSource {
                 }
                 Lookup::NotFound
             }
-            Answer::Entries(entries) => {
-                self.keys_of(addr, method, &entries, at, &mut asked, detail)
+            Answer::Entries(read) => {
+                if detail {
+                    let names = match method {
+                        Method::Smime => &s.smime_attributes,
+                        Method::OpenPgp => &s.openpgp_attributes,
+                    };
+                    for e in &read.entries {
+                        asked.push(format!(
+                            "  entry {}: addresses [{}]{}; {} {method} key(s) in {}",
+                            e.dn,
+                            e.addresses.join(", "),
+                            if e.listed || s.address_attributes.is_empty() {
+                                ""
+                            } else {
+                                " (the address is not among them: keys must name it)"
+                            },
+                            match method {
+                                Method::Smime => e.smime,
+                                Method::OpenPgp => e.openpgp,
+                            },
+                            names.join(", ")
+                        ));
+                    }
+                }
+                let keys = read.keys(method);
+                if keys.is_empty() {
+                    // An entry without a key of this method: a denial,
+                    // the next source is asked.
+                    Lookup::NotFound
+                } else {
+                    Lookup::Found {
+                        keys: keys.to_vec(),
+                        unusable: Vec::new(),
+                        security: Security::Directory,
+                    }
+                }
             }
         };
         Traced {
@@ -135,73 +228,72 @@ impl LdapSource {
             asked,
         }
     }
+}
 
-    /// The keys of `method` in `entries`, each bound to the entry's other
-    /// addresses when the entry lists `addr` among them.
-    fn keys_of(
-        &self,
-        addr: &Address,
-        method: Method,
-        entries: &[DirEntry],
-        at: SystemTime,
-        asked: &mut Vec<String>,
-        detail: bool,
-    ) -> Lookup {
-        let s = &self.settings;
-        let names = match method {
-            Method::Smime => &s.smime_attributes,
-            Method::OpenPgp => &s.openpgp_attributes,
-        };
-        let provenance = Provenance {
-            source: SourceKind::Ldap,
-            security: Security::Directory,
-            trust: s.trust,
-            fetched: at,
-        };
-        let mut keys = Vec::new();
-        for e in entries {
-            let addresses = e.addresses(&s.address_attributes);
-            let listed = addresses.iter().any(|a| a.matches_loosely(addr));
-            let mut found = e.keys(method, names, &s.url, provenance);
-            if listed {
-                let others: Vec<Address> = addresses
-                    .iter()
-                    .filter(|a| !a.matches_loosely(addr))
-                    .cloned()
-                    .collect();
-                for k in &mut found {
-                    k.bound_addresses.clone_from(&others);
+/// The keys of both methods in `entries`, found for `addr`.
+///
+/// When exactly one entry matched and it lists `addr` among its
+/// addresses, a key naming another of that entry's addresses is bound to
+/// it (`bound_addresses`): the directory says the addresses are one
+/// person's (an alias in Active Directory's `proxyAddresses`). With
+/// several entries no key is bound so: an entry that merely claims the
+/// address (a user adding it to their own entry) must not make its
+/// owner's key a recipient of mail to it.
+fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Read {
+    let provenance = Provenance {
+        source: SourceKind::Ldap,
+        security: Security::Directory,
+        trust: s.trust,
+        fetched: SystemTime::now(),
+    };
+    let single = entries.len() == 1;
+    let mut out = Read {
+        entries: Vec::with_capacity(entries.len()),
+        smime: Vec::new(),
+        openpgp: Vec::new(),
+    };
+    for e in &entries {
+        let addresses = e.addresses(&s.address_attributes);
+        let listed = addresses.iter().any(|a| a.matches_loosely(addr));
+        let mut counts = [0usize; 2];
+        for (i, method) in Method::ALL.into_iter().enumerate() {
+            let names = match method {
+                Method::Smime => &s.smime_attributes,
+                Method::OpenPgp => &s.openpgp_attributes,
+            };
+            let list = match method {
+                Method::Smime => &mut out.smime,
+                Method::OpenPgp => &mut out.openpgp,
+            };
+            for mut k in e.keys(method, names, &s.url, provenance) {
+                counts[i] += 1;
+                if list.iter().any(|have| have.data == k.data) {
+                    // The same key in two attributes (userCertificate and
+                    // userSMIMECertificate): one recipient.
+                    continue;
                 }
+                if single && listed {
+                    let named = crate::backend::key_addresses(method, &k.data);
+                    if !named.iter().any(|n| n.matches_loosely(addr))
+                        && let Some(other) = named
+                            .iter()
+                            .find(|n| addresses.iter().any(|a| a.matches_loosely(n)))
+                    {
+                        k.bound_addresses = vec![other.clone()];
+                    }
+                }
+                list.push(k);
             }
-            if detail {
-                let listed_as: Vec<String> = addresses.iter().map(Address::to_string).collect();
-                asked.push(format!(
-                    "  entry {}: addresses [{}]{}; {} {} value(s) in {}",
-                    e.dn,
-                    listed_as.join(", "),
-                    if listed || s.address_attributes.is_empty() {
-                        ""
-                    } else {
-                        " (the address is not among them: keys must name it)"
-                    },
-                    found.len(),
-                    method,
-                    names.join(", ")
-                ));
-            }
-            keys.extend(found);
         }
-        if keys.is_empty() {
-            // An entry without a key of this method: a denial, the next
-            // source is asked.
-            return Lookup::NotFound;
-        }
-        Lookup::Found {
-            keys,
-            unusable: Vec::new(),
-            security: Security::Directory,
-        }
+        out.entries.push(Summary {
+            dn: e.shown_dn(),
+            addresses: addresses.iter().map(Address::to_string).collect(),
+            listed,
+            smime: counts[0],
+            openpgp: counts[1],
+        });
     }
+    out
 }
 
 impl KeySource for LdapSource {
