@@ -480,12 +480,19 @@ impl KeyChoice {
     /// What a failure of the sources in `asked` does, in words (for
     /// `check-config` and `policy explain`).
     pub fn failure_summary(&self, asked: &[SourceKind]) -> String {
-        let tolerated: Vec<&str> = asked
+        // Several `[[ldap]]` directories are one kind.
+        let mut kinds: Vec<SourceKind> = Vec::with_capacity(asked.len());
+        for k in asked {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        let tolerated: Vec<&str> = kinds
             .iter()
             .filter(|k| self.tolerate.contains(k))
             .map(|k| k.as_str())
             .collect();
-        let deciding = asked.len() - tolerated.len();
+        let deciding = kinds.len() - tolerated.len();
         match (tolerated.is_empty(), deciding) {
             (true, _) => "a failing source decides (lookup error)".to_owned(),
             (false, 0) => format!("failures tolerated: {}", tolerated.join(", ")),

@@ -367,7 +367,15 @@ fn trust_orders_directories_and_min_trust_filters_them() {
 /// `autoencrypt-milter lookup` with `dirs` configured, its exit status and
 /// output.
 fn lookup_cli(dir: &Path, dirs: &[LdapConfig], addr: &str) -> (i32, String) {
-    let mut text = String::from(
+    cli(dir, dirs, &["lookup", addr])
+}
+
+/// The binary with `dirs` configured and `args`: exit status, output.
+fn cli(dir: &Path, dirs: &[LdapConfig], args: &[&str]) -> (i32, String) {
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    let mut text = format!("policy_dir = {:?}\n", pol.display().to_string());
+    text.push_str(
         "[wkd]\nenabled = false\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
     );
     for d in dirs {
@@ -385,8 +393,7 @@ fn lookup_cli(dir: &Path, dirs: &[LdapConfig], addr: &str) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
         .arg("--config")
         .arg(&cfg)
-        .arg("lookup")
-        .arg(addr)
+        .args(args)
         .output()
         .unwrap();
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -428,6 +435,26 @@ fn lookup_reports_what_the_directory_returned_and_why_each_key_was_used_or_not()
         bind_password_file: Some(env.wrong_password_file()),
         ..plain(&env)
     }];
+    // policy explain: the same trace, and what the rule makes of it.
+    let (code, out) = cli(
+        tmp.path(),
+        &dirs,
+        &["policy", "explain", "--to", &env.user("expired").address],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("entry uid=expired,ou=people,dc=autoencrypt,dc=test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("vouched for by the operator's LDAP directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused: ldap://") && out.contains("expired (notAfter"),
+        "{out}"
+    );
+
     let (code, out) = lookup_cli(tmp.path(), &wrong, &env.user("one").address);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("invalidCredentials (49)"), "{out}");

@@ -164,8 +164,15 @@ async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
         .iter()
         .map(|s| s.kind())
         .collect();
-    // Several `[[ldap]]` directories are one kind, asked in one chain.
-    kinds.dedup();
+    // Several `[[ldap]]` directories are one kind, asked in one chain (as
+    // the milter asks them: a later one only when the earlier had
+    // nothing), whatever their trust.
+    let mut seen = Vec::with_capacity(kinds.len());
+    kinds.retain(|k| {
+        let first = !seen.contains(k);
+        seen.push(*k);
+        first
+    });
     for kind in kinds {
         let only = KeyChoice {
             sources: Some(vec![kind]),

@@ -317,7 +317,10 @@ fn classify<K>(o: KeyOutcome<K>, settings: &Settings) -> (Class<K>, String) {
                 let n = usable.len();
                 (
                     Class::Usable(usable),
-                    format!("{n} usable key(s) ({security:?}){refused}"),
+                    format!(
+                        "{n} usable key(s), vouched for by {}{refused}",
+                        security.vouched_by()
+                    ),
                 )
             }
         }
