@@ -55,7 +55,8 @@ fn entry(ber: &[u8]) {
     for method in Method::ALL {
         for k in e.keys(method, &attrs, "ldap://x", p) {
             assert_eq!(k.method, method);
-            assert!(k.origin.contains(&e.dn));
+            assert!(k.origin.contains(&e.shown_dn()));
+            assert!(!k.origin.contains(|c: char| c.is_control()));
         }
     }
     let bytes: usize = e

@@ -45,10 +45,7 @@ impl DirEntry {
 
     /// The DN for logs and `lookup`: control characters shown as `?`.
     pub fn shown_dn(&self) -> String {
-        self.dn
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
+        shown(&self.dn)
     }
 
     /// The values of the attributes named in `names`, each with the name
@@ -100,6 +97,7 @@ impl DirEntry {
         let mut out = Vec::new();
         for (n, (attr, value)) in self.values(names).enumerate() {
             let dn = self.shown_dn();
+            let attr = shown(attr);
             let origin = |k: Option<usize>| match k {
                 Some(k) => format!("{url} {dn} {attr} #{} (certificate {k})", n + 1),
                 None => format!("{url} {dn} {attr} #{}", n + 1),
@@ -127,6 +125,13 @@ impl DirEntry {
         }
         out
     }
+}
+
+/// `text` for logs and `lookup`: control characters shown as `?`.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Whether attribute description `have` (as the server wrote it) is the
