@@ -319,6 +319,23 @@ fn directory_keys_through_postfix() {
         "{}",
         pf.postqueue()
     );
+
+    // The directory's lookups are counted under source "ldap" (one search
+    // serves both methods: the second is a cache hit).
+    let text = m.metrics.render();
+    for needle in [
+        "autoencrypt_key_lookups_total{source=\"ldap\",record=\"smimea\",result=\"found\"}",
+        "autoencrypt_key_lookups_total{source=\"ldap\",record=\"openpgpkey\",result=\"cache_hit\"}",
+        "autoencrypt_key_lookups_total{source=\"ldap\",record=\"smimea\",result=\"not_found\"}",
+        "autoencrypt_key_lookups_total{source=\"ldap\",record=\"smimea\",result=\"failed\"}",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in:\n{text}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value >= 1.0, "{line}");
+    }
 }
 
 // ---------------------------------------------------------------------------
