@@ -461,3 +461,36 @@ fn lookup_reports_what_the_directory_returned_and_why_each_key_was_used_or_not()
     let bad_pw = std::fs::read_to_string(env.wrong_password_file()).unwrap();
     assert!(!out.contains(bad_pw.trim()), "{out}");
 }
+
+#[test]
+fn check_config_shows_each_directory_and_warns_of_a_world_readable_password() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("ldap.pw");
+    std::fs::write(&pw, "s3cret-for-check-config\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dir = LdapConfig {
+        url: "ldap://127.0.0.1:1".to_owned(),
+        domains: vec!["example.org".to_owned()],
+        base: "dc=example,dc=org".to_owned(),
+        bind_dn: "cn=milter,dc=example,dc=org".to_owned(),
+        bind_password_file: Some(pw.clone()),
+        ..LdapConfig::default()
+    };
+    let (code, out) = cli(tmp.path(), std::slice::from_ref(&dir), &["check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ldap[0] = ldap://127.0.0.1:1 for [example.org], trust operator, simple bind as \"cn=milter,dc=example,dc=org\""),
+        "{out}"
+    );
+    assert!(!out.contains("warning:"), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = cli(tmp.path(), &[dir], &["check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: ldap[0].bind_password_file")
+            && out.contains("readable by every user"),
+        "{out}"
+    );
+}

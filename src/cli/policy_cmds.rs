@@ -139,6 +139,18 @@ pub fn check_config(config: &Path) -> ExitCode {
     {
         warnings.push(format!("keys.directory {} is not a directory", d.display()));
     }
+    for (i, d) in cfg.ldap.iter().enumerate() {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Some(f) = &d.bind_password_file
+            && let Ok(meta) = std::fs::metadata(f)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            warnings.push(format!(
+                "ldap[{i}].bind_password_file {} is readable by every user (chmod o-r)",
+                f.display()
+            ));
+        }
+    }
     let configured = crate::keys::configured_sources(cfg);
     for r in policy.rules() {
         // Written out, but naming a configured source the rule does not
