@@ -131,6 +131,14 @@ enum Case {
     Busy,
     /// No entry matched.
     Empty,
+    /// Never answers anything, the bind included.
+    Mute,
+    /// Answers every bind `busy` (51): the server, not the credentials.
+    BusyBind,
+    /// An entry with 80 different values in the certificate attributes.
+    ManyKeys,
+    /// An entry without any key attribute.
+    NoKeyEntry,
     /// Refuses every bind: invalidCredentials (49).
     RefuseBind,
     /// Answers the bind (or StartTLS) with a diagnostic message that is
@@ -142,6 +150,9 @@ const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICAT
 
 fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
     while let Some((id, op)) = read_request(s) {
+        if matches!(case, Case::Mute) {
+            continue;
+        }
         match op {
             0x42 => return, // unbind
             0x63 => {}      // search
@@ -156,10 +167,10 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
                 continue;
             }
             _ => {
-                let rc = if matches!(case, Case::RefuseBind) {
-                    49
-                } else {
-                    0
+                let rc = match case {
+                    Case::RefuseBind => 49,
+                    Case::BusyBind => 51,
+                    _ => 0,
                 };
                 let _ = s.write_all(&message(id, result(0x61, rc)));
                 continue;
@@ -230,7 +241,29 @@ fn serve(case: Case, s: &mut TcpStream, searches: &AtomicUsize) {
             Case::Busy => {
                 let _ = s.write_all(&message(id, result(0x65, 51)));
             }
-            Case::Empty | Case::RefuseBind | Case::MalformedBind => {
+            Case::ManyKeys => {
+                let a: Vec<Vec<u8>> = (0..40)
+                    .map(|i| format!("junk-a-{i}").into_bytes())
+                    .collect();
+                let b: Vec<Vec<u8>> = (0..40)
+                    .map(|i| format!("junk-b-{i}").into_bytes())
+                    .collect();
+                let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+                let b: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+                let e = entry(
+                    "cn=a,dc=test",
+                    &[("userCertificate;binary", &a), ("userSMIMECertificate", &b)],
+                );
+                let _ = s.write_all(&message(id, e));
+                let _ = s.write_all(&done);
+            }
+            Case::NoKeyEntry => {
+                let e = entry("cn=a,dc=test", &[("mail", &[b"a@example.org"])]);
+                let _ = s.write_all(&message(id, e));
+                let _ = s.write_all(&done);
+            }
+            Case::Mute => {}
+            Case::Empty | Case::RefuseBind | Case::BusyBind | Case::MalformedBind => {
                 let _ = s.write_all(&done);
             }
         }
@@ -483,4 +516,77 @@ fn a_malformed_bind_or_starttls_answer_is_a_failure_not_a_panic() {
         assert!(why.contains("127.0.0.1"), "starttls {starttls}: {why}");
         assert!(took < Duration::from_millis(TIMEOUT_MS * 3), "{took:?}");
     }
+}
+
+fn with_bind(dir: &std::path::Path) -> impl FnOnce(&mut LdapConfig) {
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    move |c: &mut LdapConfig| {
+        c.bind_dn = "cn=milter,dc=test".to_owned();
+        c.bind_password_file = Some(pw);
+    }
+}
+
+#[test]
+fn a_lookup_given_up_on_still_leaves_the_directory_down() {
+    let rt = runtime();
+    let h = start(Case::Mute);
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(h.port, with_bind(dir.path()));
+    // The RCPT is gone (client left, deadline) before the bind times out.
+    let addr = Address::parse("a@example.org").unwrap();
+    let gone = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), src.lookup(&addr, Method::Smime)).await
+    });
+    assert!(gone.is_err(), "answered: {gone:?}");
+    // The connect task ran on to its timeout and recorded it.
+    std::thread::sleep(Duration::from_millis(TIMEOUT_MS + 300));
+    let other = Address::parse("b@example.org").unwrap();
+    let t = Instant::now();
+    let l = rt.block_on(src.lookup(&other, Method::Smime));
+    assert!(failure(&l).to_string().contains("not retried"), "{l:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_busy_server_is_left_alone_briefly_not_like_a_refused_password() {
+    let rt = runtime();
+    let h = start(Case::BusyBind);
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(h.port, with_bind(dir.path()));
+    let (l, _) = ask(&rt, &src);
+    assert!(failure(&l).to_string().contains("busy (51)"), "{l:?}");
+    let other = Address::parse("b@example.org").unwrap();
+    let l = rt.block_on(src.lookup(&other, Method::Smime));
+    let why = failure(&l).to_string();
+    assert!(why.contains("not retried for 10 s"), "{why}");
+}
+
+#[test]
+fn more_keys_than_a_person_has_is_a_failure() {
+    let rt = runtime();
+    let h = start(Case::ManyKeys);
+    let (l, _) = ask(&rt, &source(h.port, |_| {}));
+    let why = failure(&l).to_string();
+    assert!(why.contains("more than 64 smime keys"), "{why}");
+}
+
+#[test]
+fn an_entry_without_keys_is_kept_only_as_long_as_no_entry() {
+    let rt = runtime();
+    let h = start(Case::NoKeyEntry);
+    let src = source(h.port, |c| {
+        c.cache_ttl_secs = 300;
+        c.negative_ttl_secs = 0;
+    });
+    for _ in 0..2 {
+        let (l, _) = ask(&rt, &src);
+        assert!(matches!(l, Lookup::NotFound), "{l:?}");
+    }
+    assert_eq!(h.searches.load(Ordering::SeqCst), 2);
 }

@@ -482,7 +482,7 @@ fn action_line<K>(d: &RecipientDecision<K>) -> String {
 /// One `[[ldap]]` directory on one line for `check-config`: where, for
 /// which domains, how it binds (never the password), what it asks.
 fn ldap_line(i: usize, d: &crate::config::LdapConfig) -> String {
-    let bind = if !d.bind_dn.is_empty() {
+    let bind = if !d.bind_dn.trim().is_empty() {
         format!("simple bind as {:?}", d.bind_dn)
     } else if d.sasl_external {
         "SASL EXTERNAL".to_owned()

@@ -233,6 +233,20 @@ pub(super) fn validate(
         )?;
         range("connections", dir.connections as u64, 1, 64)?;
         range("cache_ttl_secs", dir.cache_ttl_secs, 0, 86_400)?;
+        // One connection attempt (connect, bind, search) must fit in the
+        // key service's deadline for the whole chain, or a slow directory
+        // could only ever time out there.
+        let attempt = dir.connect_timeout_ms + 2 * dir.timeout_ms;
+        let deadline = crate::keys::SOURCE_DEADLINE.as_millis();
+        if u128::from(attempt) > deadline {
+            return Err(bad(
+                "timeout_ms",
+                format!(
+                    "connect_timeout_ms + 2 × timeout_ms is {attempt} ms, more than the {deadline} ms \
+                     a lookup may take"
+                ),
+            ));
+        }
         range("negative_ttl_secs", dir.negative_ttl_secs, 0, 86_400)?;
         if dir.domains.is_empty() {
             return Err(bad(
@@ -271,6 +285,17 @@ pub(super) fn validate(
             ));
         }
         let tls = scheme == LdapScheme::Ldaps || dir.starttls;
+        if tls && host.starts_with('[') {
+            // ldap3 hands the TLS library the host with its brackets, which
+            // no certificate names: it could never verify.
+            return Err(bad(
+                "url",
+                format!(
+                    "{}: TLS to an IPv6 literal cannot be verified here; use a host name",
+                    dir.url
+                ),
+            ));
+        }
         if dir.starttls && scheme != LdapScheme::Ldap {
             return Err(bad(
                 "starttls",
@@ -473,6 +498,21 @@ mod tests {
                     ..good()
                 },
                 "url",
+            ),
+            (
+                LdapConfig {
+                    url: "ldaps://[2001:db8::1]:636".into(),
+                    ..good()
+                },
+                "url",
+            ),
+            (
+                LdapConfig {
+                    connect_timeout_ms: 10_000,
+                    timeout_ms: 8_000,
+                    ..good()
+                },
+                "timeout_ms",
             ),
             (
                 LdapConfig {

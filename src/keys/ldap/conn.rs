@@ -51,19 +51,43 @@ impl Broken {
     }
 }
 
+/// Why a connection could not be opened, and whether the directory
+/// refused the bind's credentials (not worth trying again soon: Active
+/// Directory counts failed binds towards locking the account).
+#[derive(Debug)]
+pub struct ConnectFailure {
+    /// The failure.
+    pub reason: FailReason,
+    /// The bind was refused for the credentials or how they were sent
+    /// (invalidCredentials, inappropriateAuthentication,
+    /// insufficientAccessRights, authMethodNotSupported,
+    /// strongerAuthRequired, confidentialityRequired).
+    pub refused_bind: bool,
+}
+
+impl From<FailReason> for ConnectFailure {
+    fn from(reason: FailReason) -> Self {
+        ConnectFailure {
+            reason,
+            refused_bind: false,
+        }
+    }
+}
+
 /// Opens, secures and binds one connection, within the connect and
 /// operation timeouts, in a task of its own.
-pub async fn connect(s: Arc<LdapSettings>) -> Result<Ldap, FailReason> {
+pub async fn connect(s: Arc<LdapSettings>) -> Result<Ldap, ConnectFailure> {
     let url = s.url.clone();
     match tokio::spawn(connect_inner(s)).await {
         Ok(r) => r,
         Err(e) => Err(FailReason::BadAnswer(format!(
             "{url}: unreadable answer while connecting ({e})"
-        ))),
+        ))
+        .into()),
     }
 }
 
-async fn connect_inner(s: Arc<LdapSettings>) -> Result<Ldap, FailReason> {
+async fn connect_inner(s: Arc<LdapSettings>) -> Result<Ldap, ConnectFailure> {
     let mut conn_settings = LdapConnSettings::new()
         .set_conn_timeout(s.connect_timeout)
         .set_starttls(s.starttls);
@@ -76,8 +100,8 @@ async fn connect_inner(s: Arc<LdapSettings>) -> Result<Ldap, FailReason> {
     )
     .await;
     let (conn, mut ldap) = match opened {
-        Err(_) | Ok(Err(LdapError::Timeout { .. })) => return Err(FailReason::Timeout),
-        Ok(Err(e)) => return Err(FailReason::Network(format!("{}: {e}", s.url))),
+        Err(_) | Ok(Err(LdapError::Timeout { .. })) => return Err(FailReason::Timeout.into()),
+        Ok(Err(e)) => return Err(FailReason::Network(format!("{}: {e}", s.url)).into()),
         Ok(Ok(pair)) => pair,
     };
     let url = s.url.clone();
@@ -101,22 +125,19 @@ async fn connect_inner(s: Arc<LdapSettings>) -> Result<Ldap, FailReason> {
         }
     };
     match bound {
-        Err(_) | Ok(Err(LdapError::Timeout { .. })) => Err(FailReason::Timeout),
-        Ok(Err(e)) => Err(FailReason::Network(format!("{}: {e}", s.url))),
+        Err(_) | Ok(Err(LdapError::Timeout { .. })) => Err(FailReason::Timeout.into()),
+        Ok(Err(e)) => Err(FailReason::Network(format!("{}: {e}", s.url)).into()),
         Ok(Ok(result)) if result.rc == 0 => Ok(ldap),
-        Ok(Ok(result)) => Err(FailReason::BadAnswer(format!(
-            "{}: bind {} refused: {}",
-            s.url,
-            s.bind.describe(),
-            result_text(result.rc, &result.text)
-        ))),
+        Ok(Ok(result)) => Err(ConnectFailure {
+            reason: FailReason::BadAnswer(format!(
+                "{}: bind {} refused: {}",
+                s.url,
+                s.bind.describe(),
+                result_text(result.rc, &result.text)
+            )),
+            refused_bind: matches!(result.rc, 7 | 8 | 13 | 48 | 49 | 50),
+        }),
     }
-}
-
-/// Whether a connection failure is a refused bind (the credentials, not
-/// the network).
-pub fn is_refused_bind(why: &FailReason) -> bool {
-    matches!(why, FailReason::BadAnswer(s) if s.contains(": bind ") && s.contains(" refused: "))
 }
 
 /// One search on `ldap` for `filter`, bounded in time, entries and

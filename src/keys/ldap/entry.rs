@@ -4,9 +4,9 @@
 //! addresses in its attributes. Attribute names compare without case and
 //! without options (`userCertificate` is `userCertificate;binary`), as
 //! servers differ in which they return. Only the attributes asked for
-//! are kept, each with at most [`MAX_VALUES`] values: an entry with more
-//! is unreadable (a failure), so that no entry can make a lookup parse
-//! without end.
+//! are kept, each (by name, however often the server repeats it) with at
+//! most [`MAX_VALUES`] values: an entry with more is unreadable (a
+//! failure), so that no entry can make a lookup work without end.
 
 use ldap3::asn1::{PL, StructureTag};
 use openssl::pkcs7::Pkcs7;
@@ -127,11 +127,21 @@ impl DirEntry {
     }
 }
 
-/// `text` for logs and `lookup`: control characters shown as `?`.
+/// Most characters of a DN or attribute name shown in an origin.
+const SHOWN_CHARS: usize = 256;
+
+/// `text` for logs and `lookup`: control characters shown as `?`, at
+/// most [`SHOWN_CHARS`] of them.
 fn shown(text: &str) -> String {
-    text.chars()
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
         .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Whether attribute description `have` (as the server wrote it) is the
@@ -150,7 +160,15 @@ fn certificates_in_bag(value: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
     let bag = Pkcs7::from_der(value).ok()?;
     let certs = bag.signed()?.certificates()?;
-    Some(certs.iter().filter_map(|c| c.to_der().ok()).collect())
+    // More than a person has is refused by the source; one past the bound
+    // is enough to tell.
+    Some(
+        certs
+            .iter()
+            .take(MAX_VALUES + 1)
+            .filter_map(|c| c.to_der().ok())
+            .collect(),
+    )
 }
 
 /// A search result entry (application tag 4: the DN, then a sequence of
@@ -175,7 +193,7 @@ pub fn parse_entry(tag: StructureTag, wanted: &[String]) -> Result<DirEntry, &'s
     let PL::C(list) = attrs.payload else {
         return Err("attributes are not a sequence");
     };
-    let mut attributes = Vec::with_capacity(list.len());
+    let mut attributes: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
     for a in list {
         let PL::C(mut pair) = a.payload else {
             return Err("attribute is not a sequence");
@@ -195,7 +213,12 @@ pub fn parse_entry(tag: StructureTag, wanted: &[String]) -> Result<DirEntry, &'s
         let PL::C(vals) = vals.payload else {
             return Err("values are not a set");
         };
-        if vals.len() > MAX_VALUES {
+        let already: usize = attributes
+            .iter()
+            .filter(|(n, _)| same_attribute(n, &name))
+            .map(|(_, v)| v.len())
+            .sum();
+        if already + vals.len() > MAX_VALUES {
             return Err("an attribute has more values than a person has keys or addresses");
         }
         let mut values = Vec::with_capacity(vals.len());
@@ -329,6 +352,10 @@ mod tests {
         assert!(e.is_err());
         let fine = parse_entry(entry("cn=a", &[("mail", &many[..MAX_VALUES])]), &all()).unwrap();
         assert_eq!(fine.addresses(&all()).len(), 1);
+        // The same attribute sent twice counts once, as one attribute.
+        let half: Vec<&[u8]> = vec![b"a@x.test"; MAX_VALUES / 2 + 1];
+        let twice = entry("cn=a", &[("mail", &half), ("MAIL", &half)]);
+        assert!(parse_entry(twice, &all()).is_err());
         // Not asked for: not even counted.
         parse_entry(entry("cn=a", &[("member", &many)]), &all()).unwrap();
     }

@@ -26,6 +26,8 @@ pub use filter::{FilterTemplate, escape};
 pub use settings::{LdapSettings, LdapSetupError};
 
 use std::sync::Arc;
+
+use sha2::Digest as _;
 use std::time::{Duration, SystemTime};
 
 use crate::address::Address;
@@ -42,6 +44,11 @@ use pool::Pool;
 /// that is down is not asked again by every RCPT, short enough that mail
 /// flows soon after it is back.
 pub const FAILURE_TTL: Duration = Duration::from_secs(15);
+
+/// Most keys of one method one search may give (certificates in PKCS#7
+/// bags included): more than any person or shared mailbox has, and a
+/// bound on the work of reading an answer.
+pub const MAX_KEYS: usize = 64;
 
 /// Bytes of entries one directory's cache holds at most.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -142,7 +149,13 @@ impl LdapSource {
                         // Parsing every key is CPU work: off the runtime.
                         let (s, a) = (Arc::clone(&self.settings), addr.clone());
                         match tokio::task::spawn_blocking(move || read(&s, &a, entries)).await {
-                            Ok(r) => (Answer::Entries(Arc::new(r)), self.settings.cache_ttl),
+                            // An entry without a key is "no key" like no
+                            // entry, and kept as long.
+                            Ok(Ok(r)) if r.smime.is_empty() && r.openpgp.is_empty() => {
+                                (Answer::Entries(Arc::new(r)), self.settings.negative_ttl)
+                            }
+                            Ok(Ok(r)) => (Answer::Entries(Arc::new(r)), self.settings.cache_ttl),
+                            Ok(Err(why)) => (Answer::Failed(why), FAILURE_TTL),
                             Err(e) => (
                                 Answer::Failed(FailReason::BadAnswer(format!(
                                     "{}: reading the entries failed: {e}",
@@ -239,7 +252,7 @@ impl LdapSource {
 /// several entries no key is bound so: an entry that merely claims the
 /// address (a user adding it to their own entry) must not make its
 /// owner's key a recipient of mail to it.
-fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Read {
+fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Result<Read, FailReason> {
     let provenance = Provenance {
         source: SourceKind::Ldap,
         security: Security::Directory,
@@ -247,6 +260,7 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Read {
         fetched: SystemTime::now(),
     };
     let single = entries.len() == 1;
+    let mut seen = std::collections::HashSet::new();
     let mut out = Read {
         entries: Vec::with_capacity(entries.len()),
         smime: Vec::new(),
@@ -266,11 +280,18 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Read {
                 Method::OpenPgp => &mut out.openpgp,
             };
             for mut k in e.keys(method, names, &s.url, provenance) {
-                counts[i] += 1;
-                if list.iter().any(|have| have.data == k.data) {
+                let digest: [u8; 32] = sha2::Sha256::digest(&k.data).into();
+                if !seen.insert((method, digest)) {
                     // The same key in two attributes (userCertificate and
                     // userSMIMECertificate): one recipient.
                     continue;
+                }
+                counts[i] += 1;
+                if list.len() >= MAX_KEYS {
+                    return Err(FailReason::BadAnswer(format!(
+                        "{}: more than {MAX_KEYS} {method} keys for {addr}",
+                        s.url
+                    )));
                 }
                 if single && listed {
                     let named = crate::backend::key_addresses(method, &k.data);
@@ -293,7 +314,7 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Read {
             openpgp: counts[1],
         });
     }
-    out
+    Ok(out)
 }
 
 impl KeySource for LdapSource {

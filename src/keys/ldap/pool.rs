@@ -5,22 +5,27 @@
 //! one) is tried once more on a new one; a timeout or a useless answer
 //! is the answer.
 //!
-//! A directory that cannot be connected or bound to is left alone for
-//! [`DOWN_FOR`] ([`BIND_REFUSED_FOR`] when it refused the bind): searches
-//! use a connection still open, or fail at once instead of queueing
-//! behind connect timeouts, and only one search probes when the time is
-//! up — so a wrong password is not tried again and again (Active
-//! Directory locks an account after a few failed binds; a reload, with
-//! the password fixed, starts afresh).
+//! A directory that cannot be connected to is left alone for
+//! [`DOWN_FOR`] ([`BIND_REFUSED_FOR`] when it refused the bind's
+//! credentials): searches use a connection still open, or fail at once
+//! instead of queueing behind connect timeouts, and only one search
+//! probes when the time is up — so a wrong password is not tried again
+//! and again (Active Directory locks an account after a few failed
+//! binds; a reload, with the password fixed, starts afresh).
+//!
+//! Connecting and searching run as tasks that record their own outcome
+//! (the connection in its slot, the directory down, a stuck connection
+//! dropped): the lookup that started them may be gone by then — the SMTP
+//! client left, the key service's deadline passed — and what they learnt
+//! must not be lost with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope};
-use tokio::sync::Mutex;
 
-use super::conn::{self, Broken};
+use super::conn::{self, Broken, ConnectFailure};
 use super::entry::DirEntry;
 use super::settings::LdapSettings;
 use crate::keys::FailReason;
@@ -28,120 +33,196 @@ use crate::keys::FailReason;
 /// How long a directory that could not be connected to is left alone.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
 
-/// How long a directory that refused the bind is left alone.
+/// How long a directory that refused the bind's credentials is left
+/// alone.
 pub const BIND_REFUSED_FOR: Duration = Duration::from_secs(300);
-
-/// One slot: a live connection and its generation (so that a failure
-/// seen on an old connection does not close its replacement).
-type Slot = Mutex<Option<(u64, Ldap)>>;
 
 /// The last failure to connect, and until when no new connection is
 /// tried.
 struct Down {
     until: Instant,
     why: FailReason,
+    refused_bind: bool,
+}
+
+/// What the tasks share: the live connections and the down state.
+struct Shared {
+    settings: Arc<LdapSettings>,
+    /// Each slot's live connection and its generation (so that a failure
+    /// seen on an old connection does not drop its replacement).
+    live: std::sync::Mutex<Vec<Option<(u64, Ldap)>>>,
+    generation: AtomicU64,
+    down: std::sync::Mutex<Option<Down>>,
 }
 
 /// The connections to one directory.
 pub struct Pool {
-    settings: Arc<LdapSettings>,
-    slots: Vec<Slot>,
+    shared: Arc<Shared>,
+    /// Held while a slot connects, so that concurrent searches wait for
+    /// one connection instead of opening one each.
+    connecting: Vec<tokio::sync::Mutex<()>>,
     next: AtomicUsize,
-    generation: AtomicU64,
-    down: std::sync::Mutex<Option<Down>>,
 }
 
 /// A search's entries, or why there are none.
 pub type Searched = Result<Vec<DirEntry>, FailReason>;
 
+/// A connection to search on: its slot, generation, handle, and whether
+/// it was open before this search.
+type Handle = (usize, u64, Ldap, bool);
+
 impl Pool {
     /// No connection yet: the first search opens one.
     pub fn new(settings: Arc<LdapSettings>) -> Self {
-        let slots = (0..settings.connections)
-            .map(|_| Mutex::new(None))
-            .collect();
+        let n = settings.connections.max(1);
         Pool {
-            settings,
-            slots,
+            shared: Arc::new(Shared {
+                settings,
+                live: std::sync::Mutex::new(vec![None; n]),
+                generation: AtomicU64::new(0),
+                down: std::sync::Mutex::new(None),
+            }),
+            connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             next: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
-            down: std::sync::Mutex::new(None),
         }
     }
 
     /// The entries `filter` matches under the configured base.
     pub async fn search(&self, filter: &str) -> Searched {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.connecting.len();
         let (slot, generation, ldap, reused) = self.handle(slot).await?;
-        let first = conn::search(Arc::clone(&self.settings), ldap, filter.to_owned()).await;
-        match first {
-            Ok(entries) => Ok(entries),
-            Err(Broken::Answer(why)) => Err(why),
-            Err(Broken::Stuck(why)) => {
-                self.discard(slot, generation).await;
-                Err(why)
-            }
-            Err(Broken::Closed(why)) => {
-                self.discard(slot, generation).await;
-                if !reused {
-                    return Err(why);
-                }
+        match self.search_on(slot, generation, ldap, filter).await {
+            Err(Broken::Closed(_)) if reused => {
+                // An idle connection the server (or a firewall) closed:
+                // one more try on a fresh one.
                 let (slot, generation, ldap, _) = self.handle(slot).await?;
-                let again = conn::search(Arc::clone(&self.settings), ldap, filter.to_owned()).await;
-                match again {
-                    Ok(entries) => Ok(entries),
-                    Err(Broken::Answer(why)) => Err(why),
-                    Err(b) => {
-                        self.discard(slot, generation).await;
-                        Err(b.reason())
-                    }
-                }
+                self.search_on(slot, generation, ldap, filter)
+                    .await
+                    .map_err(Broken::reason)
             }
+            other => other.map_err(Broken::reason),
+        }
+    }
+
+    /// One search as a task of its own, which drops a broken or stuck
+    /// connection from its slot whether or not anyone still waits.
+    async fn search_on(
+        &self,
+        slot: usize,
+        generation: u64,
+        ldap: Ldap,
+        filter: &str,
+    ) -> Result<Vec<DirEntry>, Broken> {
+        let shared = Arc::clone(&self.shared);
+        let filter = filter.to_owned();
+        let task = tokio::spawn(async move {
+            let r = conn::search(Arc::clone(&shared.settings), ldap, filter).await;
+            if matches!(r, Err(Broken::Closed(_) | Broken::Stuck(_))) {
+                shared.discard(slot, generation);
+            }
+            r
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(Broken::Stuck(FailReason::BadAnswer(format!(
+                "{}: the search ended: {e}",
+                self.shared.settings.url
+            )))),
         }
     }
 
     /// A live connection — `slot`'s, or while the directory is down any
-    /// other slot's — with its slot, generation and whether it was open
-    /// already; connecting and binding when there is none. The slot stays
-    /// locked while it connects, so concurrent searches wait for one
-    /// connection instead of opening one each.
-    async fn handle(&self, slot: usize) -> Result<(usize, u64, Ldap, bool), FailReason> {
-        let Some(cell) = self.slots.get(slot) else {
+    /// other slot's — connecting and binding when there is none.
+    async fn handle(&self, slot: usize) -> Result<Handle, FailReason> {
+        if let Some(h) = self.shared.live_at(slot) {
+            return Ok(h);
+        }
+        let Some(gate) = self.connecting.get(slot) else {
             return Err(FailReason::Network("no connection slot".to_owned()));
         };
-        let mut held = cell.lock().await;
-        if let Some((generation, ldap)) = held.as_mut()
-            && !ldap.is_closed()
-        {
-            return Ok((slot, *generation, ldap.clone(), true));
+        let _connecting = gate.lock().await;
+        // Another search may have connected it while this one waited.
+        if let Some(h) = self.shared.live_at(slot) {
+            return Ok(h);
         }
-        *held = None;
-        if let Some(why) = self.still_down() {
-            drop(held);
-            return self.any_live().ok_or(why);
+        if let Some(why) = self.shared.still_down() {
+            return self.shared.any_live().ok_or(why);
         }
-        match conn::connect(Arc::clone(&self.settings)).await {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            let r = conn::connect(Arc::clone(&shared.settings)).await;
+            shared.connected(slot, r)
+        });
+        match task.await {
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(why)) => self.shared.any_live().ok_or(why),
+            Err(e) => Err(FailReason::BadAnswer(format!(
+                "{}: connecting ended: {e}",
+                self.shared.settings.url
+            ))),
+        }
+    }
+}
+
+impl Shared {
+    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Option<(u64, Ldap)>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `slot`'s connection, when it is open.
+    fn live_at(&self, slot: usize) -> Option<Handle> {
+        let mut live = self.live();
+        let (generation, ldap) = live.get_mut(slot)?.as_mut()?;
+        (!ldap.is_closed()).then(|| (slot, *generation, ldap.clone(), true))
+    }
+
+    /// An open connection of any slot.
+    fn any_live(&self) -> Option<Handle> {
+        let mut live = self.live();
+        live.iter_mut().enumerate().find_map(|(i, held)| {
+            let (generation, ldap) = held.as_mut()?;
+            (!ldap.is_closed()).then(|| (i, *generation, ldap.clone(), true))
+        })
+    }
+
+    /// Records a connection attempt's outcome: the new connection in
+    /// `slot`, or the directory down.
+    fn connected(
+        &self,
+        slot: usize,
+        r: Result<Ldap, ConnectFailure>,
+    ) -> Result<Handle, FailReason> {
+        match r {
             Ok(ldap) => {
-                self.set_down(None);
+                *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-                *held = Some((generation, ldap.clone()));
+                if let Some(held) = self.live().get_mut(slot) {
+                    *held = Some((generation, ldap.clone()));
+                }
                 Ok((slot, generation, ldap, false))
             }
-            Err(why) => {
-                self.set_down(Some(why.clone()));
-                drop(held);
-                self.any_live().ok_or(why)
+            Err(f) => {
+                let hold = if f.refused_bind {
+                    BIND_REFUSED_FOR
+                } else {
+                    DOWN_FOR
+                };
+                *self.down.lock().unwrap_or_else(|p| p.into_inner()) = Some(Down {
+                    until: Instant::now() + hold,
+                    why: f.reason.clone(),
+                    refused_bind: f.refused_bind,
+                });
+                Err(f.reason)
             }
         }
     }
 
-    /// An open connection of any slot not busy connecting.
-    fn any_live(&self) -> Option<(usize, u64, Ldap, bool)> {
-        self.slots.iter().enumerate().find_map(|(i, cell)| {
-            let mut held = cell.try_lock().ok()?;
-            let (generation, ldap) = held.as_mut()?;
-            (!ldap.is_closed()).then(|| (i, *generation, ldap.clone(), true))
-        })
+    fn discard(&self, slot: usize, generation: u64) {
+        if let Some(held) = self.live().get_mut(slot)
+            && held.as_ref().is_some_and(|(g, _)| *g == generation)
+        {
+            *held = None;
+        }
     }
 
     /// Why no connection is tried now. When the time is up, the caller
@@ -155,9 +236,14 @@ impl Pool {
             d.until = now + self.settings.connect_timeout + self.settings.timeout;
             return None;
         }
+        let hold = if d.refused_bind {
+            BIND_REFUSED_FOR
+        } else {
+            DOWN_FOR
+        };
         let note = format!(
             "(not retried for {} s after a failed connection)",
-            hold_for(&d.why).as_secs()
+            hold.as_secs()
         );
         Some(match &d.why {
             FailReason::Timeout => FailReason::Network(format!(
@@ -168,32 +254,6 @@ impl Pool {
             FailReason::BadAnswer(s) => FailReason::BadAnswer(format!("{s} {note}")),
             other => other.clone(),
         })
-    }
-
-    fn set_down(&self, why: Option<FailReason>) {
-        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        *down = why.map(|why| Down {
-            until: Instant::now() + hold_for(&why),
-            why,
-        });
-    }
-
-    async fn discard(&self, slot: usize, generation: u64) {
-        if let Some(cell) = self.slots.get(slot) {
-            let mut held = cell.lock().await;
-            if held.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *held = None;
-            }
-        }
-    }
-}
-
-/// How long a connection failure keeps the directory alone.
-fn hold_for(why: &FailReason) -> Duration {
-    if conn::is_refused_bind(why) {
-        BIND_REFUSED_FOR
-    } else {
-        DOWN_FOR
     }
 }
 
