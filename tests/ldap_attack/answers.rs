@@ -73,6 +73,18 @@ fn references_alone_are_no_entry_and_a_referral_is_a_failure() {
 }
 
 #[test]
+fn endless_references_end_at_the_timeout() {
+    let rt = runtime();
+    let h = server::start(answering(|s, r| {
+        while s.send(&reference(r.id, &["ldap://elsewhere.test/"])) {}
+    }));
+    let t = Instant::now();
+    let o = resolve(&rt, &service(vec![dir(h.port())]), "a@example.org");
+    assert_eq!(failed(&o), "timed out");
+    assert!(t.elapsed() < bound(), "{:?}", t.elapsed());
+}
+
+#[test]
 fn an_answer_finished_under_another_message_id_is_a_timeout_not_a_partial_answer() {
     let rt = runtime();
     let c = cert("a@example.org");
@@ -245,6 +257,33 @@ fn a_late_answer_to_a_timed_out_search_is_not_taken_for_the_next() {
         2,
         "the timed-out connection was not reused"
     );
+}
+
+#[test]
+fn an_answer_ldap3_cannot_read_is_a_failure_and_the_next_connection_works() {
+    let rt = runtime();
+    // Under the search's id: a BindResponse (ldap3's connection task
+    // panics: "unrecognized op id"), or a SearchResultDone whose
+    // diagnostic message is not UTF-8 (it panics reading it).
+    let mut not_utf8 = server::int(0x0a, 0);
+    not_utf8.extend(server::tlv(0x04, b""));
+    not_utf8.extend(server::tlv(0x04, b"\xff\xfe"));
+    for bad in [server::result(0x61, 0), server::tlv(0x65, &not_utf8)] {
+        let h = server::start(answering(move |s, r| {
+            if s.number == 0 {
+                s.send(&message(r.id, bad.clone()));
+            } else {
+                s.send(&done(r.id, 0));
+            }
+        }));
+        let keys = service(vec![dir(h.port())]);
+        let t = Instant::now();
+        let why = failed(&resolve(&rt, &keys, "a@example.org"));
+        assert!(why.contains("127.0.0.1"), "{why}");
+        assert!(t.elapsed() < bound(), "{:?}", t.elapsed());
+        not_found(&resolve(&rt, &keys, "b@example.org"));
+        assert_eq!(h.connections(), 2);
+    }
 }
 
 #[test]

@@ -391,6 +391,47 @@ fn a_wrong_password_is_tried_once_by_concurrent_lookups() {
 }
 
 #[test]
+fn when_down_for_is_over_one_connection_probes_and_lookups_elsewhere_fail_fast() {
+    let h = server::start(|s: &mut Session| {
+        while let Some(r) = s.next() {
+            match (s.number, r.op) {
+                (0, _) => return,
+                (_, BIND) => {
+                    // The probe's bind takes a while: every other lookup
+                    // comes while it runs.
+                    std::thread::sleep(Duration::from_millis(300));
+                    s.send(&bind_response(r.id, 0));
+                }
+                (_, SEARCH) => {
+                    s.send(&done(r.id, 0));
+                }
+                _ => {}
+            }
+        }
+    });
+    let (c, _pw) = with_bind(dir(h.port()));
+    let keys = Arc::new(service(vec![c]));
+    let rt = runtime();
+    failed(&resolve(&rt, &keys, "first@example.org"));
+    std::thread::sleep(Duration::from_millis(10_300));
+    let (outcomes, _) = fifty_at_once(keys);
+    let found = outcomes
+        .iter()
+        .filter(|o| matches!(o, KeyOutcome::NotFound))
+        .count();
+    for o in outcomes
+        .iter()
+        .filter(|o| !matches!(o, KeyOutcome::NotFound))
+    {
+        assert!(failed(o).contains("not retried"), "{o:?}");
+    }
+    // The probe, and the lookups that waited for its slot (about one in
+    // `connections`); the others failed at once. One connection attempt.
+    assert!((1..=13).contains(&found), "{found} found");
+    assert_eq!(h.connections(), 2);
+}
+
+#[test]
 fn after_a_failed_connection_concurrent_lookups_fail_fast_without_connecting() {
     let h = server::start(|s: &mut Session| {
         let _ = s.next();
