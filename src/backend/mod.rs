@@ -223,6 +223,17 @@ pub fn key_addresses(method: Method, data: &[u8]) -> Vec<Address> {
         .collect()
 }
 
+/// One encoding per key, so that the same key stored twice (PEM and DER,
+/// armored and binary) is known as one: a certificate as DER, an OpenPGP
+/// certificate as its binary public form. `None` for bytes that are no
+/// key of `method` (validation then says why).
+pub fn canonical_key(method: Method, data: &[u8]) -> Option<Vec<u8>> {
+    match method {
+        Method::Smime => smime::parse_certificate(data).ok()?.to_der().ok(),
+        Method::OpenPgp => openpgp::binary_public_key(data).ok(),
+    }
+}
+
 /// Lower-level helper shared by backends: the current time as Unix seconds.
 pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {

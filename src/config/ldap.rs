@@ -159,7 +159,7 @@ impl LdapConfig {
             // User information: the host is after it, and a password in
             // it would be printed wherever the URL is.
             return Err(format!(
-                "{url:?}: no user information in the URL (bind_dn and bind_password_file                  say how to bind)"
+                "{url:?}: no user information in the URL (bind_dn and bind_password_file say how to bind)"
             ));
         }
         if scheme != LdapScheme::Ldapi {

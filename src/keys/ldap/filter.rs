@@ -38,6 +38,22 @@ impl FilterTemplate {
     pub fn render(&self, address: &str) -> String {
         self.text.replace(PLACEHOLDER, &escape(address))
     }
+
+    /// The filter matching any of `forms` (spellings of one address):
+    /// the template's filter for each, joined by `|`.
+    pub fn render_any(&self, forms: &[String]) -> String {
+        match forms {
+            [one] => self.render(one),
+            many => {
+                let mut f = String::from("(|");
+                for a in many {
+                    f.push_str(&self.render(a));
+                }
+                f.push(')');
+                f
+            }
+        }
+    }
 }
 
 /// `value` as an RFC 4515 assertion value: `*`, `(`, `)`, `\` and NUL
@@ -120,6 +136,20 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(values[1], b"a\\b@x.org");
         assert_eq!(values[2], b"smtp:a\\b@x.org");
+    }
+
+    #[test]
+    fn both_spellings_of_an_idn_are_asked() {
+        let t = FilterTemplate::parse("(mail={address})").unwrap();
+        let f = t.render_any(&[
+            "a@xn--bcher-kva.test".to_owned(),
+            "a@bücher.test".to_owned(),
+        ]);
+        assert_eq!(
+            f,
+            "(|(mail=a@xn--bcher-kva.test)(mail=a@b\\c3\\bccher.test))"
+        );
+        assert_eq!(shape(&f).0, 2);
     }
 
     #[test]

@@ -137,7 +137,11 @@ impl LdapSource {
     /// The cached or fresh answer for `addr`, whether the cache gave it,
     /// and the filter searched with.
     async fn answer(&self, addr: &Address) -> (Answer, bool, String) {
-        let filter = self.settings.filter.render(&addr.to_string());
+        // A directory may hold an internationalised domain in either
+        // form: both are asked for.
+        let mut forms = vec![addr.to_string()];
+        forms.extend(addr.unicode());
+        let filter = self.settings.filter.render_any(&forms);
         let (answer, cached, _) = self
             .cache
             .get_or_fetch(&filter, || async {
@@ -280,10 +284,14 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Result<Read
                 Method::OpenPgp => &mut out.openpgp,
             };
             for mut k in e.keys(method, names, &s.url, provenance) {
+                // PEM or DER, armored or binary: one key, one recipient.
+                if let Some(one) = crate::backend::canonical_key(method, &k.data) {
+                    k.data = one;
+                }
                 let digest: [u8; 32] = sha2::Sha256::digest(&k.data).into();
                 if !seen.insert((method, digest)) {
                     // The same key in two attributes (userCertificate and
-                    // userSMIMECertificate): one recipient.
+                    // userSMIMECertificate) or two entries: one recipient.
                     continue;
                 }
                 counts[i] += 1;

@@ -58,9 +58,13 @@ struct Shared {
 /// The connections to one directory.
 pub struct Pool {
     shared: Arc<Shared>,
-    /// Held while a slot connects, so that concurrent searches wait for
-    /// one connection instead of opening one each.
-    connecting: Vec<tokio::sync::Mutex<()>>,
+    /// Held while any slot connects, by the task that connects (so that it
+    /// stays held if the lookup that started it is dropped): one
+    /// connection attempt at a time, so concurrent searches wait for it
+    /// instead of opening one each — and a wrong password is sent once,
+    /// not once per slot.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+    slots: usize,
     next: AtomicUsize,
 }
 
@@ -82,14 +86,15 @@ impl Pool {
                 generation: AtomicU64::new(0),
                 down: std::sync::Mutex::new(None),
             }),
-            connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+            slots: n,
             next: AtomicUsize::new(0),
         }
     }
 
     /// The entries `filter` matches under the configured base.
     pub async fn search(&self, filter: &str) -> Searched {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.connecting.len();
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots;
         let (slot, generation, ldap, reused) = self.handle(slot).await?;
         match self.search_on(slot, generation, ldap, filter).await {
             Err(Broken::Closed(_)) if reused => {
@@ -137,10 +142,7 @@ impl Pool {
         if let Some(h) = self.shared.live_at(slot) {
             return Ok(h);
         }
-        let Some(gate) = self.connecting.get(slot) else {
-            return Err(FailReason::Network("no connection slot".to_owned()));
-        };
-        let _connecting = gate.lock().await;
+        let gate = Arc::clone(&self.connecting).lock_owned().await;
         // Another search may have connected it while this one waited.
         if let Some(h) = self.shared.live_at(slot) {
             return Ok(h);
@@ -151,7 +153,9 @@ impl Pool {
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             let r = conn::connect(Arc::clone(&shared.settings)).await;
-            shared.connected(slot, r)
+            let handle = shared.connected(slot, r);
+            drop(gate);
+            handle
         });
         match task.await {
             Ok(Ok(h)) => Ok(h),
