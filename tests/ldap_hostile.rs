@@ -15,7 +15,7 @@
     reason = "tests"
 )]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,80 +29,27 @@ use autoencrypt_milter::{Address, Method};
 const TIMEOUT_MS: u64 = 800;
 
 // ---------------------------------------------------------------------------
-// BER, as much as the cases need.
+// BER: the writer and reader of the attack suite (tests/ldap_attack/).
 
-fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = body.len();
-    if n < 128 {
-        out.push(n as u8);
-    } else {
-        let bytes = n.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn int(tag: u8, v: u32) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let mut skip = bytes.iter().take_while(|b| **b == 0).count().min(3);
-    if bytes[skip] & 0x80 != 0 {
-        skip -= 1;
-    }
-    tlv(tag, &bytes[skip.min(3)..])
-}
-
-fn message(id: u32, op: Vec<u8>) -> Vec<u8> {
-    let mut body = int(0x02, id);
-    body.extend(op);
-    tlv(0x30, &body)
-}
-
-fn result(app_tag: u8, rc: u32) -> Vec<u8> {
-    let mut body = int(0x0a, rc);
-    body.extend(tlv(0x04, b""));
-    body.extend(tlv(0x04, b""));
-    tlv(app_tag, &body)
-}
+#[allow(
+    dead_code,
+    reason = "the attack suite's server module: this file uses its BER helpers only"
+)]
+#[path = "ldap_attack/server.rs"]
+mod server;
+use server::{int, message, result, tlv};
 
 fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
-    let mut list = Vec::new();
-    for (name, values) in attrs {
-        let mut set = Vec::new();
-        for v in *values {
-            set.extend(tlv(0x04, v));
-        }
-        let mut pair = tlv(0x04, name.as_bytes());
-        pair.extend(tlv(0x31, &set));
-        list.extend(tlv(0x30, &pair));
-    }
-    let mut body = tlv(0x04, dn.as_bytes());
-    body.extend(tlv(0x30, &list));
-    tlv(0x64, &body)
+    let owned: Vec<(&str, Vec<Vec<u8>>)> = attrs
+        .iter()
+        .map(|(n, vs)| (*n, vs.iter().map(|v| v.to_vec()).collect()))
+        .collect();
+    server::entry(dn, &owned)
 }
 
 /// Reads one LDAPMessage; its id and operation tag, or `None` at EOF.
 fn read_request(s: &mut TcpStream) -> Option<(u32, u8)> {
-    let mut head = [0u8; 2];
-    s.read_exact(&mut head).ok()?;
-    let len = if head[1] & 0x80 == 0 {
-        usize::from(head[1])
-    } else {
-        let mut n = vec![0u8; usize::from(head[1] & 0x7f)];
-        s.read_exact(&mut n).ok()?;
-        n.iter().fold(0usize, |a, b| a << 8 | usize::from(*b))
-    };
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    // INTEGER id, then the operation.
-    let id_len = usize::from(body[1]);
-    let id = body[2..2 + id_len]
-        .iter()
-        .fold(0u32, |a, b| a << 8 | u32::from(*b));
-    Some((id, body[2 + id_len]))
+    server::read_request(s).map(|r| (r.id, r.op))
 }
 
 // ---------------------------------------------------------------------------
