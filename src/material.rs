@@ -170,6 +170,9 @@ pub enum RejectReason {
         /// The rule's `min_trust`.
         min: TrustLevel,
     },
+    /// The rule pins fingerprints, and this key has none of them.
+    #[error("fingerprint {0} is not one the rule pins")]
+    NotPinned(String),
     /// S/MIME: keyUsage lacks keyEncipherment (RSA) or keyAgreement (EC).
     #[error("key usage does not allow encryption (needs {0})")]
     KeyUsage(&'static str),
@@ -443,6 +446,10 @@ pub struct KeyChoice {
     /// not decide: it is counted and noted, and the next source is asked.
     /// Any other source's failure is the answer.
     pub tolerate: Vec<SourceKind>,
+    /// Fingerprints fixed by the operator (`pin`, canonical upper-case
+    /// hex): when any is set, only keys with one of them are used; a
+    /// source whose keys are all others does not decide.
+    pub pins: Vec<String>,
 }
 
 impl KeyChoice {
@@ -453,6 +460,7 @@ impl KeyChoice {
             sources: None,
             min_trust: TrustLevel::Learned,
             tolerate: Vec::new(),
+            pins: Vec::new(),
         }
     }
 
@@ -578,4 +586,23 @@ impl fmt::Display for Provenance {
             self.age(SystemTime::now()).as_secs()
         )
     }
+}
+
+/// A fingerprint as a `pin` is written — hex, any case, with spaces or
+/// colons between the digits — in its canonical form (upper-case hex):
+/// 40 digits (an OpenPGP v4 fingerprint) or 64 (an OpenPGP v6
+/// fingerprint, or the SHA-256 of an S/MIME certificate, as `lookup` and
+/// the logs show it).
+pub fn canonical_fingerprint(written: &str) -> Result<String, String> {
+    let hex: String = written
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':'))
+        .collect();
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) || !matches!(hex.len(), 40 | 64) {
+        return Err(format!(
+            "{written:?} is not a fingerprint (40 hex digits for OpenPGP v4, 64 for OpenPGP v6 \
+             or the SHA-256 of an S/MIME certificate)"
+        ));
+    }
+    Ok(hex.to_ascii_uppercase())
 }

@@ -234,6 +234,23 @@ pub fn canonical_key(method: Method, data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A key's fingerprint as `Recipient::fingerprint` gives it (SHA-256 of
+/// the certificate, the OpenPGP primary key's), or `None` for bytes that
+/// are no key of `method`: to tell a pinned key before validating it.
+pub fn key_fingerprint(method: Method, data: &[u8]) -> Option<String> {
+    match method {
+        Method::Smime => smime::parse_certificate(data)
+            .ok()
+            .map(|c| smime::fingerprint(&c)),
+        Method::OpenPgp => {
+            use sequoia_openpgp::parse::Parse;
+            sequoia_openpgp::Cert::from_bytes(data)
+                .ok()
+                .map(|c| c.fingerprint().to_hex())
+        }
+    }
+}
+
 /// Lower-level helper shared by backends: the current time as Unix seconds.
 pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {

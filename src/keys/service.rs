@@ -350,6 +350,18 @@ impl KeyService {
                 } if keys.is_empty() || security == Security::Insecure => {
                     fallback.get_or_insert(lookup);
                 }
+                // The rule pins fingerprints and none of these keys has
+                // one: a pinned key beats every source, so a later source
+                // may still have it (these keys are refused if none has).
+                Lookup::Found { ref keys, .. }
+                    if !choice.pins.is_empty()
+                        && !keys.iter().any(|k| {
+                            crate::backend::key_fingerprint(method, &k.data)
+                                .is_some_and(|f| choice.pins.contains(&f))
+                        }) =>
+                {
+                    fallback.get_or_insert(lookup);
+                }
                 Lookup::Failed(ref why) if choice.tolerate.contains(&source.kind()) => {
                     skipped.push(format!("{} failed: {why}", source.kind()));
                 }
@@ -380,8 +392,7 @@ impl KeyService {
                         min: choice.min_trust,
                     }));
                 }
-                let checked = self.validated.validate(backend, k, addr, now);
-                match checked {
+                let checked = match self.validated.validate(backend, k, addr, now) {
                     // The key names another address of the directory entry
                     // the address was found in: the entry binds them.
                     Err(e)
@@ -396,6 +407,14 @@ impl KeyService {
                                 ..r
                             })
                             .ok_or(e)
+                    }
+                    other => other,
+                };
+                // A pinned fingerprint beats every source: any other key
+                // is refused, however well it validates.
+                match checked {
+                    Ok(r) if !choice.pins.is_empty() && !choice.pins.contains(&r.fingerprint) => {
+                        Err(k.reject(RejectReason::NotPinned(r.fingerprint)))
                     }
                     other => other,
                 }

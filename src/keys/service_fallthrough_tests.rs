@@ -34,6 +34,7 @@ fn opportunistic() -> KeyChoice {
         sources: None,
         min_trust: TrustLevel::Learned,
         tolerate: SourceKind::tolerated_by_default(),
+        pins: Vec::new(),
     }
 }
 
@@ -177,6 +178,7 @@ fn a_failure_the_rule_does_not_tolerate_is_the_answer() {
         sources: None,
         min_trust: TrustLevel::Tls,
         tolerate: Vec::new(),
+        pins: Vec::new(),
     };
     let out = block_on(keys.resolve(&addr(A), Method::Smime, &required));
     assert!(matches!(
@@ -241,4 +243,62 @@ fn keys_from_an_unsigned_zone_give_way_to_keys_a_transport_vouches_for() {
     let keys = service(&[&dns, &wkd, &ks]);
     let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
     assert_eq!(origins(&out.outcome), ["unsigned zone's"]);
+}
+
+fn fingerprint_of(l: &Lookup) -> String {
+    match l {
+        Lookup::Found { keys, .. } => {
+            crate::backend::key_fingerprint(Method::Smime, &keys[0].data).unwrap()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_pinned_key_beats_every_source_and_any_other_key_is_refused() {
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    let d = dane(A, "dns's");
+    // The web source's certificate: the same address, another key.
+    let mut w = web(A, "wkd's", SourceKind::Wkd);
+    if let Lookup::Found { keys, .. } = &mut w {
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let other = openssl::pkey::PKey::from_rsa(rsa).unwrap();
+        keys[0].data = crate::fuzzing::session::certificate(&other, A).unwrap();
+    }
+    let pinned = fingerprint_of(&w);
+    assert_ne!(pinned, fingerprint_of(&d));
+    dns.set(A, Method::Smime, d.clone());
+    wkd.set(A, Method::Smime, w);
+    let keys = service(&[&dns, &wkd, &ks]);
+    let pin = KeyChoice {
+        pins: vec![pinned.clone()],
+        ..opportunistic()
+    };
+    // DNSSEC's key is not the pinned one: the web key, lower, is used.
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &pin));
+    assert_eq!(origins(&out.outcome), ["wkd's"]);
+    match &out.outcome {
+        KeyOutcome::Found { usable, .. } => assert_eq!(usable[0].fingerprint, pinned),
+        other => panic!("{other:?}"),
+    }
+    // Nobody has it: the first key found is refused, never used.
+    let [dns, wkd, ks] = dane_wkd_keyserver();
+    dns.set(A, Method::Smime, d.clone());
+    let keys = service(&[&dns, &wkd, &ks]);
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &pin));
+    match &out.outcome {
+        KeyOutcome::Found {
+            usable, rejected, ..
+        } => {
+            assert!(usable.is_empty());
+            assert_eq!(
+                rejected[0].reason,
+                RejectReason::NotPinned(fingerprint_of(&d))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a pin the same lookup takes DNSSEC's key.
+    let out = block_on(keys.resolve(&addr(A), Method::Smime, &opportunistic()));
+    assert_eq!(origins(&out.outcome), ["dns's"]);
 }

@@ -311,6 +311,7 @@ fn choice(sources: Option<Vec<SourceKind>>, min_trust: TrustLevel) -> KeyChoice 
         sources,
         min_trust,
         tolerate: Vec::new(),
+        pins: Vec::new(),
     }
 }
 
@@ -454,6 +455,7 @@ fn keys_from_an_unsigned_zone_meet_the_required_default() {
         sources: None,
         min_trust: TrustLevel::Dnssec,
         tolerate: Vec::new(),
+        pins: Vec::new(),
     };
     let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &required));
     let KeyOutcome::Found {

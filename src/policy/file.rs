@@ -45,6 +45,7 @@ struct RawRule {
     sources: Option<Spanned<Vec<Spanned<String>>>>,
     min_trust: Option<Spanned<String>>,
     tolerate_failures: Option<Spanned<Vec<Spanned<String>>>>,
+    pin: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A list of source names (`sources`, `tolerate_failures`): each known,
@@ -301,6 +302,7 @@ fn build_rule(
                 "tolerate_failures",
                 r.tolerate_failures.as_ref().map(Spanned::span),
             ),
+            ("pin", r.pin.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
                 return Err(err(
@@ -414,6 +416,15 @@ fn build_rule(
                     .map_err(|e| err(t.span(), format!("key `min_trust`: {e}")))?,
             ),
         };
+        let mut pin: Vec<String> = Vec::new();
+        for p in r.pin.map(Spanned::into_inner).unwrap_or_default() {
+            let f = crate::material::canonical_fingerprint(p.get_ref())
+                .map_err(|e| err(p.span(), format!("key `pin`: {e}")))?;
+            if pin.contains(&f) {
+                return Err(err(p.span(), format!("key `pin`: {f} is listed twice")));
+            }
+            pin.push(f);
+        }
         Treatment::Encrypt {
             methods,
             mode,
@@ -421,6 +432,7 @@ fn build_rule(
             sources,
             min_trust,
             tolerate_failures,
+            pin,
         }
     };
 

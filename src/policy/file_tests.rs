@@ -38,6 +38,7 @@ fn required_defaults_to_reject() {
             sources: None,
             min_trust: None,
             tolerate_failures: None,
+            pin: Vec::new(),
         }
     );
 }
@@ -210,4 +211,44 @@ fn tolerate_failures_defaults_by_mode_and_is_refused_on_required_rules() {
     assert!(e.contains("key `tolerate_failures`: unknown source"), "{e}");
     let e = err_text("[[rule]]\nname = \"n\"\nmethods = []\ntolerate_failures = [\"wkd\"]\n");
     assert!(e.contains("has no effect with methods = []"), "{e}");
+}
+
+#[test]
+fn pins_are_fingerprints_in_one_form() {
+    let r = parse(
+        "[[rule]]\nname = \"p\"\npin = [\"ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01\", \"00112233445566778899AABBCCDDEEFF 00112233445566778899AABBCCDDEEFF\"]\n",
+    )
+    .unwrap();
+    let c = r[0].treatment.key_choice().unwrap();
+    assert_eq!(
+        c.pins,
+        [
+            "ABCDEF0123456789ABCDEF0123456789ABCDEF01",
+            "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF"
+        ]
+    );
+    assert!(
+        r[0].treatment_summary()
+            .contains("only the pinned key(s) ABCDEF01")
+    );
+    let e = err_text("[[rule]]\nname = \"p\"\npin = [\n  \"abc\"]\n");
+    assert!(
+        e.starts_with("t.toml:4: rule \"p\": key `pin`: \"abc\" is not a fingerprint"),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"p\"\npin = [\"zz\"]\n");
+    assert!(e.contains("is not a fingerprint"), "{e}");
+    let twice = "ABCDEF0123456789ABCDEF0123456789ABCDEF01";
+    let e = err_text(&format!(
+        "[[rule]]\nname = \"p\"\npin = [\"{twice}\", \"{}\"]\n",
+        twice.to_lowercase()
+    ));
+    assert!(e.contains("is listed twice"), "{e}");
+    let e = err_text(&format!(
+        "[[rule]]\nname = \"n\"\nmethods = []\npin = [\"{twice}\"]\n"
+    ));
+    assert!(
+        e.contains("key `pin`: has no effect with methods = []"),
+        "{e}"
+    );
 }

@@ -116,6 +116,9 @@ pub enum Treatment {
         /// `tolerate_failures`: sources whose failure lets the next source
         /// decide; `None` = the mode's default ([`Treatment::key_choice`]).
         tolerate_failures: Option<Vec<SourceKind>>,
+        /// `pin`: the only fingerprints used (canonical upper-case hex);
+        /// empty = no pin.
+        pin: Vec<String>,
     },
 }
 
@@ -134,6 +137,7 @@ impl Treatment {
                 sources,
                 min_trust,
                 tolerate_failures,
+                pin,
                 ..
             } => Some(KeyChoice {
                 sources: sources.clone(),
@@ -147,6 +151,7 @@ impl Treatment {
                     (None, true) => Vec::new(),
                     (None, false) => SourceKind::tolerated_by_default(),
                 },
+                pins: pin.clone(),
             }),
         }
     }
@@ -197,6 +202,7 @@ impl Rule {
                 sources: None,
                 min_trust: None,
                 tolerate_failures: None,
+                pin: Vec::new(),
             },
         }
     }
@@ -337,7 +343,12 @@ impl Rule {
                             names.join(", ")
                         },
                     );
-                    format!("; keys from {from}, trust {} and above", c.min_trust)
+                    let pins = if c.pins.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; only the pinned key(s) {}", c.pins.join(", "))
+                    };
+                    format!("; keys from {from}, trust {} and above{pins}", c.min_trust)
                 });
                 format!("encrypt with [{}]{cipher}; {mode}{keys}", m.join(", "))
             }
