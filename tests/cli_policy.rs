@@ -579,3 +579,68 @@ fn check_config_warns_on_trust_ad_resolvers_off_loopback() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// A rule's `pin`: `policy explain` names the pins, uses a pinned key and
+/// says why any other is refused.
+#[test]
+fn explain_shows_pins_and_refuses_an_unpinned_key() {
+    let d = tempfile::tempdir().unwrap();
+    let scratch = Scratch::new();
+    let keys = d.path().join("keys");
+    let pol = d.path().join("policies");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&pol).unwrap();
+    let fpr_of = |id: &SmimeId| {
+        autoencrypt_milter::backend::key_fingerprint(
+            autoencrypt_milter::Method::Smime,
+            &id.cert.to_der().unwrap(),
+        )
+        .unwrap()
+    };
+    let mut fprs = Vec::new();
+    for who in ["erin", "grace"] {
+        let addr = format!("{who}@partner.example");
+        let id = SmimeId::generate(&scratch.work, who, &CertSpec::good(&addr, KeyKind::Rsa));
+        std::fs::copy(&id.cert_path, keys.join(format!("{addr}.pem"))).unwrap();
+        fprs.push(fpr_of(&id));
+    }
+    let (erin, grace) = (&fprs[0], &fprs[1]);
+    // erin@ is pinned to grace's key (erin's changed, say); grace@ to her own.
+    std::fs::write(
+        pol.join("10-pins.toml"),
+        format!(
+            "[[rule]]\nname = \"pinned, key changed\"\nrecipient = [\"erin@partner.example\"]\nmethods = [\"smime\"]\nmode = \"required\"\nsources = [\"directory\"]\npin = [\"{grace}\"]\n\n\
+             [[rule]]\nname = \"pinned\"\nrecipient = [\"*@partner.example\"]\nmethods = [\"smime\"]\nmode = \"required\"\nsources = [\"directory\"]\npin = [\"{grace}\"]\n"
+        ),
+    )
+    .unwrap();
+    let cfg = config(
+        d.path(),
+        &pol,
+        &format!(
+            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+            keys.display().to_string()
+        ),
+    );
+    let explain = |to: &str| {
+        let (code, out, err) = run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["policy", "explain", "--to", to]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain("grace@partner.example");
+    assert!(
+        out.contains(&format!("only the pinned key(s) {grace}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("smime key {grace}")), "{out}");
+    // erin's own key is found, valid, and refused: not the pinned one.
+    let out = explain("erin@partner.example");
+    assert!(
+        out.contains(&format!("fingerprint {erin} is not one the rule pins")),
+        "{out}"
+    );
+    assert!(out.contains("550 5.7.1"), "{out}");
+}
