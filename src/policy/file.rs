@@ -417,11 +417,30 @@ fn build_rule(
             ),
         };
         let mut pin: Vec<String> = Vec::new();
+        if let Some(list) = &r.pin
+            && list.get_ref().is_empty()
+        {
+            return Err(err(
+                list.span(),
+                "key `pin`: an empty list pins nothing; leave the key out".to_owned(),
+            ));
+        }
         for p in r.pin.map(Spanned::into_inner).unwrap_or_default() {
             let f = crate::material::canonical_fingerprint(p.get_ref())
                 .map_err(|e| err(p.span(), format!("key `pin`: {e}")))?;
             if pin.contains(&f) {
                 return Err(err(p.span(), format!("key `pin`: {f} is listed twice")));
+            }
+            // 40 digits name an OpenPGP v4 key only: under a rule without
+            // openpgp it could never match, and every key would be refused.
+            if f.len() == 40 && !methods.contains(&Method::OpenPgp) {
+                return Err(err(
+                    p.span(),
+                    format!(
+                        "key `pin`: {f} is an OpenPGP v4 fingerprint, but methods do not \
+                         include openpgp (an S/MIME pin is the certificate's SHA-256, 64 digits)"
+                    ),
+                ));
             }
             pin.push(f);
         }

@@ -244,6 +244,15 @@ fn pins_are_fingerprints_in_one_form() {
         twice.to_lowercase()
     ));
     assert!(e.contains("is listed twice"), "{e}");
+    let e = err_text("[[rule]]\nname = \"p\"\npin = []\n");
+    assert!(e.contains("key `pin`: an empty list pins nothing"), "{e}");
+    let e = err_text(&format!(
+        "[[rule]]\nname = \"p\"\nmethods = [\"smime\"]\npin = [\"{twice}\"]\n"
+    ));
+    assert!(
+        e.contains("is an OpenPGP v4 fingerprint, but methods do not include openpgp"),
+        "{e}"
+    );
     let e = err_text(&format!(
         "[[rule]]\nname = \"n\"\nmethods = []\npin = [\"{twice}\"]\n"
     ));
