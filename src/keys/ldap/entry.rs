@@ -148,8 +148,10 @@ fn shown(text: &str) -> String {
 /// attribute `want` (as configured): the same name, any case, options
 /// aside.
 pub fn same_attribute(have: &str, want: &str) -> bool {
-    let base = |s: &str| s.split(';').next().unwrap_or("").to_owned();
-    base(have).eq_ignore_ascii_case(&base(want))
+    fn base(s: &str) -> &str {
+        s.split(';').next().unwrap_or("")
+    }
+    base(have).eq_ignore_ascii_case(base(want))
 }
 
 /// The certificates of a PKCS#7 SignedData bag, DER-encoded; `None` when
@@ -213,22 +215,31 @@ pub fn parse_entry(tag: StructureTag, wanted: &[String]) -> Result<DirEntry, &'s
         let PL::C(vals) = vals.payload else {
             return Err("values are not a set");
         };
-        let already: usize = attributes
+        // One element per attribute, however often the server repeats it
+        // (in any case, with other options): the list stays as short as
+        // `wanted`, and the values are counted together.
+        let at = match attributes
             .iter()
-            .filter(|(n, _)| same_attribute(n, &name))
-            .map(|(_, v)| v.len())
-            .sum();
-        if already + vals.len() > MAX_VALUES {
+            .position(|(n, _)| same_attribute(n, &name))
+        {
+            Some(i) => i,
+            None => {
+                attributes.push((name, Vec::new()));
+                attributes.len() - 1
+            }
+        };
+        let Some((_, values)) = attributes.get_mut(at) else {
+            return Err("attribute lost");
+        };
+        if values.len() + vals.len() > MAX_VALUES {
             return Err("an attribute has more values than a person has keys or addresses");
         }
-        let mut values = Vec::with_capacity(vals.len());
         for v in vals {
             match v.payload {
                 PL::P(bytes) => values.push(bytes),
                 PL::C(_) => return Err("value is not a string"),
             }
         }
-        attributes.push((name, values));
     }
     Ok(DirEntry { dn, attributes })
 }
@@ -356,6 +367,11 @@ mod tests {
         let half: Vec<&[u8]> = vec![b"a@x.test"; MAX_VALUES / 2 + 1];
         let twice = entry("cn=a", &[("mail", &half), ("MAIL", &half)]);
         assert!(parse_entry(twice, &all()).is_err());
+        // Repeated without values: one attribute, not a list to search.
+        let empty: &[&[u8]] = &[];
+        let repeated: Vec<(&str, &[&[u8]])> = vec![("mail", empty); 10_000];
+        let e = parse_entry(entry("cn=a", &repeated), &all()).unwrap();
+        assert_eq!(e.attributes.len(), 1);
         // Not asked for: not even counted.
         parse_entry(entry("cn=a", &[("member", &many)]), &all()).unwrap();
     }
