@@ -198,7 +198,9 @@ fn connector(ca_file: Option<&Path>) -> Result<native_tls::TlsConnector, String>
     b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     if let Some(file) = ca_file {
         let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-        let certs = split_pem(&pem);
+        // As the web client reads `wkd.ca_file`.
+        let certs = openssl::x509::X509::stack_from_pem(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
         if certs.is_empty() {
             return Err(format!(
                 "ca_file {}: no PEM certificate in it",
@@ -207,29 +209,12 @@ fn connector(ca_file: Option<&Path>) -> Result<native_tls::TlsConnector, String>
         }
         b.disable_built_in_roots(true);
         for cert in certs {
-            let c = native_tls::Certificate::from_pem(&cert)
-                .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-            b.add_root_certificate(c);
+            let bad = |e: &dyn std::fmt::Display| format!("ca_file {}: {e}", file.display());
+            let der = cert.to_der().map_err(|e| bad(&e))?;
+            b.add_root_certificate(native_tls::Certificate::from_der(&der).map_err(|e| bad(&e))?);
         }
     }
     b.build().map_err(|e| format!("TLS setup: {e}"))
-}
-
-/// Each `-----BEGIN CERTIFICATE-----` block of `pem`.
-fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    const END: &[u8] = b"-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = memchr::memmem::find(rest, BEGIN) {
-        let Some(len) = memchr::memmem::find(&rest[start..], END) else {
-            break;
-        };
-        let end = start + len + END.len();
-        out.push(rest[start..end].to_vec());
-        rest = &rest[end..];
-    }
-    out
 }
 
 #[cfg(test)]
@@ -289,6 +274,25 @@ mod tests {
         let e = LdapSettings::from_config(&missing).unwrap_err().to_string();
         assert!(
             e.contains("bind_password_file") && e.contains("none"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_a_setup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        let c = LdapConfig {
+            url: "ldaps://ldap.example.org".into(),
+            domains: vec!["x.test".into()],
+            base: "dc=x".into(),
+            ca_file: Some(f),
+            ..LdapConfig::default()
+        };
+        let e = LdapSettings::from_config(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("ca_file") && e.contains("no PEM certificate"),
             "{e}"
         );
     }
