@@ -197,58 +197,61 @@ impl Default for Registry {
     }
 }
 
-/// The addresses a key is issued for, as written in it (certificate:
-/// subjectAltName and emailAddress; OpenPGP: every user ID's address),
-/// unchecked; empty for bytes that are no key of `method`. For choosing
-/// which address a key is for; whether it may be used is `validate`'s.
-pub fn key_addresses(method: Method, data: &[u8]) -> Vec<Address> {
-    let written: Vec<String> = match method {
-        Method::Smime => smime::parse_certificate(data)
-            .map(|c| smime::certificate_addresses(&c))
-            .unwrap_or_default(),
+/// What a key is, read once: its one encoding (a certificate as DER, an
+/// OpenPGP certificate in its binary public form — so that the same key
+/// stored PEM and DER, or armored and binary, is known as one), its
+/// fingerprint as [`Recipient::fingerprint`] gives it, and the addresses
+/// written in it (subjectAltName and emailAddress; every user ID's
+/// address), unchecked. For telling keys apart and choosing which address
+/// a key is for before validating it; whether it may be used is
+/// `validate`'s.
+#[derive(Clone, Debug)]
+pub struct KeyIdentity {
+    /// The key in its one encoding.
+    pub canonical: Vec<u8>,
+    /// Upper-case hex fingerprint.
+    pub fingerprint: String,
+    /// The addresses the key names.
+    pub addresses: Vec<Address>,
+}
+
+/// [`KeyIdentity`] of `data`, or `None` for bytes that are no key of
+/// `method` (validation then says why).
+pub fn identify(method: Method, data: &[u8]) -> Option<KeyIdentity> {
+    let (canonical, fingerprint, written) = match method {
+        Method::Smime => {
+            let c = smime::parse_certificate(data).ok()?;
+            (
+                c.to_der().ok()?,
+                smime::fingerprint(&c),
+                smime::certificate_addresses(&c),
+            )
+        }
         Method::OpenPgp => {
             use sequoia_openpgp::parse::Parse;
-            sequoia_openpgp::Cert::from_bytes(data)
-                .map(|c| {
-                    c.userids()
-                        .filter_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
+            use sequoia_openpgp::serialize::SerializeInto;
+            let c = sequoia_openpgp::Cert::from_bytes(data).ok()?;
+            let written = c
+                .userids()
+                .filter_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
+                .collect();
+            (c.to_vec().ok()?, c.fingerprint().to_hex(), written)
         }
     };
-    written
-        .iter()
-        .filter_map(|a| Address::parse(a).ok())
-        .collect()
+    Some(KeyIdentity {
+        canonical,
+        fingerprint,
+        addresses: written
+            .iter()
+            .filter_map(|a| Address::parse(a).ok())
+            .collect(),
+    })
 }
 
-/// One encoding per key, so that the same key stored twice (PEM and DER,
-/// armored and binary) is known as one: a certificate as DER, an OpenPGP
-/// certificate as its binary public form. `None` for bytes that are no
-/// key of `method` (validation then says why).
-pub fn canonical_key(method: Method, data: &[u8]) -> Option<Vec<u8>> {
-    match method {
-        Method::Smime => smime::parse_certificate(data).ok()?.to_der().ok(),
-        Method::OpenPgp => openpgp::binary_public_key(data).ok(),
-    }
-}
-
-/// A key's fingerprint as `Recipient::fingerprint` gives it (SHA-256 of
-/// the certificate, the OpenPGP primary key's), or `None` for bytes that
-/// are no key of `method`: to tell a pinned key before validating it.
+/// A key's fingerprint as [`Recipient::fingerprint`] gives it, or `None`
+/// for bytes that are no key of `method`.
 pub fn key_fingerprint(method: Method, data: &[u8]) -> Option<String> {
-    match method {
-        Method::Smime => smime::parse_certificate(data)
-            .ok()
-            .map(|c| smime::fingerprint(&c)),
-        Method::OpenPgp => {
-            use sequoia_openpgp::parse::Parse;
-            sequoia_openpgp::Cert::from_bytes(data)
-                .ok()
-                .map(|c| c.fingerprint().to_hex())
-        }
-    }
+    identify(method, data).map(|i| i.fingerprint)
 }
 
 /// Lower-level helper shared by backends: the current time as Unix seconds.

@@ -284,10 +284,16 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Result<Read
                 Method::OpenPgp => &mut out.openpgp,
             };
             for mut k in e.keys(method, names, &s.url, provenance) {
-                // PEM or DER, armored or binary: one key, one recipient.
-                if let Some(one) = crate::backend::canonical_key(method, &k.data) {
-                    k.data = one;
-                }
+                // Read once: its one encoding (PEM or DER, armored or
+                // binary: one key, one recipient) and the addresses it names.
+                let identity = crate::backend::identify(method, &k.data);
+                let named = match identity {
+                    Some(id) => {
+                        k.data = id.canonical;
+                        id.addresses
+                    }
+                    None => Vec::new(),
+                };
                 let digest: [u8; 32] = sha2::Sha256::digest(&k.data).into();
                 if !seen.insert((method, digest)) {
                     // The same key in two attributes (userCertificate and
@@ -301,15 +307,14 @@ fn read(s: &LdapSettings, addr: &Address, entries: Vec<DirEntry>) -> Result<Read
                         s.url
                     )));
                 }
-                if single && listed {
-                    let named = crate::backend::key_addresses(method, &k.data);
-                    if !named.iter().any(|n| n.matches_loosely(addr))
-                        && let Some(other) = named
-                            .iter()
-                            .find(|n| addresses.iter().any(|a| a.matches_loosely(n)))
-                    {
-                        k.bound_addresses = vec![other.clone()];
-                    }
+                if single
+                    && listed
+                    && !named.iter().any(|n| n.matches_loosely(addr))
+                    && let Some(other) = named
+                        .iter()
+                        .find(|n| addresses.iter().any(|a| a.matches_loosely(n)))
+                {
+                    k.bound_addresses = vec![other.clone()];
                 }
                 list.push(k);
             }
