@@ -312,6 +312,18 @@ impl SourceKind {
             .collect()
     }
 
+    /// `kinds` in their order, each once: several `[[ldap]]` directories
+    /// are one kind (one `sources` name, one chain of lookups).
+    pub fn distinct(kinds: impl IntoIterator<Item = SourceKind>) -> Vec<SourceKind> {
+        let mut out: Vec<SourceKind> = Vec::new();
+        for k in kinds {
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
     /// `sources` each with its trust (`directory [operator]`), joined by
     /// `sep`: how `check-config` and policy errors name sources.
     pub fn list_with_trust(sources: &[Planned], sep: &str) -> String {
@@ -488,13 +500,7 @@ impl KeyChoice {
     /// What a failure of the sources in `asked` does, in words (for
     /// `check-config` and `policy explain`).
     pub fn failure_summary(&self, asked: &[SourceKind]) -> String {
-        // Several `[[ldap]]` directories are one kind.
-        let mut kinds: Vec<SourceKind> = Vec::with_capacity(asked.len());
-        for k in asked {
-            if !kinds.contains(k) {
-                kinds.push(*k);
-            }
-        }
+        let kinds = SourceKind::distinct(asked.iter().copied());
         let tolerated: Vec<&str> = kinds
             .iter()
             .filter(|k| self.tolerate.contains(k))

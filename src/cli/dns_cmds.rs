@@ -159,20 +159,10 @@ async fn report(keys: &KeyService, config: &Config, addr: &Address) -> u8 {
     println!("{addr}");
     let mut usable_any = false;
     let mut incomplete = false;
-    let mut kinds: Vec<SourceKind> = keys
-        .plan(&KeyChoice::any())
-        .iter()
-        .map(|s| s.kind())
-        .collect();
     // Several `[[ldap]]` directories are one kind, asked in one chain (as
     // the milter asks them: a later one only when the earlier had
     // nothing), whatever their trust.
-    let mut seen = Vec::with_capacity(kinds.len());
-    kinds.retain(|k| {
-        let first = !seen.contains(k);
-        seen.push(*k);
-        first
-    });
+    let kinds = SourceKind::distinct(keys.plan(&KeyChoice::any()).iter().map(|s| s.kind()));
     for kind in kinds {
         let only = KeyChoice {
             sources: Some(vec![kind]),

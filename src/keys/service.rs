@@ -157,13 +157,13 @@ impl KeyService {
         registry: Arc<Registry>,
         metrics: Option<Metrics>,
     ) -> Result<Self, SourceSetupError> {
-        let mut kinds: Vec<SourceKind> = configured_sources(config)
-            .into_iter()
-            .map(|p| p.kind)
-            .filter(|k| only.contains(k))
-            .collect();
         // One entry per kind: the `[[ldap]]` directories are set up together.
-        kinds.dedup();
+        let kinds = SourceKind::distinct(
+            configured_sources(config)
+                .into_iter()
+                .map(|p| p.kind)
+                .filter(|k| only.contains(k)),
+        );
         let needs_web = kinds
             .iter()
             .any(|k| matches!(k, SourceKind::Wkd | SourceKind::Keyserver));
