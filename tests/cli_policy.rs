@@ -41,6 +41,15 @@ fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// Configuration lines for a key directory `keys`, with DNS at a port
+/// nobody listens on (asked, it fails).
+fn key_dir_lines(keys: &Path) -> String {
+    format!(
+        "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
+        keys.display().to_string()
+    )
+}
+
 /// A config file using `policy_dir` and extra lines.
 fn config(dir: &Path, policy_dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("c.toml");
@@ -324,14 +333,7 @@ fn explain_names_each_source_and_the_keys_provenance() {
         &CertSpec::good("carol@partner-bank.example", KeyKind::Rsa),
     );
     std::fs::copy(&id.cert_path, keys.join("carol@partner-bank.example.pem")).unwrap();
-    let cfg = config(
-        d.path(),
-        &shipped(),
-        &format!(
-            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
-            keys.display().to_string()
-        ),
-    );
+    let cfg = config(d.path(), &shipped(), &key_dir_lines(&keys));
     let explain_to = |to: &str| {
         let (code, out, err) = run(bin()
             .arg("--config")
@@ -401,14 +403,7 @@ min_trust = "operator"
         let id = SmimeId::generate(&scratch.work, addr, &CertSpec::good(addr, KeyKind::Rsa));
         std::fs::copy(&id.cert_path, keys.join(format!("{addr}.pem"))).unwrap();
     }
-    let cfg = config(
-        d.path(),
-        &pol,
-        &format!(
-            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
-            keys.display().to_string()
-        ),
-    );
+    let cfg = config(d.path(), &pol, &key_dir_lines(&keys));
     let (code, out, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -614,14 +609,7 @@ fn explain_shows_pins_and_refuses_an_unpinned_key() {
         ),
     )
     .unwrap();
-    let cfg = config(
-        d.path(),
-        &pol,
-        &format!(
-            "[keys]\ndirectory = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n",
-            keys.display().to_string()
-        ),
-    );
+    let cfg = config(d.path(), &pol, &key_dir_lines(&keys));
     let explain = |to: &str| {
         let (code, out, err) = run(bin()
             .arg("--config")
