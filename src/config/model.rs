@@ -14,6 +14,7 @@ use super::error::{ConfigError, Location};
 use super::forms::{opt_path, opt_socket_addr, resolver_list, string_list, via_str};
 use super::ldap::LdapConfig;
 use super::socket::Socket;
+use super::store::StoreConfig;
 use super::web::{KeyserverConfig, WkdConfig};
 use crate::material::SmimeCipher;
 
@@ -53,6 +54,12 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.negotiation_timeout_ms",
     "limits.idle_timeout_secs",
+    "store.url",
+    "store.password_file",
+    "store.ca_file",
+    "store.connect_timeout_ms",
+    "store.timeout_ms",
+    "store.refresh_secs",
 ];
 
 /// The effective configuration.
@@ -92,6 +99,8 @@ pub struct Config {
     pub smime: SmimeConfig,
     /// Size limits.
     pub limits: LimitsConfig,
+    /// The key store.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -114,6 +123,7 @@ impl Default for Config {
             ldap: Vec::new(),
             smime: SmimeConfig::default(),
             limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -348,6 +358,7 @@ impl Config {
         }
         super::web::validate(&self.wkd, &mut self.keyserver, &|k, m| invalid(k, m))?;
         super::ldap::validate(&mut self.ldap, &|k, m| invalid(k, m))?;
+        super::store::validate(&self.store, &|k, m| invalid(k, m))?;
         Ok(())
     }
 
