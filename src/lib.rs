@@ -14,6 +14,8 @@
 //! * [`message`], [`pipeline`], [`backend`]: the message model,
 //!   classification and verification, the end-of-message steps, the
 //!   encryption backends;
+//! * [`store`]: the key store (learned keys, key history, pins, key
+//!   changes) over SQLite or PostgreSQL;
 //! * [`cli::run`]; `fuzzing` (hidden) for the fuzz targets.
 //!
 //! Everything else is private to the crate.
@@ -33,6 +35,7 @@ pub mod milter;
 pub mod pipeline;
 pub mod policy;
 mod spool;
+pub mod store;
 
 pub use address::{Address, AddressError};
 pub use backend::{EncryptionBackend, Method, Registry};
