@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod harvest;
 pub mod keys;
 mod material;
 mod memory;

@@ -11,12 +11,14 @@
     reason = "a fuzz target reports a broken invariant by panicking"
 )]
 
+mod harvest;
 mod ldap;
 mod rdata;
 pub(crate) mod session;
 mod verify;
 mod web;
 
+pub use harvest::{harvest_auth_results, harvest_autocrypt, harvest_examine};
 pub use ldap::ldap;
 pub use rdata::rdata;
 pub use session::{session, session_outcomes};
@@ -43,6 +45,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("verify", verify),
     ("web", web),
     ("ldap", ldap),
+    ("harvest_auth_results", harvest_auth_results),
+    ("harvest_autocrypt", harvest_autocrypt),
+    ("harvest_examine", harvest_examine),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,

@@ -1,0 +1,328 @@
+//! Harvesting keys from inbound mail (issue 12): the pure part. Which
+//! messages may teach a key ([`screen`], headers only, on the MTA's
+//! thread at end of message) and what they teach ([`examine`], signature
+//! verification and key validation, on the blocking pool). No I/O here:
+//! the queue, the worker and the store are elsewhere.
+//!
+//! A message teaches only when the receiving MTA authenticated its author:
+//! an `Authentication-Results` field under the configured authserv-id
+//! saying DKIM passed for the `From:` domain, or DMARC passed for it
+//! ([`auth_results`]). Then:
+//!
+//! * S/MIME ([`smime`]): a top-level signed message whose signature
+//!   verifies, by exactly one signer, whose certificate the S/MIME
+//!   backend accepts for the `From:` address now (validity, key usage and
+//!   EKU allowing encryption, the address in it);
+//! * Autocrypt ([`autocrypt`]): exactly one valid Level 1 header for the
+//!   `From:` address, whose key the OpenPGP backend accepts for it.
+//!
+//! Each learned key carries the message's effective date ([`date`]: the
+//! `Date:`, clamped to now) for the store's update rule.
+
+pub mod auth_results;
+pub mod autocrypt;
+pub mod date;
+pub mod from;
+mod learned_types;
+mod lex;
+pub mod smime;
+
+use std::time::SystemTime;
+
+use crate::address::{Address, Domain};
+use crate::backend::{KeyMaterial, Method, Registry, RejectReason, identify, unix_seconds};
+use crate::material::{Provenance, Security, SourceKind};
+use crate::message::HeaderField;
+use crate::message::mime::ContentType;
+
+pub use auth_results::AuthBy;
+pub use learned_types::{LearnedFrom, LearnedKey, PreferEncrypt};
+
+/// What the header says before any crypto.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// No Autocrypt header, not S/MIME signed.
+    Nothing,
+    /// Key material present, but the author is not authenticated under
+    /// the authserv-id (or there is no single `From:` mailbox: `None`).
+    Unauthenticated {
+        /// The author, when there is exactly one.
+        from: Option<Address>,
+    },
+    /// Worth examining.
+    Candidate(Candidate),
+}
+
+/// A message that may teach keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The author (the one `From:` mailbox).
+    pub from: Address,
+    /// How the MTA authenticated the author's domain.
+    pub by: AuthBy,
+    /// S/MIME signed: the body is needed.
+    pub smime: bool,
+    /// At least one `Autocrypt:` header (headers suffice).
+    pub autocrypt: bool,
+    /// The effective date: `Date:` clamped to now; now when absent or
+    /// unparseable. Unix seconds.
+    pub effective: i64,
+}
+
+/// Why a message teaches no key (of one method). [`Refusal::as_str`] is
+/// the metric label.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The S/MIME signature does not verify over the content.
+    #[error("{0}")]
+    BadSignature(String),
+    /// More than one signer.
+    #[error("S/MIME signature with {0} signers (exactly one is learned from)")]
+    SeveralSigners(usize),
+    /// The signer's certificate is not for the `From:` address.
+    #[error("the S/MIME signer's certificate is not for {0}")]
+    SignerMismatch(String),
+    /// The key is not usable for the `From:` address (expired, no
+    /// encryption usage, unreadable, no user ID for it, ...).
+    #[error("{method} key refused: {reason}")]
+    InvalidKey {
+        /// The key's method.
+        method: Method,
+        /// The backend's reason.
+        reason: RejectReason,
+    },
+    /// More than one valid Autocrypt header.
+    #[error("{0} valid Autocrypt headers (at most one)")]
+    SeveralHeaders(usize),
+    /// Autocrypt `addr` is not the `From:` address.
+    #[error("Autocrypt addr {0:?} is not the From: address")]
+    AddrMismatch(String),
+    /// An Autocrypt header with an unknown critical attribute.
+    #[error("Autocrypt header with the unknown critical attribute {0:?}")]
+    CriticalAttribute(String),
+    /// An Autocrypt header over 10 KiB.
+    #[error("Autocrypt header of {0} bytes (at most 10 KiB)")]
+    Oversized(usize),
+    /// Not a well-formed signed message or Autocrypt header.
+    #[error("malformed {method}: {detail}")]
+    Malformed {
+        /// Which kind of key material.
+        method: Method,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::SeveralSigners(_) => "several_signers",
+            Refusal::SignerMismatch(_) => "signer_mismatch",
+            Refusal::InvalidKey { .. } => "invalid_key",
+            Refusal::SeveralHeaders(_) => "several_headers",
+            Refusal::AddrMismatch(_) => "addr_mismatch",
+            Refusal::CriticalAttribute(_) => "critical_attribute",
+            Refusal::Oversized(_) => "oversized",
+            Refusal::Malformed { .. } => "malformed",
+        }
+    }
+
+    /// Every label [`Refusal::as_str`] gives (metric series made up front).
+    pub const LABELS: [&'static str; 9] = [
+        "bad_signature",
+        "several_signers",
+        "signer_mismatch",
+        "invalid_key",
+        "several_headers",
+        "addr_mismatch",
+        "critical_attribute",
+        "oversized",
+        "malformed",
+    ];
+
+    /// The method whose key was refused.
+    pub fn method(&self) -> Method {
+        match self {
+            Refusal::BadSignature(_) | Refusal::SeveralSigners(_) | Refusal::SignerMismatch(_) => {
+                Method::Smime
+            }
+            Refusal::InvalidKey { method, .. } | Refusal::Malformed { method, .. } => *method,
+            Refusal::SeveralHeaders(_)
+            | Refusal::AddrMismatch(_)
+            | Refusal::CriticalAttribute(_)
+            | Refusal::Oversized(_) => Method::OpenPgp,
+        }
+    }
+}
+
+/// Autocrypt Level 1 §2.3: auto-replies and reports do not update peer
+/// state (an MDN or a vacation reply is not the sender's MUA speaking).
+fn autocrypt_ignored(headers: &[HeaderField]) -> bool {
+    let auto_replied = headers.iter().filter(|h| h.is("Auto-Submitted")).any(|h| {
+        let v = h.unfolded();
+        let word = v.split([';', '(', ' ', '\t']).next().unwrap_or("");
+        word.eq_ignore_ascii_case("auto-replied")
+    });
+    let report = headers
+        .iter()
+        .filter(|h| h.is("Content-Type"))
+        .filter_map(|h| ContentType::parse(&h.unfolded()))
+        .any(|ct| ct.is("multipart", "report"));
+    auto_replied || report
+}
+
+/// [`screen_at`] now.
+pub fn screen(headers: &[HeaderField], authserv_id: &str) -> Screen {
+    screen_at(headers, authserv_id, SystemTime::now())
+}
+
+/// What the header says, `now` being the time of receipt. Headers only,
+/// linear in their size.
+pub fn screen_at(headers: &[HeaderField], authserv_id: &str, now: SystemTime) -> Screen {
+    let smime = smime::signed_form(headers).is_some();
+    let autocrypt = autocrypt::present(headers) && !autocrypt_ignored(headers);
+    if !smime && !autocrypt {
+        return Screen::Nothing;
+    }
+    let Ok(from) = from::author(headers) else {
+        return Screen::Unauthenticated { from: None };
+    };
+    let by = (from.kind() == Domain::Name)
+        .then(|| auth_results::authenticated_by(headers, authserv_id, from.domain()))
+        .flatten();
+    match by {
+        None => Screen::Unauthenticated { from: Some(from) },
+        Some(by) => Screen::Candidate(Candidate {
+            from,
+            by,
+            smime,
+            autocrypt,
+            effective: date::effective(headers, now),
+        }),
+    }
+}
+
+/// Every key the message teaches, or why it teaches none: one entry per
+/// kind of key material the candidate has (S/MIME first, then Autocrypt).
+/// `body` is the message body as received (CRLF).
+pub fn examine(
+    c: &Candidate,
+    headers: &[HeaderField],
+    body: &[u8],
+    registry: &Registry,
+    now: SystemTime,
+) -> Vec<Result<LearnedKey, Refusal>> {
+    let mut out = Vec::new();
+    if c.smime {
+        out.push(smime_key(c, headers, body, registry, now));
+    }
+    if c.autocrypt {
+        out.push(autocrypt_key(c, headers, registry, now));
+    }
+    out
+}
+
+/// Validates `data` for the candidate's author and makes the learned key.
+fn learn(
+    c: &Candidate,
+    method: Method,
+    data: Vec<u8>,
+    how: LearnedFrom,
+    prefer_encrypt: Option<PreferEncrypt>,
+    registry: &Registry,
+    now: SystemTime,
+) -> Result<LearnedKey, Refusal> {
+    let material = KeyMaterial {
+        method,
+        data,
+        origin: format!("{} of {}", how.as_str(), c.from),
+        // Placeholder: validation needs a provenance; the learned source
+        // gives keys their own when it serves them.
+        provenance: Provenance::now(SourceKind::Directory, Security::Local),
+        bound_addresses: Vec::new(),
+    };
+    if let Err(rejected) = registry.get(method).validate(&material, &c.from, now) {
+        return Err(match rejected.reason {
+            RejectReason::AddressMismatch(a) if method == Method::Smime => {
+                Refusal::SignerMismatch(a)
+            }
+            reason => Refusal::InvalidKey { method, reason },
+        });
+    }
+    let id = identify(method, &material.data).ok_or_else(|| Refusal::InvalidKey {
+        method,
+        reason: RejectReason::Unreadable("no canonical form".to_owned()),
+    })?;
+    let seen = unix_seconds(now);
+    Ok(LearnedKey {
+        address: c.from.to_string(),
+        method,
+        fingerprint: id.fingerprint,
+        key: id.canonical,
+        how,
+        prefer_encrypt,
+        effective: c.effective,
+        first_seen: seen,
+        last_seen: seen,
+    })
+}
+
+fn smime_key(
+    c: &Candidate,
+    headers: &[HeaderField],
+    body: &[u8],
+    registry: &Registry,
+    now: SystemTime,
+) -> Result<LearnedKey, Refusal> {
+    let cert = smime::signer(headers, body).map_err(|e| match e {
+        smime::SmimeError::Malformed(detail) => Refusal::Malformed {
+            method: Method::Smime,
+            detail,
+        },
+        smime::SmimeError::BadSignature(why) => Refusal::BadSignature(why),
+        smime::SmimeError::Signers(n) => Refusal::SeveralSigners(n),
+    })?;
+    learn(
+        c,
+        Method::Smime,
+        cert,
+        LearnedFrom::SmimeSignature,
+        None,
+        registry,
+        now,
+    )
+}
+
+fn autocrypt_key(
+    c: &Candidate,
+    headers: &[HeaderField],
+    registry: &Registry,
+    now: SystemTime,
+) -> Result<LearnedKey, Refusal> {
+    use autocrypt::{AutocryptError, Selection};
+    let header = autocrypt::select(headers, &c.from).map_err(|s| match s {
+        Selection::Several(n) => Refusal::SeveralHeaders(n),
+        Selection::AddrMismatch(a) => Refusal::AddrMismatch(a),
+        Selection::Invalid(AutocryptError::Critical(name)) => Refusal::CriticalAttribute(name),
+        Selection::Invalid(AutocryptError::Oversized(n)) => Refusal::Oversized(n),
+        other => Refusal::Malformed {
+            method: Method::OpenPgp,
+            detail: other.to_string(),
+        },
+    })?;
+    learn(
+        c,
+        Method::OpenPgp,
+        header.keydata,
+        LearnedFrom::Autocrypt,
+        Some(header.prefer_encrypt),
+        registry,
+        now,
+    )
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
