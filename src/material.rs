@@ -218,6 +218,10 @@ pub enum Security {
     WebPki,
     /// Read from the operator's LDAP directory (`[[ldap]]`).
     Directory,
+    /// Learned from the sender's own authenticated mail (an S/MIME
+    /// signature or an Autocrypt header whose message passed DKIM or
+    /// DMARC), or imported with `keys import`.
+    Learned,
 }
 
 impl Security {
@@ -229,6 +233,7 @@ impl Security {
             Security::Insecure => "nobody (unsigned zone, dns.allow_insecure)",
             Security::WebPki => "the web PKI (TLS)",
             Security::Directory => "the operator's LDAP directory",
+            Security::Learned => "the sender's authenticated mail (learned)",
         }
     }
 }
@@ -248,6 +253,8 @@ pub enum SourceKind {
     Wkd,
     /// Verifying keyservers searched by address (`[keyserver] urls`).
     Keyserver,
+    /// Keys learned from authenticated inbound mail, in the key store.
+    Learned,
     /// The in-memory source of the unit tests. Part of every build (the
     /// type is public), but no running milter has such a source and no
     /// metric series is made for it in advance.
@@ -263,6 +270,7 @@ impl SourceKind {
             SourceKind::Ldap => "ldap",
             SourceKind::Wkd => "wkd",
             SourceKind::Keyserver => "keyserver",
+            SourceKind::Learned => "learned",
             SourceKind::Test => "test",
         }
     }
@@ -270,12 +278,13 @@ impl SourceKind {
 
 impl SourceKind {
     /// The sources a rule may name in `sources` (the ones built).
-    pub const CHOOSABLE: [SourceKind; 5] = [
+    pub const CHOOSABLE: [SourceKind; 6] = [
         SourceKind::Directory,
         SourceKind::Ldap,
         SourceKind::Dane,
         SourceKind::Wkd,
         SourceKind::Keyserver,
+        SourceKind::Learned,
     ];
 
     /// How far this kind of source vouches for what it finds by default:
@@ -283,12 +292,14 @@ impl SourceKind {
     /// (an `[[ldap]]` directory may say less: its `trust`); DANE records are
     /// vouched for by DNSSEC (an unsigned zone's keys exist only under
     /// `dns.allow_insecure`, where the operator accepts them as such); WKD
-    /// and keyservers by the web PKI alone.
+    /// and keyservers by the web PKI alone; learned keys by nobody but the
+    /// sender's own authenticated mail.
     pub fn trust(self) -> TrustLevel {
         match self {
             SourceKind::Directory | SourceKind::Ldap | SourceKind::Test => TrustLevel::Operator,
             SourceKind::Dane => TrustLevel::Dnssec,
             SourceKind::Wkd | SourceKind::Keyserver => TrustLevel::Tls,
+            SourceKind::Learned => TrustLevel::Learned,
         }
     }
 
@@ -297,18 +308,25 @@ impl SourceKind {
     pub fn serves(self, method: Method) -> bool {
         match self {
             SourceKind::Wkd | SourceKind::Keyserver => method == Method::OpenPgp,
-            SourceKind::Directory | SourceKind::Ldap | SourceKind::Dane | SourceKind::Test => true,
+            SourceKind::Directory
+            | SourceKind::Ldap
+            | SourceKind::Dane
+            | SourceKind::Learned
+            | SourceKind::Test => true,
         }
     }
 
     /// The sources whose failure an opportunistic rule tolerates unless
     /// it says otherwise (`tolerate_failures`): those that can only
-    /// upgrade mail (trust `tls` and below), so that a slow web server
-    /// does not defer all mail to its domain.
+    /// upgrade mail (the web sources, trust `tls`), so that a slow web
+    /// server does not defer all mail to its domain. Not the key store
+    /// (`learned`): it is the operator's own, and its failure must not turn
+    /// mail to a sender whose key it holds into plaintext — such mail
+    /// follows `on_lookup_error`.
     pub fn tolerated_by_default() -> Vec<SourceKind> {
         Self::CHOOSABLE
             .into_iter()
-            .filter(|k| k.trust() <= TrustLevel::Tls)
+            .filter(|k| k.trust() == TrustLevel::Tls)
             .collect()
     }
 
@@ -359,14 +377,10 @@ impl From<SourceKind> for Planned {
 /// [`SourceKind::CHOOSABLE`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnknownSource {
-    /// Reserved for a source not built yet.
-    #[error(
-        "source {0:?} is not available in this version (available: directory, ldap, dane, wkd, keyserver)"
-    )]
-    NotBuilt(String),
     /// Not a source name at all.
     #[error(
-        "unknown source {0:?} (expected \"directory\", \"ldap\", \"dane\", \"wkd\" or \"keyserver\")"
+        "unknown source {0:?} (expected \"directory\", \"ldap\", \"dane\", \"wkd\", \"keyserver\" \
+         or \"learned\")"
     )]
     Unknown(String),
 }
@@ -380,7 +394,7 @@ impl FromStr for SourceKind {
             "wkd" => Ok(SourceKind::Wkd),
             "keyserver" => Ok(SourceKind::Keyserver),
             "ldap" => Ok(SourceKind::Ldap),
-            "learned" => Err(UnknownSource::NotBuilt(s.to_owned())),
+            "learned" => Ok(SourceKind::Learned),
             other => Err(UnknownSource::Unknown(other.to_owned())),
         }
     }
@@ -390,8 +404,8 @@ impl FromStr for SourceKind {
 /// lowest first. A rule's `min_trust` is the lowest it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TrustLevel {
-    /// Learned from mail (signatures, Autocrypt headers): no source builds
-    /// it yet.
+    /// Learned from mail (signatures, Autocrypt headers of authenticated
+    /// inbound mail): the `learned` source.
     Learned,
     /// Authenticated by the web PKI only (WKD, keyservers).
     Tls,
@@ -462,6 +476,32 @@ pub struct KeyChoice {
     /// hex): when any is set, only keys with one of them are used; a
     /// source whose keys are all others does not decide.
     pub pins: Vec<String>,
+    /// `on_key_change`: what a key a source has not returned before for
+    /// the address does.
+    pub on_key_change: OnKeyChange,
+}
+
+/// A rule's `on_key_change`: what happens when a source returns a key it
+/// has not returned before for the same address and method (it is logged
+/// and counted either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnKeyChange {
+    /// Use the new key (the default).
+    #[default]
+    Accept,
+    /// Keep using the keys used before while they are still valid, else
+    /// defer, until an operator approves the new key (`keys approve`).
+    Review,
+}
+
+impl OnKeyChange {
+    /// The name in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnKeyChange::Accept => "accept",
+            OnKeyChange::Review => "review",
+        }
+    }
 }
 
 impl KeyChoice {
@@ -473,6 +513,7 @@ impl KeyChoice {
             min_trust: TrustLevel::Learned,
             tolerate: Vec::new(),
             pins: Vec::new(),
+            on_key_change: OnKeyChange::Accept,
         }
     }
 

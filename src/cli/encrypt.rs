@@ -176,6 +176,7 @@ fn choose(
                 KeyOutcome::Insecure => format!("{addr}: {method} key source is insecure"),
                 KeyOutcome::Bogus(why) => format!("{addr}: {method}: DNSSEC bogus: {why}"),
                 KeyOutcome::Failed(why) => format!("{addr}: {method}: lookup failed: {why}"),
+                KeyOutcome::Held(why) => format!("{addr}: {method}: held for review: {why}"),
             };
             problems.push(problem);
             continue 'method;

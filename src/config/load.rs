@@ -159,6 +159,24 @@ impl Config {
                     }
                 }
             }
+            for key in ["store.password_file", "store.ca_file"] {
+                let file = match key {
+                    "store.password_file" => &mut config.store.password_file,
+                    _ => &mut config.store.ca_file,
+                };
+                if in_file(key)
+                    && let Some(p) = file.as_mut().filter(|p| p.is_relative())
+                {
+                    *p = base.join(&*p);
+                }
+            }
+            // `sqlite://keys.sqlite` in the file: beside the file.
+            if in_file("store.url")
+                && let Some(rest) = config.store.url.strip_prefix("sqlite://")
+                && !rest.starts_with('/')
+            {
+                config.store.url = format!("sqlite://{}", base.join(rest).display());
+            }
             if in_file("dns.trust_anchor")
                 && let Some(d) = config.dns.trust_anchor.as_mut().filter(|d| d.is_relative())
             {

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | `model.rs` | the typed keys ([`Config`] and its sections), defaults, [`KEYS`], per-key checks |
 //! | `ldap.rs` | `[[ldap]]`: the LDAP directories, how to reach and bind to each, their checks |
-//! | `store.rs` | `[store]`: the key store's URL, files, timeouts; the default in the state directory |
+//! | `store.rs` | `[store]`, `[harvest]` and `authserv_id`: the key store and learning keys from mail |
 //! | `web.rs` | `[wkd]` and `[keyserver]`: the web sources and the limits of every HTTPS fetch |
 //! | `socket.rs` | [`Socket`]: the `inet:`/`inet6:`/`unix:` specification |
 //! | `forms.rs` | how values are written (serde adapters: strings, `""` for none, lists) |
@@ -44,5 +44,5 @@ pub use model::{
 };
 pub(crate) use position::TomlIndex;
 pub use socket::{Socket, SocketError};
-pub use store::{DEFAULT_STATE_DIR, DEFAULT_STORE_FILE, StoreConfig};
+pub use store::{DEFAULT_STATE_DIR, DEFAULT_STORE_FILE, HarvestConfig, StoreConfig};
 pub use web::{KeyserverConfig, WkdConfig};

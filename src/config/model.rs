@@ -14,7 +14,7 @@ use super::error::{ConfigError, Location};
 use super::forms::{opt_path, opt_socket_addr, resolver_list, string_list, via_str};
 use super::ldap::LdapConfig;
 use super::socket::Socket;
-use super::store::StoreConfig;
+use super::store::{HarvestConfig, StoreConfig};
 use super::web::{KeyserverConfig, WkdConfig};
 use crate::material::SmimeCipher;
 
@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "policy_dir",
     "dry_run",
     "log_level",
+    "authserv_id",
     "dns.mode",
     "dns.resolvers",
     "dns.trust_anchor",
@@ -46,6 +47,15 @@ pub const KEYS: &[&str] = &[
     "wkd.max_in_flight",
     "wkd.allow_private_addresses",
     "keyserver.urls",
+    "store.url",
+    "store.password_file",
+    "store.ca_file",
+    "store.connect_timeout_ms",
+    "store.timeout_ms",
+    "store.refresh_secs",
+    "harvest.enabled",
+    "harvest.queue",
+    "harvest.max_message_bytes",
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
@@ -54,12 +64,6 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.negotiation_timeout_ms",
     "limits.idle_timeout_secs",
-    "store.url",
-    "store.password_file",
-    "store.ca_file",
-    "store.connect_timeout_ms",
-    "store.timeout_ms",
-    "store.refresh_secs",
 ];
 
 /// The effective configuration.
@@ -84,6 +88,10 @@ pub struct Config {
     pub dry_run: bool,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// The receiving MTA's RFC 8601 authserv-id: harvesting trusts only
+    /// `Authentication-Results` fields under it; `""` = none, and nothing
+    /// is learned.
+    pub authserv_id: String,
     /// DNS lookups.
     pub dns: DnsConfig,
     /// Local key store.
@@ -95,12 +103,14 @@ pub struct Config {
     /// LDAP directories (`[[ldap]]` tables), asked in this order within
     /// a trust level.
     pub ldap: Vec<LdapConfig>,
+    /// The key store: learned keys, key history, pins, key changes.
+    pub store: StoreConfig,
+    /// Learning keys from inbound mail.
+    pub harvest: HarvestConfig,
     /// S/MIME output.
     pub smime: SmimeConfig,
     /// Size limits.
     pub limits: LimitsConfig,
-    /// The key store.
-    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -116,14 +126,16 @@ impl Default for Config {
             policy_dir: PathBuf::from(DEFAULT_POLICY_DIR),
             dry_run: false,
             log_level: LogLevel::Info,
+            authserv_id: String::new(),
             dns: DnsConfig::default(),
             keys: KeysConfig::default(),
             wkd: WkdConfig::default(),
             keyserver: KeyserverConfig::default(),
             ldap: Vec::new(),
+            store: StoreConfig::default(),
+            harvest: HarvestConfig::default(),
             smime: SmimeConfig::default(),
             limits: LimitsConfig::default(),
-            store: StoreConfig::default(),
         }
     }
 }
@@ -358,7 +370,12 @@ impl Config {
         }
         super::web::validate(&self.wkd, &mut self.keyserver, &|k, m| invalid(k, m))?;
         super::ldap::validate(&mut self.ldap, &|k, m| invalid(k, m))?;
-        super::store::validate(&self.store, &|k, m| invalid(k, m))?;
+        super::store::validate(
+            &mut self.authserv_id,
+            &mut self.store,
+            &self.harvest,
+            &|k, m| invalid(k, m),
+        )?;
         Ok(())
     }
 

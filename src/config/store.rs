@@ -1,9 +1,8 @@
-//! `[store]`: where the key store is (learned keys, key history, pins, key
-//! changes) and how long a call to it may take. With no `url`, SQLite in
-//! the state directory: systemd's `$STATE_DIRECTORY`, else
-//! `/var/lib/autoencrypt-milter`.
+//! `[store]` and `[harvest]`: where the key store lives (learned keys,
+//! the fingerprints each source returned, pins, key changes) and how keys
+//! are learned from inbound mail; with the top-level `authserv_id`, whose
+//! `Authentication-Results` fields harvesting trusts.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,33 +10,38 @@ use serde::{Deserialize, Serialize};
 use super::error::ConfigError;
 use super::forms::opt_path;
 
-/// Where the store lives when neither `url` nor `$STATE_DIRECTORY` says.
+/// Where the store lives when `store.url` is empty and systemd gives no
+/// `STATE_DIRECTORY`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/autoencrypt-milter";
 
-/// The SQLite file's name in the state directory.
+/// The file name of the default SQLite store in the state directory.
 pub const DEFAULT_STORE_FILE: &str = "keys.sqlite";
 
 /// `[store]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite:///path/keys.sqlite` (a relative path is in the state
-    /// directory), `postgres://user@host:port/db?sslmode=…` for a fleet;
-    /// `""` = `keys.sqlite` in the state directory.
+    /// `sqlite:///path/keys.sqlite` (one host) or
+    /// `postgres://user@host:port/db?sslmode=require` (a fleet sharing
+    /// one store); `""` = a SQLite file in the state directory
+    /// ([`StoreConfig::effective_url`]).
     pub url: String,
-    /// PostgreSQL: file whose first line is the password (owner-only).
+    /// File holding the PostgreSQL password (owner-only); `None` (written
+    /// `""`) = no password. Never in the URL.
     #[serde(with = "opt_path")]
     pub password_file: Option<PathBuf>,
-    /// PostgreSQL TLS: PEM file of the only CAs that vouch for the server.
+    /// PEM file of the CAs that may vouch for the PostgreSQL server (only
+    /// these); `None` = the system roots.
     #[serde(with = "opt_path")]
     pub ca_file: Option<PathBuf>,
-    /// PostgreSQL: connecting, logging in and checking the schema, in
-    /// milliseconds (1 to 60000).
+    /// Time to connect to PostgreSQL, in milliseconds (1 to 60000).
     pub connect_timeout_ms: u64,
-    /// One call to the store, in milliseconds (1 to 60000).
+    /// Time for one store operation, in milliseconds (1 to 60000).
     pub timeout_ms: u64,
-    /// How stale pins, learned keys and key history may be on a host, in
-    /// seconds (1 to 86400).
+    /// How stale a host's view of the store may be, in seconds (1 to
+    /// 3600): pins, learned keys and key history are re-read at least this
+    /// often, so a `keys pin` on one host takes effect on every host
+    /// within it.
     pub refresh_secs: u64,
 }
 
@@ -55,39 +59,59 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// The URL to open: `url`, with `""` and relative SQLite paths
-    /// resolved in the state directory.
-    pub fn resolved_url(&self) -> String {
-        resolve(&self.url, std::env::var_os("STATE_DIRECTORY"))
-    }
-}
-
-/// `url` resolved against `state_directory` (systemd may list several,
-/// colon-separated: the first is ours).
-fn resolve(url: &str, state_directory: Option<OsString>) -> String {
-    let url = url.trim();
-    let state = state_directory
-        .and_then(|s| {
-            s.to_str()
-                .and_then(|s| s.split(':').next())
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    if url.is_empty() {
-        return format!("sqlite://{}", state.join(DEFAULT_STORE_FILE).display());
-    }
-    match url.strip_prefix("sqlite://") {
-        Some(p) if Path::new(p).is_relative() => {
-            format!("sqlite://{}", state.join(p).display())
+    /// The URL in force: `url`, or `sqlite://` a file in `state_dir`
+    /// (systemd's `STATE_DIRECTORY`, else [`DEFAULT_STATE_DIR`]).
+    pub fn effective_url(&self, state_dir: Option<&Path>) -> String {
+        if !self.url.is_empty() {
+            return self.url.clone();
         }
-        _ => url.to_owned(),
+        let dir = state_dir.unwrap_or(Path::new(DEFAULT_STATE_DIR));
+        format!("sqlite://{}", dir.join(DEFAULT_STORE_FILE).display())
+    }
+
+    /// [`StoreConfig::effective_url`] with the state directory systemd
+    /// gives (`STATE_DIRECTORY`; its first entry when it lists several).
+    pub fn url_in_force(&self) -> String {
+        let state = std::env::var_os("STATE_DIRECTORY").map(|v| {
+            let s = v.to_string_lossy().into_owned();
+            PathBuf::from(s.split(':').next().unwrap_or_default())
+        });
+        self.effective_url(state.as_deref().filter(|p| !p.as_os_str().is_empty()))
     }
 }
 
-/// The checks of `[store]`; `invalid(key, message)` makes the error.
+/// `[harvest]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestConfig {
+    /// Learn keys from authenticated inbound mail (S/MIME signatures,
+    /// Autocrypt headers). Needs `authserv_id`.
+    pub enabled: bool,
+    /// Messages waiting to be examined (1 to 65536); when it is full, a
+    /// message is not examined (counted), never delayed.
+    pub queue: usize,
+    /// Signed messages larger than this are not examined (counted), in
+    /// bytes (1 KiB to 64 MiB): verifying a signature reads the whole
+    /// message.
+    pub max_message_bytes: u64,
+}
+
+impl Default for HarvestConfig {
+    fn default() -> Self {
+        HarvestConfig {
+            enabled: true,
+            queue: 256,
+            max_message_bytes: 4_194_304,
+        }
+    }
+}
+
+/// The checks of `authserv_id`, `[store]` and `[harvest]`;
+/// `invalid(key, message)` makes the error.
 pub(super) fn validate(
-    s: &StoreConfig,
+    authserv_id: &mut String,
+    store: &mut StoreConfig,
+    harvest: &HarvestConfig,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     let range = |key: &str, v: u64, lo: u64, hi: u64| {
@@ -97,41 +121,54 @@ pub(super) fn validate(
             Err(invalid(key, format!("{v} is out of range ({lo} to {hi})")))
         }
     };
-    range("store.connect_timeout_ms", s.connect_timeout_ms, 1, 60_000)?;
-    range("store.timeout_ms", s.timeout_ms, 1, 60_000)?;
-    range("store.refresh_secs", s.refresh_secs, 1, 86_400)?;
-    let url = s.url.trim();
-    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    if postgres {
-        let authority = url
-            .split_once("://")
-            .map(|(_, r)| r.split(['/', '?']).next().unwrap_or(""))
-            .unwrap_or("");
-        let in_userinfo = authority
-            .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-        if in_userinfo || url.contains("password=") {
-            return Err(invalid(
-                "store.url",
-                "holds a password: put it in store.password_file instead".to_owned(),
-            ));
-        }
-    } else if !(url.is_empty() || url.len() > "sqlite://".len() && url.starts_with("sqlite://")) {
+    let id = authserv_id.trim();
+    // RFC 8601 §2.5: a domain name, compared case-insensitively; a value
+    // with spaces or ';' could never equal a parsed authserv-id.
+    if id
+        .chars()
+        .any(|c| c.is_whitespace() || c == ';' || c.is_control())
+    {
         return Err(invalid(
-            "store.url",
-            format!("{url:?} is not sqlite:///path/keys.sqlite or postgres://…"),
+            "authserv_id",
+            format!("{authserv_id:?} is not an authserv-id (a host name, as the MTA writes it)"),
         ));
     }
-    if !postgres {
-        for (key, set) in [
-            ("store.password_file", s.password_file.is_some()),
-            ("store.ca_file", s.ca_file.is_some()),
-        ] {
-            if set {
-                return Err(invalid(key, "is for a postgres:// store only".to_owned()));
-            }
-        }
+    *authserv_id = id.to_owned();
+    store.url = store.url.trim().to_owned();
+    if !store.url.is_empty()
+        && !store.url.starts_with("sqlite://")
+        && !store.url.starts_with("postgres://")
+        && !store.url.starts_with("postgresql://")
+    {
+        return Err(invalid(
+            "store.url",
+            format!(
+                "{:?} is neither sqlite://PATH nor postgres://HOST/DB",
+                store.url
+            ),
+        ));
     }
+    if store.url == "sqlite://" {
+        return Err(invalid(
+            "store.url",
+            "sqlite:// needs a path (sqlite:///var/lib/autoencrypt-milter/keys.sqlite)".to_owned(),
+        ));
+    }
+    range(
+        "store.connect_timeout_ms",
+        store.connect_timeout_ms,
+        1,
+        60_000,
+    )?;
+    range("store.timeout_ms", store.timeout_ms, 1, 60_000)?;
+    range("store.refresh_secs", store.refresh_secs, 1, 3_600)?;
+    range("harvest.queue", harvest.queue as u64, 1, 65_536)?;
+    range(
+        "harvest.max_message_bytes",
+        harvest.max_message_bytes,
+        1_024,
+        64 * 1_048_576,
+    )?;
     Ok(())
 }
 
@@ -141,60 +178,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_resolve_in_the_state_directory() {
+    fn empty_url_means_a_file_in_the_state_directory() {
+        let c = StoreConfig::default();
         assert_eq!(
-            resolve("", None),
+            c.effective_url(None),
             "sqlite:///var/lib/autoencrypt-milter/keys.sqlite"
         );
         assert_eq!(
-            resolve("", Some("/var/lib/aem:/var/lib/other".into())),
-            "sqlite:///var/lib/aem/keys.sqlite"
+            c.effective_url(Some(Path::new("/srv/state"))),
+            "sqlite:///srv/state/keys.sqlite"
         );
-        assert_eq!(
-            resolve("sqlite://k.db", Some("/s".into())),
-            "sqlite:///s/k.db"
-        );
-        assert_eq!(resolve("sqlite:///abs/k.db", None), "sqlite:///abs/k.db");
-        assert_eq!(resolve("postgres://u@h/db", None), "postgres://u@h/db");
+        let set = StoreConfig {
+            url: "postgres://aem@db/keys".into(),
+            ..StoreConfig::default()
+        };
+        assert_eq!(set.effective_url(None), "postgres://aem@db/keys");
     }
 
     #[test]
-    fn checks() {
+    fn bad_values_are_refused_with_their_key() {
         let invalid = |k: &str, m: String| ConfigError::Invalid {
             location: super::super::Location::Default,
             key: Some(k.to_owned()),
             message: m,
         };
-        let ok = |s: StoreConfig| validate(&s, &invalid).is_ok();
-        assert!(ok(StoreConfig::default()));
-        for url in ["postgres://u@h/db", "sqlite:///x", "sqlite://rel"] {
-            assert!(ok(StoreConfig {
-                url: url.into(),
+        let h = HarvestConfig::default();
+        let check = |id: &str, url: &str| {
+            let mut id = id.to_owned();
+            let mut s = StoreConfig {
+                url: url.to_owned(),
                 ..StoreConfig::default()
-            }));
-        }
-        for url in [
-            "postgres://u:pw@h/db",
-            "postgres://u@h/db?password=pw",
-            "mysql://h/db",
-            "sqlite://",
-            "/var/lib/x.sqlite",
+            };
+            validate(&mut id, &mut s, &h, &invalid).map(|()| (id, s.url))
+        };
+        assert_eq!(
+            check(" mx.example.org ", "").unwrap(),
+            ("mx.example.org".to_owned(), String::new())
+        );
+        for (id, url, key) in [
+            ("mx example", "", "authserv_id"),
+            ("mx;x", "", "authserv_id"),
+            ("", "mysql://x/y", "store.url"),
+            ("", "sqlite://", "store.url"),
         ] {
-            assert!(
-                !ok(StoreConfig {
-                    url: url.into(),
-                    ..StoreConfig::default()
-                }),
-                "{url}"
-            );
+            let e = check(id, url).unwrap_err().to_string();
+            assert!(e.contains(key), "{id:?} {url:?}: {e}");
         }
-        assert!(!ok(StoreConfig {
-            password_file: Some("/pw".into()),
-            ..StoreConfig::default()
-        }));
-        assert!(!ok(StoreConfig {
-            timeout_ms: 0,
-            ..StoreConfig::default()
-        }));
     }
 }

@@ -48,6 +48,7 @@ pub fn rdata(data: &[u8]) {
                 Security::Local => panic!("DNS answer counted as local"),
                 Security::WebPki => panic!("DNS answer counted as web PKI"),
                 Security::Directory => panic!("DNS answer counted as LDAP"),
+                Security::Learned => panic!("DNS answer counted as learned"),
             }
             let backend = Registry::new();
             let backend = backend.get(method);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::tests_support::*;
 use crate::keys::memory::MemorySource;
 use crate::keys::{FailReason, KeyChoice, Lookup, Security, SourceKind, TrustLevel};
-use crate::material::{KeyRejected, Method, RejectReason};
+use crate::material::{KeyRejected, Method, OnKeyChange, RejectReason};
 use crate::policy::KeyOutcome;
 
 fn dane_wkd_keyserver() -> [Arc<MemorySource>; 3] {
@@ -35,6 +35,7 @@ fn opportunistic() -> KeyChoice {
         min_trust: TrustLevel::Learned,
         tolerate: SourceKind::tolerated_by_default(),
         pins: Vec::new(),
+        on_key_change: OnKeyChange::Accept,
     }
 }
 
@@ -179,6 +180,7 @@ fn a_failure_the_rule_does_not_tolerate_is_the_answer() {
         min_trust: TrustLevel::Tls,
         tolerate: Vec::new(),
         pins: Vec::new(),
+        on_key_change: OnKeyChange::Accept,
     };
     let out = block_on(keys.resolve(&addr(A), Method::Smime, &required));
     assert!(matches!(
@@ -272,6 +274,7 @@ fn a_pinned_key_beats_every_source_and_any_other_key_is_refused() {
     let keys = service(&[&dns, &wkd, &ks]);
     let pin = KeyChoice {
         pins: vec![pinned.clone()],
+        on_key_change: OnKeyChange::Accept,
         ..opportunistic()
     };
     // DNSSEC's key is not the pinned one: the web key, lower, is used.

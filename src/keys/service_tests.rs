@@ -9,7 +9,7 @@ use super::*;
 use crate::keys::memory::MemorySource;
 use crate::keys::{FailReason, KeyChoice, Provenance, Security, TrustLevel};
 use crate::material::KeyMaterial;
-use crate::material::RejectReason;
+use crate::material::{OnKeyChange, RejectReason};
 
 fn cert_for(addr: &str) -> Vec<u8> {
     static KEY: OnceLock<openssl::pkey::PKey<openssl::pkey::Private>> = OnceLock::new();
@@ -312,6 +312,7 @@ fn choice(sources: Option<Vec<SourceKind>>, min_trust: TrustLevel) -> KeyChoice 
         min_trust,
         tolerate: Vec::new(),
         pins: Vec::new(),
+        on_key_change: OnKeyChange::Accept,
     }
 }
 
@@ -456,6 +457,7 @@ fn keys_from_an_unsigned_zone_meet_the_required_default() {
         min_trust: TrustLevel::Dnssec,
         tolerate: Vec::new(),
         pins: Vec::new(),
+        on_key_change: OnKeyChange::Accept,
     };
     let out = block_on(keys.resolve(&addr("a@example.org"), Method::Smime, &required));
     let KeyOutcome::Found {

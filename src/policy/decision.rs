@@ -34,6 +34,10 @@ pub enum KeyOutcome<K> {
     Bogus(String),
     /// The lookup could not be completed.
     Failed(FailReason),
+    /// The source returned a new key that the rule's `on_key_change =
+    /// "review"` holds until an operator approves it, and no key approved
+    /// before is still valid: deferred whatever the rule's mode.
+    Held(String),
 }
 
 impl<K> KeyOutcome<K> {
@@ -81,6 +85,8 @@ pub struct MethodOutcome<K> {
     /// Sources whose failure the rule tolerated (`tolerate_failures`),
     /// each as `source: why`: they did not decide, and are noted.
     pub skipped: Vec<String>,
+    /// What else the lookup has to say (a key change held for review).
+    pub notes: Vec<String>,
 }
 
 impl<K> MethodOutcome<K> {
@@ -90,6 +96,7 @@ impl<K> MethodOutcome<K> {
             method,
             outcome,
             skipped: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -196,6 +203,7 @@ enum Class<K> {
     Usable(Vec<K>),
     NoKey,
     Error(LookupFailure),
+    Held,
 }
 
 /// Decides for one recipient under `rule`. `outcomes` must hold one entry
@@ -239,6 +247,7 @@ pub fn decide<K>(
 
     let mut usable = Vec::new();
     let mut first_error: Option<LookupFailure> = None;
+    let mut held = false;
     for &m in methods {
         let slot = outcomes
             .iter_mut()
@@ -252,11 +261,15 @@ pub fn decide<K>(
                 "{m}: {skipped} (tolerated by the rule: the next source decided)"
             ));
         }
+        for note in &outcome.notes {
+            notes.push(format!("{m}: {note}"));
+        }
         let (class, note) = classify(outcome.outcome, settings);
         notes.push(format!("{m}: {note}"));
         match class {
             Class::Usable(keys) => usable.push((m, keys)),
             Class::NoKey => {}
+            Class::Held => held = true,
             Class::Error(f) => {
                 first_error.get_or_insert(f);
             }
@@ -269,6 +282,9 @@ pub fn decide<K>(
             smime_cipher,
             required: mode.is_required(),
         }
+    } else if held {
+        // Neither plaintext nor the new key until an operator decides.
+        Action::TempFail(Reply::key_change_held(recipient))
     } else if let Some(failure) = first_error {
         match mode {
             Mode::Opportunistic {
@@ -341,6 +357,7 @@ fn classify<K>(o: KeyOutcome<K>, settings: &Settings) -> (Class<K>, String) {
             };
             (Class::Error(class), format!("lookup failed: {f}"))
         }
+        KeyOutcome::Held(why) => (Class::Held, format!("held for review: {why}")),
     }
 }
 

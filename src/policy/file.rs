@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{Location, TomlIndex};
-use crate::material::{Method, SmimeCipher, SourceKind, TrustLevel};
+use crate::material::{Method, OnKeyChange, SmimeCipher, SourceKind, TrustLevel};
 use crate::policy::PolicyError;
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
@@ -46,6 +46,7 @@ struct RawRule {
     min_trust: Option<Spanned<String>>,
     tolerate_failures: Option<Spanned<Vec<Spanned<String>>>>,
     pin: Option<Spanned<Vec<Spanned<String>>>>,
+    on_key_change: Option<Spanned<String>>,
 }
 
 /// A list of source names (`sources`, `tolerate_failures`): each known,
@@ -303,6 +304,7 @@ fn build_rule(
                 r.tolerate_failures.as_ref().map(Spanned::span),
             ),
             ("pin", r.pin.as_ref().map(Spanned::span)),
+            ("on_key_change", r.on_key_change.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
                 return Err(err(
@@ -375,6 +377,7 @@ fn build_rule(
             Some(c) => Some(c.into_inner().0),
             None => None,
         };
+        let sources_span = r.sources.as_ref().map(Spanned::span);
         let sources = match r.sources {
             None => None,
             Some(list) => {
@@ -416,6 +419,48 @@ fn build_rule(
                     .map_err(|e| err(t.span(), format!("key `min_trust`: {e}")))?,
             ),
         };
+        // A learned key is below any other trust: a rule that names the
+        // source but not the trust would silently never use it.
+        if let Some(list) = &sources
+            && list.contains(&SourceKind::Learned)
+        {
+            let floor = min_trust.unwrap_or(if mode.is_required() {
+                TrustLevel::Dnssec
+            } else {
+                TrustLevel::Learned
+            });
+            if floor > TrustLevel::Learned {
+                let span = sources_span.unwrap_or(rule_span.clone());
+                return Err(err(
+                    span,
+                    format!(
+                        "key `sources`: learned keys are below this rule's min_trust ({floor}{}), \
+                         so they would never be used; set min_trust = \"learned\" to use them",
+                        if min_trust.is_none() {
+                            ", the default of a required rule"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        let on_key_change = match &r.on_key_change {
+            None => OnKeyChange::Accept,
+            Some(v) => match v.get_ref().as_str() {
+                "accept" => OnKeyChange::Accept,
+                "review" => OnKeyChange::Review,
+                other => {
+                    return Err(err(
+                        v.span(),
+                        format!(
+                            "key `on_key_change`: unknown value {other:?} (expected \"accept\" \
+                             or \"review\")"
+                        ),
+                    ));
+                }
+            },
+        };
         let mut pin: Vec<String> = Vec::new();
         if let Some(list) = &r.pin
             && list.get_ref().is_empty()
@@ -452,6 +497,7 @@ fn build_rule(
             min_trust,
             tolerate_failures,
             pin,
+            on_key_change,
         }
     };
 

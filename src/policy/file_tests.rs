@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 use super::*;
+use crate::material::OnKeyChange;
 
 fn parse(text: &str) -> Result<Vec<Rule>, PolicyError> {
     parse_file(Path::new("t.toml"), text)
@@ -39,6 +40,7 @@ fn required_defaults_to_reject() {
             min_trust: None,
             tolerate_failures: None,
             pin: Vec::new(),
+            on_key_change: OnKeyChange::Accept,
         }
     );
 }
@@ -130,6 +132,22 @@ fn sources_and_min_trust_are_read_with_defaults_by_mode() {
     // A rule that never encrypts asks nothing.
     let r = parse("[[rule]]\nname = \"n\"\nmethods = []\n").unwrap();
     assert_eq!(r[0].treatment.key_choice(), None);
+    // Learned keys for a required rule that says so; review of key changes.
+    let r = parse(
+        "[[rule]]\nname = \"l\"\nmode = \"required\"\nmin_trust = \"learned\"\n\
+         sources = [\"dane\", \"learned\"]\non_key_change = \"review\"\n",
+    )
+    .unwrap();
+    let c = r[0].treatment.key_choice().unwrap();
+    assert_eq!(
+        (c.sources, c.min_trust, c.on_key_change),
+        (
+            Some(vec![SourceKind::Dane, SourceKind::Learned]),
+            TrustLevel::Learned,
+            OnKeyChange::Review
+        )
+    );
+    assert_eq!(opp.on_key_change, OnKeyChange::Accept);
 }
 
 #[test]
@@ -149,9 +167,23 @@ fn bad_sources_and_min_trust_are_errors_with_line_and_key() {
     }
     let e = err_text("[[rule]]\nname = \"a\"\nmin_trust = \"DNSSEC\"\n");
     assert!(e.contains("key `min_trust`: unknown trust level"), "{e}");
-    let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"learned\"]\n");
+    // Learned keys under a rule whose trust floor is above them.
+    let e = err_text("[[rule]]\nname = \"a\"\nmode = \"required\"\nsources = [\"learned\"]\n");
     assert!(
-        e.contains("source \"learned\" is not available in this version"),
+        e.contains("key `sources`: learned keys are below this rule's min_trust (dnssec, the default of a required rule)"),
+        "{e}"
+    );
+    let e =
+        err_text("[[rule]]\nname = \"a\"\nmin_trust = \"tls\"\nsources = [\"wkd\", \"learned\"]\n");
+    assert!(e.contains("below this rule's min_trust (tls)"), "{e}");
+    let e = err_text("[[rule]]\nname = \"a\"\non_key_change = \"Review\"\n");
+    assert!(
+        e.contains("key `on_key_change`: unknown value \"Review\""),
+        "{e}"
+    );
+    let e = err_text("[[rule]]\nname = \"a\"\nmethods = []\non_key_change = \"review\"\n");
+    assert!(
+        e.contains("key `on_key_change`: has no effect with methods = []"),
         "{e}"
     );
     let e = err_text("[[rule]]\nname = \"a\"\nsources = [\"dane\", \"dane\"]\n");

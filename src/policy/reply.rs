@@ -67,6 +67,18 @@ impl Reply {
         )
     }
 
+    /// `451 4.7.1`: the recipient's key changed and the rule holds the new
+    /// one for review (`on_key_change = "review"`), with no key approved
+    /// before still valid. The text does not say more: the SMTP client may
+    /// be anyone.
+    pub fn key_change_held(rcpt: &Address) -> Reply {
+        Reply::new(
+            451,
+            "4.7.1",
+            format!("Encryption key for <{rcpt}> is awaiting review, try again later"),
+        )
+    }
+
     /// `452 4.5.3`: the recipient needs another treatment (method, or
     /// plaintext) than those already accepted in this transaction; the
     /// client retries it in a separate transaction (RFC 5321 §4.5.3.1.10).

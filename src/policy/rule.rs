@@ -12,7 +12,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::config::Location;
-use crate::material::{KeyChoice, Method, SmimeCipher, SourceKind, TrustLevel};
+use crate::material::{KeyChoice, Method, OnKeyChange, SmimeCipher, SourceKind, TrustLevel};
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::{Direction, Query};
 
@@ -119,6 +119,8 @@ pub enum Treatment {
         /// `pin`: the only fingerprints used (canonical upper-case hex);
         /// empty = no pin.
         pin: Vec<String>,
+        /// `on_key_change`.
+        on_key_change: OnKeyChange,
     },
 }
 
@@ -138,6 +140,7 @@ impl Treatment {
                 min_trust,
                 tolerate_failures,
                 pin,
+                on_key_change,
                 ..
             } => Some(KeyChoice {
                 sources: sources.clone(),
@@ -152,6 +155,7 @@ impl Treatment {
                     (None, false) => SourceKind::tolerated_by_default(),
                 },
                 pins: pin.clone(),
+                on_key_change: *on_key_change,
             }),
         }
     }
@@ -203,6 +207,7 @@ impl Rule {
                 min_trust: None,
                 tolerate_failures: None,
                 pin: Vec::new(),
+                on_key_change: OnKeyChange::Accept,
             },
         }
     }
