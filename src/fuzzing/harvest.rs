@@ -122,11 +122,12 @@ pub fn harvest_examine(data: &[u8]) {
         usize::from(c.smime) + usize::from(c.autocrypt)
     );
     for key in results.iter().flatten() {
-        assert_eq!(key.address, c.from.to_string());
+        assert_eq!(key.address, crate::store::store_key(&c.from));
         assert_eq!(key.effective, c.effective);
         let want = match key.how {
             LearnedFrom::SmimeSignature => Method::Smime,
             LearnedFrom::Autocrypt => Method::OpenPgp,
+            LearnedFrom::Import => panic!("mail taught an imported key"),
         };
         assert_eq!(key.method, want);
         assert_eq!(

@@ -130,6 +130,7 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
         policy,
         keys,
         metrics,
+        harvester: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

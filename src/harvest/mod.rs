@@ -25,6 +25,7 @@ pub mod date;
 pub mod from;
 mod learned_types;
 mod lex;
+mod queue;
 pub mod smime;
 
 use std::time::SystemTime;
@@ -37,6 +38,7 @@ use crate::message::mime::ContentType;
 
 pub use auth_results::AuthBy;
 pub use learned_types::{LearnedFrom, LearnedKey, PreferEncrypt};
+pub use queue::{Harvester, Job, PAUSE};
 
 /// What the header says before any crypto.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,7 +259,7 @@ fn learn(
     })?;
     let seen = unix_seconds(now);
     Ok(LearnedKey {
-        address: c.from.to_string(),
+        address: crate::store::store_key(&c.from),
         method,
         fingerprint: id.fingerprint,
         key: id.canonical,

@@ -174,6 +174,15 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedCache<K, V> {
         }
     }
 
+    /// Drops `key`'s answer, so that the next lookup fetches it (the
+    /// answer changed: a key was learned). A fetch in flight finishes for
+    /// those waiting on it.
+    pub(crate) fn remove(&self, key: &K) {
+        if let Some(old) = self.lock().remove(key) {
+            self.release(&old);
+        }
+    }
+
     /// Puts `answer`, arrived at `fetched`, in the cache for `ttl` (tests
     /// of the lookup paths without a network).
     #[cfg(test)]

@@ -13,6 +13,9 @@ pub mod ldap;
 pub(crate) mod memory;
 pub(crate) use dns::owner;
 pub(crate) mod cache;
+mod history;
+pub mod learned;
+mod pins;
 mod service;
 mod validated;
 pub mod web;
@@ -27,7 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::address::Address;
-pub use crate::material::{KeyChoice, Provenance, Security, SourceKind, TrustLevel};
+pub use crate::material::{KeyChoice, OnKeyChange, Provenance, Security, SourceKind, TrustLevel};
 use crate::material::{KeyMaterial, KeyRejected, Method};
 
 /// Why a lookup could not be completed.

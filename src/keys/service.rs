@@ -27,8 +27,11 @@ use crate::backend::{Recipient, Registry};
 use crate::config::Config;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
+use crate::keys::history::{KeyHistory, Vetted};
 use crate::keys::keyserver::KeyserverSource;
 use crate::keys::ldap::{LdapSettings, LdapSetupError, LdapSource};
+use crate::keys::learned::LearnedSource;
+use crate::keys::pins::StorePins;
 use crate::keys::validated::ValidationCache;
 use crate::keys::web::{Hosts, WebClient, WebSettings, WebSetupError};
 use crate::keys::wkd::WkdSource;
@@ -36,6 +39,7 @@ use crate::keys::{FailReason, KeySource, Lookup, SourceKind, Traced};
 use crate::material::{KeyChoice, KeyMaterial, Method, Planned, RejectReason, Security};
 use crate::metrics::Metrics;
 use crate::policy::{KeyOutcome, MethodOutcome};
+use crate::store::{Store, StoreError, StoreSettings};
 
 /// The longest the sources together may take to answer one lookup (one
 /// method of one recipient), whatever they do inside: past it the answer
@@ -50,7 +54,8 @@ pub const SOURCE_DEADLINE: Duration = Duration::from_secs(25);
 /// The key sources `config` sets up, each with its trust, in the order
 /// configured: the key directory when `keys.directory` is set, each
 /// `[[ldap]]` directory (with its `trust`), DNS always, WKD unless
-/// `wkd.enabled` is off, keyservers when `keyserver.urls` names any.
+/// `wkd.enabled` is off, keyservers when `keyserver.urls` names any, and
+/// the key store's learned keys always.
 pub fn configured_sources(config: &Config) -> Vec<Planned> {
     let mut planned: Vec<Planned> = Vec::with_capacity(4 + config.ldap.len());
     if config.keys.directory.is_some() {
@@ -67,6 +72,7 @@ pub fn configured_sources(config: &Config) -> Vec<Planned> {
     if !config.keyserver.urls.is_empty() {
         planned.push(SourceKind::Keyserver.into());
     }
+    planned.push(SourceKind::Learned.into());
     planned
 }
 
@@ -82,6 +88,9 @@ pub enum SourceSetupError {
     /// An `[[ldap]]` directory (its password or CA file, TLS).
     #[error(transparent)]
     Ldap(#[from] LdapSetupError),
+    /// The key store (`[store]`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Recipients' keys, found and validated.
@@ -91,6 +100,17 @@ pub struct KeyService {
     validated: ValidationCache,
     metrics: Option<Metrics>,
     deadline: Duration,
+    /// The key store, its pins and key history (none in unit tests of
+    /// the chain).
+    store: Option<StoreParts>,
+}
+
+/// What the service keeps of the key store.
+struct StoreParts {
+    store: Store,
+    pins: Arc<StorePins>,
+    history: KeyHistory,
+    learned: Option<Arc<LearnedSource>>,
 }
 
 /// What one source said during a [`KeyService::explain`].
@@ -127,6 +147,7 @@ impl KeyService {
             validated: ValidationCache::new(),
             metrics,
             deadline: SOURCE_DEADLINE,
+            store: None,
         }
     }
 
@@ -181,6 +202,9 @@ impl KeyService {
             )?)),
             _ => None,
         };
+        let store = Store::open(&StoreSettings::from_config(&config.store))?;
+        let refresh = Duration::from_secs(config.store.refresh_secs);
+        let mut learned = None;
         let mut sources: Vec<Arc<dyn KeySource>> = Vec::new();
         for kind in kinds {
             match (kind, &config.keys.directory, &dns, &web) {
@@ -202,10 +226,35 @@ impl KeyService {
                         config.keyserver.urls.clone(),
                     )));
                 }
+                (SourceKind::Learned, _, _, _) => {
+                    let source = LearnedSource::new(store.clone(), refresh);
+                    sources.push(Arc::clone(&source) as Arc<dyn KeySource>);
+                    learned = Some(source);
+                }
                 _ => {}
             }
         }
-        Ok(Self::new(sources, registry, metrics))
+        let pins = StorePins::new(store.clone(), refresh, metrics.clone());
+        let history = KeyHistory::new(store.clone(), refresh, metrics.clone());
+        let mut service = Self::new(sources, registry, metrics);
+        service.store = Some(StoreParts {
+            store,
+            pins,
+            history,
+            learned,
+        });
+        Ok(service)
+    }
+
+    /// The key store (none in unit tests of the chain).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref().map(|s| &s.store)
+    }
+
+    /// The `learned` source, when the service has one (the harvester
+    /// tells it about keys it learned).
+    pub(crate) fn learned_source(&self) -> Option<&Arc<LearnedSource>> {
+        self.store.as_ref().and_then(|s| s.learned.as_ref())
     }
 
     /// The backends keys are validated (and messages encrypted) with.
@@ -305,7 +354,41 @@ impl KeyService {
         trace: bool,
     ) -> Explained {
         let mut steps = Vec::new();
+        // Pins set with `keys pin` join the rule's: either kind beats
+        // every source. Unknown pins (the store never read) fail the
+        // lookup rather than risk an unpinned key.
+        let merged;
+        let choice = match &self.store {
+            None => choice,
+            Some(parts) => match parts.pins.for_address(addr).await {
+                Ok(pins) if pins.is_empty() => choice,
+                Ok(pins) => {
+                    if trace {
+                        steps.push(Step {
+                            source: format!("pins in the key store ({})", parts.store.describe()),
+                            answer: "pinned",
+                            asked: pins.clone(),
+                        });
+                    }
+                    let mut all = choice.pins.clone();
+                    all.extend(pins.into_iter().filter(|p| !choice.pins.contains(p)));
+                    merged = KeyChoice {
+                        pins: all,
+                        ..choice.clone()
+                    };
+                    &merged
+                }
+                Err(why) => {
+                    return Explained {
+                        outcome: MethodOutcome::new(method, KeyOutcome::Failed(why)),
+                        steps,
+                        found: Vec::new(),
+                    };
+                }
+            },
+        };
         let mut decided = None;
+        let mut decided_by = None;
         // What stands if no source decides: the first "nothing usable
         // here" answer (an unsigned zone, keys none of which are for this
         // address), else a proof of absence.
@@ -370,6 +453,7 @@ impl KeyService {
                 }
                 _ => {
                     decided = Some(lookup);
+                    decided_by = Some(source.kind());
                     break;
                 }
             }
@@ -381,6 +465,8 @@ impl KeyService {
         };
         let now = SystemTime::now();
         let backend = self.registry.get(method);
+        // The keys as found, by fingerprint, for the key history.
+        let mut as_found: Vec<(String, Vec<u8>)> = Vec::new();
         let mut outcome = MethodOutcome::new(
             method,
             KeyOutcome::from_lookup(answer, |k| {
@@ -416,15 +502,102 @@ impl KeyService {
                     Ok(r) if !choice.pins.is_empty() && !choice.pins.contains(&r.fingerprint) => {
                         Err(k.reject(RejectReason::NotPinned(r.fingerprint)))
                     }
+                    Ok(r) => {
+                        as_found.push((r.fingerprint.clone(), k.data.clone()));
+                        Ok(r)
+                    }
                     other => other,
                 }
             }),
         );
         outcome.skipped = skipped;
+        if let (Some(parts), Some(kind)) = (&self.store, decided_by)
+            && kind != SourceKind::Learned
+            && !as_found.is_empty()
+        {
+            self.vet(parts, kind, addr, &mut outcome, &as_found, choice, now)
+                .await;
+        }
         Explained {
             outcome,
             steps,
             found,
+        }
+    }
+}
+
+impl KeyService {
+    /// Applies the rule's `on_key_change` to the usable keys `kind` found
+    /// (`as_found`: their fingerprints and bytes), through the key history.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, the lookup's own state"
+    )]
+    async fn vet(
+        &self,
+        parts: &StoreParts,
+        kind: SourceKind,
+        addr: &Address,
+        outcome: &mut MethodOutcome<Recipient>,
+        as_found: &[(String, Vec<u8>)],
+        choice: &KeyChoice,
+        now: SystemTime,
+    ) {
+        let method = outcome.method;
+        let KeyOutcome::Found {
+            security, usable, ..
+        } = &mut outcome.outcome
+        else {
+            return;
+        };
+        let security = *security;
+        match parts
+            .history
+            .vet(kind, addr, method, as_found, choice.on_key_change)
+            .await
+        {
+            Vetted::Use(fingerprints) => {
+                let before = usable.len();
+                usable.retain(|r| fingerprints.contains(&r.fingerprint));
+                if usable.len() < before {
+                    outcome.notes.push(format!(
+                        "{} new key(s) from {kind} held for review (keys approve)",
+                        before - usable.len()
+                    ));
+                }
+            }
+            Vetted::Previous(seen) => {
+                let backend = self.registry.get(method);
+                let previous: Vec<Recipient> = seen
+                    .iter()
+                    .filter(|s| choice.pins.is_empty() || choice.pins.contains(&s.fingerprint))
+                    .filter_map(|s| {
+                        let k = KeyMaterial {
+                            method,
+                            data: s.key.clone(),
+                            origin: format!("key {kind} returned before (approved)"),
+                            provenance: crate::material::Provenance::now(kind, security),
+                            bound_addresses: Vec::new(),
+                        };
+                        self.validated.validate(backend, &k, addr, now).ok()
+                    })
+                    .collect();
+                if previous.is_empty() {
+                    outcome.outcome = KeyOutcome::Held(format!(
+                        "{kind} returned a new key, which awaits review (keys approve), and no \
+                         key approved before is still valid"
+                    ));
+                } else {
+                    outcome.notes.push(format!(
+                        "{kind} returned a new key, held for review (keys approve): using the \
+                         key(s) approved before"
+                    ));
+                    *usable = previous;
+                }
+            }
+            Vetted::Failed(why) => {
+                outcome.outcome = KeyOutcome::Failed(FailReason::Network(why));
+            }
         }
     }
 }

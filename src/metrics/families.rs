@@ -284,7 +284,7 @@ pub(super) struct SourceRecordLabels {
 }
 
 /// The sources a running milter has (their series exist from the start).
-const SOURCES: [SourceKind; 5] = SourceKind::CHOOSABLE;
+const SOURCES: [SourceKind; 6] = SourceKind::CHOOSABLE;
 
 pub(super) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -310,6 +310,7 @@ pub(super) struct Families {
     pub(super) unnegotiated: Gauge,
     pub(super) limit: Gauge,
     pub(super) dropped: Family<DropLabels, Counter>,
+    pub(super) store: super::store_families::StoreFamilies,
 }
 
 impl Families {
@@ -424,7 +425,9 @@ impl Families {
             dropped.clone(),
         );
 
+        let store = super::store_families::StoreFamilies::register(registry, &SOURCES);
         Families {
+            store,
             messages,
             encrypted,
             lookups,

@@ -21,6 +21,7 @@
 mod families;
 mod format;
 mod http;
+mod store_families;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,10 @@ pub use families::{
 };
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use http::{MAX_HTTP_CONNECTIONS, bind, serve};
+pub use store_families::{
+    HARVEST_MESSAGES_TOTAL, HARVEST_PAUSED, HARVEST_RESULTS, KEY_CHANGES_PENDING,
+    KEY_CHANGES_TOTAL, KEYS_LEARNED_TOTAL,
+};
 
 use families::{
     DropLabels, Families, LookupLabels, MessageLabels, MethodLabels, SourceRecordLabels,
@@ -213,6 +218,48 @@ impl Metrics {
         self.inner.families.connections.set(g(open));
         self.inner.families.unnegotiated.set(g(unnegotiated));
         self.inner.families.limit.set(g(limit));
+    }
+
+    /// Counts a key change `source` returned (once per fleet).
+    pub fn key_change(&self, source: SourceKind) {
+        self.inner
+            .families
+            .store
+            .key_changes
+            .get_or_create(&store_families::SourceLabels { source })
+            .inc();
+    }
+
+    /// Sets the number of key changes awaiting review.
+    pub fn key_changes_pending(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.families.store.pending.set(n);
+    }
+
+    /// Counts a key learned for `method`.
+    pub fn key_learned(&self, method: Method) {
+        self.inner
+            .families
+            .store
+            .learned
+            .get_or_create(&MethodLabels { method })
+            .inc();
+    }
+
+    /// Counts a message harvesting looked at, with what it made of it
+    /// (one of [`store_families::HARVEST_RESULTS`]).
+    pub fn harvested(&self, result: &'static str) {
+        self.inner
+            .families
+            .store
+            .harvest
+            .get_or_create(&store_families::ResultLabels { result })
+            .inc();
+    }
+
+    /// Marks harvesting paused (the key store fails) or running.
+    pub fn harvest_paused(&self, paused: bool) {
+        self.inner.families.store.paused.set(i64::from(paused));
     }
 
     /// Counts a connection the slots closed (see [`ConnectionDrop`]).

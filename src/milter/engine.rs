@@ -21,6 +21,7 @@ use std::time::Duration;
 use super::slots::Slots;
 use crate::backend::Registry;
 use crate::config::{Config, ConfigError, FileRequirement};
+use crate::harvest::Harvester;
 use crate::keys::KeyService;
 use crate::keys::SourceSetupError;
 use crate::memory::MemoryBudget;
@@ -43,6 +44,9 @@ pub struct Engine {
     pub keys: KeyService,
     /// Metrics (shared by every engine of the process).
     pub metrics: Metrics,
+    /// Learning keys from inbound mail: `None` when `harvest.enabled` is
+    /// off or no `authserv_id` is set.
+    pub harvester: Option<Harvester>,
 }
 
 /// How many encryptions run at once: one per CPU. More only time-slice
@@ -81,11 +85,34 @@ impl Engine {
         }
         let keys =
             KeyService::from_config(&config, Arc::new(Registry::new()), Some(metrics.clone()))?;
+        let harvester = match (&config.harvest, keys.store()) {
+            (h, Some(store)) if h.enabled && !config.authserv_id.is_empty() => {
+                Some(Harvester::new(
+                    h.queue,
+                    h.max_message_bytes,
+                    store.clone(),
+                    Arc::clone(keys.registry()),
+                    metrics.clone(),
+                    keys.learned_source().cloned(),
+                ))
+            }
+            (h, _) => {
+                if h.enabled {
+                    tracing::info!(
+                        "harvest.enabled is on but authserv_id is not set: no key is learned \
+                         from mail (set authserv_id to the authserv-id of your MTA's \
+                         Authentication-Results fields)"
+                    );
+                }
+                None
+            }
+        };
         Ok(Engine {
             config,
             policy,
             keys,
             metrics,
+            harvester,
         })
     }
 }

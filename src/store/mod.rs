@@ -65,7 +65,7 @@ impl StoreSettings {
     /// The settings `[store]` gives.
     pub fn from_config(c: &crate::config::StoreConfig) -> StoreSettings {
         StoreSettings {
-            url: c.resolved_url(),
+            url: c.url_in_force(),
             password_file: c.password_file.clone(),
             ca_file: c.ca_file.clone(),
             connect_timeout: Duration::from_millis(c.connect_timeout_ms),
@@ -341,6 +341,14 @@ fn redact(url: &str) -> String {
 }
 
 /// Now, unix seconds.
+/// The form an address takes in every table of the store: its local
+/// part lower-cased (mail systems compare it so in practice), so that
+/// `Alice@x` learned from a `From:` and `alice@x` in a RCPT are one
+/// address, and a pin set with the CLI applies to both.
+pub fn store_key(addr: &crate::Address) -> String {
+    addr.lowercased().to_string()
+}
+
 pub(crate) fn unix_now() -> i64 {
     crate::backend::unix_seconds(std::time::SystemTime::now())
 }

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::{EomVerdict, MAX_HEADER_FIELDS, MessageState, Overflow, Session};
 use crate::backend::EncryptOptions;
+use crate::harvest::{Job, Screen, screen};
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::metrics::Outcome;
 use crate::pipeline::{Check, Received, Sealed, check_ciphertext, keys_for, seal};
-use crate::policy::{Action, Reply};
+use crate::policy::{Action, Direction, Reply};
 use crate::spool::Spool;
 
 impl Overflow {
@@ -60,7 +61,9 @@ impl Overflow {
 }
 
 impl Session {
-    /// End of message: classify, encrypt per the transaction's decision.
+    /// End of message: classify, encrypt per the transaction's decision;
+    /// then, for inbound mail that was accepted, offer the message to
+    /// harvesting (which runs after this reply).
     pub async fn eom(&mut self) -> EomVerdict {
         let qid = self.queue_id().to_owned();
         let Some(mut msg) = self.msg.take() else {
@@ -68,6 +71,53 @@ impl Session {
             return EomVerdict::Refuse(Reply::internal_error());
         };
         self.finished = std::mem::take(&mut msg.directions);
+        let inbound = self.finished.contains(&Direction::Inbound);
+        let verdict = self.settle(&mut msg, &qid).await;
+        if inbound && !matches!(verdict, EomVerdict::Refuse(_)) {
+            self.harvest(msg, qid);
+        }
+        verdict
+    }
+
+    /// Hands `msg` to the harvester when its header promises key material
+    /// ([`screen`]: headers only, cheap). The body goes along only for a
+    /// signature to verify, and only up to `harvest.max_message_bytes`.
+    fn harvest(&self, msg: MessageState, qid: String) {
+        let Some(harvester) = &self.engine.harvester else {
+            return;
+        };
+        if msg.overflow.is_some() || msg.spool_failed {
+            return;
+        }
+        match screen(&msg.headers, &self.engine.config.authserv_id) {
+            Screen::Nothing => {}
+            Screen::Unauthenticated { .. } => harvester.skipped("not_authenticated"),
+            Screen::Candidate(mut candidate) => {
+                let mut body = None;
+                if candidate.smime {
+                    if msg.body_bytes > harvester.max_message_bytes() {
+                        harvester.skipped("too_large");
+                        candidate.smime = false;
+                    } else {
+                        body = Some(msg.body);
+                    }
+                }
+                if candidate.smime || candidate.autocrypt {
+                    harvester.offer(Job {
+                        qid,
+                        candidate,
+                        headers: msg.headers,
+                        body,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The verdict on the message; what the blocking work borrowed of
+    /// `msg` (headers, body) is put back for harvesting.
+    async fn settle(&mut self, msg: &mut MessageState, qid: &str) -> EomVerdict {
+        let qid = qid.to_owned();
         if msg.spool_failed {
             // Logged when it happened.
             return EomVerdict::Refuse(Reply::internal_error());
@@ -81,7 +131,7 @@ impl Session {
         };
         // Before classification: what was not kept cannot be verified.
         if let Some(over) = msg.overflow {
-            return over.verdict(&msg, &engine.config.limits);
+            return over.verdict(msg, &engine.config.limits);
         }
         let mut prefix = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(SCAN_LIMIT));
         if let Err(e) = msg
@@ -109,9 +159,14 @@ impl Session {
             };
             let checked = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                check_ciphertext(&headers, &class, &mut body.reader())
+                let checked = check_ciphertext(&headers, &class, &mut body.reader());
+                (checked, body)
             })
-            .await;
+            .await
+            .map(|(checked, body)| {
+                msg.body = body;
+                checked
+            });
             match checked {
                 Ok(Ok(Check::Verified(kind))) => {
                     return unchanged(
@@ -173,11 +228,17 @@ impl Session {
                 class: &class,
                 body: &body,
             };
-            seal(received, registry.get(method), &to, &opts, budget, |note| {
+            let sealed = seal(received, registry.get(method), &to, &opts, budget, |note| {
                 tracing::info!("{task_qid}: {note}")
-            })
+            });
+            (sealed, headers, body)
         })
-        .await;
+        .await
+        .map(|(sealed, headers, body)| {
+            msg.headers = headers;
+            msg.body = body;
+            sealed
+        });
         if !matches!(result, Ok(Ok(Sealed::Verified(_)))) {
             engine.metrics.encryption(method, started.elapsed());
         }
