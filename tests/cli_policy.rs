@@ -425,10 +425,11 @@ min_trust = "operator"
     );
     assert!(
         out.contains(
-            "   keys: directory [operator], then dane [dnssec], then wkd [tls]; accepts trust \
-             learned and above; failures tolerated: wkd (others decide: lookup error)"
+            "   keys: directory [operator], then dane [dnssec], then wkd [tls], then learned \
+             [learned]; accepts trust learned and above; failures tolerated: wkd (others decide: \
+             lookup error)"
         ),
-        "the built-in default asks all three, the directory first: {out}"
+        "the built-in default asks all four, the directory first: {out}"
     );
 
     let explain_to = |to: &str| {

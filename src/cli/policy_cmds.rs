@@ -151,6 +151,18 @@ pub fn check_config(config: &Path) -> ExitCode {
             ));
         }
     }
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Some(f) = &cfg.store.password_file
+            && let Ok(meta) = std::fs::metadata(f)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            warnings.push(format!(
+                "store.password_file {} is readable by every user (chmod o-r)",
+                f.display()
+            ));
+        }
+    }
     let configured = crate::keys::configured_sources(cfg);
     for r in policy.rules() {
         // Written out, but naming a configured source the rule does not
@@ -212,6 +224,16 @@ pub fn check_config(config: &Path) -> ExitCode {
     for (i, d) in cfg.ldap.iter().enumerate() {
         println!("{}", ldap_line(i, d));
     }
+    println!(
+        "store = {} (refreshed every {} s); harvest: {}",
+        cfg.store.url_in_force(),
+        cfg.store.refresh_secs,
+        match (cfg.harvest.enabled, cfg.authserv_id.as_str()) {
+            (false, _) => "off".to_owned(),
+            (true, "") => "off (no authserv_id)".to_owned(),
+            (true, id) => format!("on, trusting Authentication-Results under {id}"),
+        }
+    );
     println!();
     println!(
         "# rules, first match wins (policy_dir {})",

@@ -148,6 +148,22 @@ pub(super) fn validate(
             ),
         ));
     }
+    // `postgres://user:secret@host/db`: the URL is printed by
+    // check-config and in logs; the password belongs in password_file.
+    if let Some(rest) = store
+        .url
+        .strip_prefix("postgres://")
+        .or_else(|| store.url.strip_prefix("postgresql://"))
+        && let Some((userinfo, _)) = rest.split_once('@')
+        && userinfo.contains(':')
+    {
+        return Err(invalid(
+            "store.url",
+            "a password in the URL would be shown wherever the URL is; put it in \
+             store.password_file"
+                .to_owned(),
+        ));
+    }
     if store.url == "sqlite://" {
         return Err(invalid(
             "store.url",
@@ -220,6 +236,7 @@ mod tests {
             ("mx;x", "", "authserv_id"),
             ("", "mysql://x/y", "store.url"),
             ("", "sqlite://", "store.url"),
+            ("", "postgres://aem:secret@db/keys", "store.url"),
         ] {
             let e = check(id, url).unwrap_err().to_string();
             assert!(e.contains(key), "{id:?} {url:?}: {e}");

@@ -353,7 +353,17 @@ impl Rule {
                     } else {
                         format!("; only the pinned key(s) {}", c.pins.join(", "))
                     };
-                    format!("; keys from {from}, trust {} and above{pins}", c.min_trust)
+                    let review = match c.on_key_change {
+                        OnKeyChange::Accept => "",
+                        OnKeyChange::Review => {
+                            "; a new key is held for review (keys approve), the previous one used \
+                             while valid"
+                        }
+                    };
+                    format!(
+                        "; keys from {from}, trust {} and above{pins}{review}",
+                        c.min_trust
+                    )
                 });
                 format!("encrypt with [{}]{cipher}; {mode}{keys}", m.join(", "))
             }
