@@ -3,7 +3,7 @@
 //! imported (`keys import`), at the lowest trust. One key per address and
 //! method (the newest message's); the store's failure is a failure, never
 //! "no key". Answers are reused for `store.refresh_secs`, and a key this
-//! host learns replaces its answer at once ([`LearnedSource::forget`]).
+//! host learns replaces its answer at once (`LearnedSource::forget`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
