@@ -8,6 +8,9 @@
 //! the history (approved unless the rule asks for review) and in
 //! `key_changes` once — the insert that made the row tells its caller to
 //! count it, so that a fleet sharing the store counts each change once.
+//! (Two hosts seeing an address for the very first time at the same
+//! moment, with different keys, both trust on first use: there was no
+//! "before" to change from.)
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;

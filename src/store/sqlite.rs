@@ -77,6 +77,8 @@ impl Db for Sqlite {
             let task = tokio::task::spawn_blocking(move || run_blocking(&conn, access, body));
             // busy_timeout bounds waiting for another process; this bounds
             // waiting for the blocking pool and this process's other calls.
+            // A body given up on may still run later: every write is one
+            // that a retry would make too.
             match tokio::time::timeout(timeout, task).await {
                 Err(_) => Err(DbError::Timeout(timeout)),
                 Ok(Err(e)) => Err(DbError::Query(format!("the database task failed: {e}"))),
