@@ -187,16 +187,19 @@ pub fn parse(value: &[u8]) -> Result<i64, DateError> {
     Ok(local - offset)
 }
 
-/// The effective date of a message (Autocrypt Level 1): its one `Date:`
-/// field, unless that is in the future, absent, given twice or not a
-/// date; then `now`.
+/// The effective date of a message (Autocrypt Level 1): its `Date:`,
+/// unless that is in the future, absent or not a date; then `now`. With
+/// several `Date:` fields (RFC 5322 allows one) the oldest date counts: a
+/// field added to a signed message (DKIM covers the last instance) can
+/// make it look older, never newer, so it cannot win the update rule.
 pub fn effective(headers: &[HeaderField], now: SystemTime) -> i64 {
     let now = unix_seconds(now);
-    let mut dates = headers.iter().filter(|h| h.is("Date"));
-    match (dates.next(), dates.next()) {
-        (Some(d), None) => parse(&d.value).map_or(now, |t| t.min(now)),
-        _ => now,
-    }
+    headers
+        .iter()
+        .filter(|h| h.is("Date"))
+        .filter_map(|h| parse(&h.value).ok())
+        .min()
+        .map_or(now, |t| t.min(now))
 }
 
 #[cfg(test)]
@@ -286,9 +289,15 @@ mod tests {
         assert_eq!(at(&[" Tue, 01 Jan 2999 00:00:00 +0000"]), 1_800_000_000);
         assert_eq!(at(&[]), 1_800_000_000);
         assert_eq!(at(&[" garbage"]), 1_800_000_000);
+        // Several: the oldest that is a date.
         assert_eq!(
-            at(&[" 6 Jan 2026 09:00 +0000", " 6 Jan 2026 09:00 +0000"]),
-            1_800_000_000
+            at(&[
+                " 7 Jan 2026 09:00 +0000",
+                " garbage",
+                " 6 Jan 2026 09:00 +0000"
+            ]),
+            1_767_690_000
         );
+        assert_eq!(at(&[" garbage", " (none)"]), 1_800_000_000);
     }
 }
