@@ -1,11 +1,13 @@
 //! The pins the key store holds (`keys pin`): a snapshot of all of them,
-//! which every lookup reads without waiting for the store. It is re-read
-//! in the background once older than `store.refresh_secs` (the staleness
-//! the documentation promises a fleet), and a failed re-read keeps the
-//! last snapshot: a pin once seen is never dropped because the store is
-//! down. Until the first read succeeds nothing is known, and lookups fail
-//! (a pinned address must never be encrypted to another key because the
-//! store could not be asked).
+//! which every lookup reads without waiting for the store. A task re-reads
+//! it every `store.refresh_secs` (the staleness the documentation promises
+//! a fleet), from the first lookup on, for as long as the engine lives; a
+//! failed re-read keeps the last snapshot: a pin once seen is never
+//! dropped because the store is down, and a reload takes over the
+//! snapshot of the engine before it ([`StorePins::take_over`]). Until a
+//! first read succeeds nothing is known, and lookups fail (a pinned
+//! address must never be encrypted to another key because the store could
+//! not be asked).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ struct State {
     snapshot: Option<Snapshot>,
     read_at: Option<Instant>,
     refreshing: bool,
+    /// The re-reading task runs.
+    ticking: bool,
 }
 
 /// The store's pins, as a lookup sees them.
@@ -52,16 +56,58 @@ impl StorePins {
         }
     }
 
+    /// Takes over what `old` (the engine before a reload) has read, when
+    /// both read the same store: a reload while the store is down keeps
+    /// the pins in force instead of knowing none.
+    pub(crate) fn take_over(&self, old: &StorePins) {
+        if old.store.describe() != self.store.describe() {
+            return;
+        }
+        let (snapshot, read_at) = {
+            let o = old.lock();
+            (o.snapshot.clone(), o.read_at)
+        };
+        let mut s = self.lock();
+        if s.snapshot.is_none() {
+            s.snapshot = snapshot;
+            s.read_at = read_at;
+        }
+    }
+
+    /// Starts the task that re-reads the pins every `refresh` while this
+    /// engine lives (it holds only a weak reference).
+    fn tick(self: &Arc<Self>) {
+        {
+            let mut s = self.lock();
+            if s.ticking {
+                return;
+            }
+            s.ticking = true;
+        }
+        let weak = Arc::downgrade(self);
+        let refresh = self.refresh;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(refresh).await;
+                let Some(me) = weak.upgrade() else { break };
+                let _ = me.reread().await;
+            }
+        });
+    }
+
     /// The fingerprints pinned for `addr` (empty: not pinned), or why they
     /// cannot be known.
     pub(crate) async fn for_address(
         self: &Arc<Self>,
         addr: &Address,
     ) -> Result<Vec<String>, FailReason> {
+        self.tick();
         let key = store_key(addr);
         let (snapshot, start) = {
             let mut s = self.lock();
-            let stale = s.read_at.is_none_or(|t| t.elapsed() >= self.refresh);
+            // Behind the task (the store was slow): read again now, in the
+            // background.
+            let stale = s.read_at.is_none_or(|t| t.elapsed() >= 2 * self.refresh);
             let start = stale && !s.refreshing && s.snapshot.is_some();
             if start {
                 s.refreshing = true;
@@ -113,10 +159,17 @@ impl StorePins {
                 Ok(snap)
             }
             Err(e) => {
-                tracing::warn!(
-                    "key store {}: pins not re-read ({e}); the last ones read stay in force",
-                    self.store.describe()
-                );
+                if s.snapshot.is_some() {
+                    tracing::warn!(
+                        "key store {}: pins not re-read ({e}); the last ones read stay in force",
+                        self.store.describe()
+                    );
+                } else {
+                    tracing::warn!(
+                        "key store {}: pins not read ({e}); lookups fail until they are",
+                        self.store.describe()
+                    );
+                }
                 // Try again at the next lookup after `refresh`, not at once.
                 if s.snapshot.is_some() {
                     s.read_at = Some(Instant::now());

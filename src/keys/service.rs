@@ -246,6 +246,14 @@ impl KeyService {
         Ok(service)
     }
 
+    /// Takes over the store pins `old` (the engine before a reload) has
+    /// read, when both use the same store.
+    pub fn take_over_pins(&self, old: &KeyService) {
+        if let (Some(new), Some(old)) = (&self.store, &old.store) {
+            new.pins.take_over(&old.pins);
+        }
+    }
+
     /// The key store (none in unit tests of the chain).
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref().map(|s| &s.store)

@@ -264,6 +264,7 @@ impl Shared {
         let mut config = read_config(&self.config_path)?;
         let unapplied = keep_restart_keys(&self.engine().config, &mut config);
         let new = Engine::from_config(config, self.process.metrics.clone())?;
+        new.keys.take_over_pins(&self.engine().keys);
         for u in &unapplied {
             tracing::warn!(
                 "{} changed to {}; it takes effect at the next restart ({} until then)",

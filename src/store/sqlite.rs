@@ -1,7 +1,10 @@
 //! The SQLite driver (rusqlite over the system libsqlite3): one
-//! connection behind a mutex, used on tokio's blocking pool so that a
+//! connection behind a mutex, used on a thread of its own, so that a
 //! writer waiting for another process's lock never stalls the milter's
-//! event loop.
+//! event loop, and a lookup's store call never waits behind encryptions
+//! on tokio's blocking pool (which the milter sizes to the encryption
+//! slots: two large messages would hold a two-core host's pool for
+//! seconds).
 //!
 //! Opening creates the file (mode 0600) and its missing parent
 //! directories (0700), sets WAL (readers and one writer at once, the
@@ -26,7 +29,16 @@ pub(crate) struct Sqlite {
     conn: Arc<Mutex<rusqlite::Connection>>,
     shown: String,
     timeout: Duration,
+    /// The store thread's queue; the thread ends when this is dropped.
+    jobs: std::sync::mpsc::SyncSender<Job>,
 }
+
+/// One call for the store thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Calls waiting for the store thread at most; beyond it a call fails at
+/// once ("busy") rather than queue without bound.
+const QUEUE: usize = 4_096;
 
 impl Sqlite {
     /// Opens (creating if need be) and migrates the database at `path`.
@@ -57,10 +69,20 @@ impl Sqlite {
                 Box::pin(async move { schema::migrate(c, Kind::Sqlite, now).await.map(|_| ()) })
             }),
         )?;
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name("aem-sqlite".to_owned())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })
+            .map_err(|e| DbError::Unavailable(format!("cannot start the store thread: {e}")))?;
         Ok(Sqlite {
             conn,
             shown,
             timeout,
+            jobs,
         })
     }
 }
@@ -73,15 +95,24 @@ impl Db for Sqlite {
     fn transaction(&self, access: Access, body: Body) -> DbFuture<'_, ()> {
         let conn = Arc::clone(&self.conn);
         let timeout = self.timeout;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(run_blocking(&conn, access, body));
+        });
+        let queued = self.jobs.try_send(job);
         Box::pin(async move {
-            let task = tokio::task::spawn_blocking(move || run_blocking(&conn, access, body));
+            if queued.is_err() {
+                return Err(DbError::Unavailable(format!(
+                    "{QUEUE} calls already wait for the store thread"
+                )));
+            }
             // busy_timeout bounds waiting for another process; this bounds
-            // waiting for the blocking pool and this process's other calls.
+            // waiting for the store thread and this process's other calls.
             // A body given up on may still run later: every write is one
             // that a retry would make too.
-            match tokio::time::timeout(timeout, task).await {
+            match tokio::time::timeout(timeout, answer).await {
                 Err(_) => Err(DbError::Timeout(timeout)),
-                Ok(Err(e)) => Err(DbError::Query(format!("the database task failed: {e}"))),
+                Ok(Err(_)) => Err(DbError::Query("the store thread ended".to_owned())),
                 Ok(Ok(r)) => r,
             }
         })
