@@ -10,7 +10,7 @@
 //! keys are all known asks the store nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::address::Address;
@@ -22,6 +22,9 @@ use crate::store::{Observation, Seen, Store, store_key};
 const CAPACITY: usize = 10_000;
 
 type Key = (SourceKind, String, Method);
+
+/// What the store said of one key, and when.
+type Cache = HashMap<Key, (Instant, Arc<Vec<Seen>>)>;
 
 /// What the history makes of the keys a source returned.
 #[derive(Debug)]
@@ -42,7 +45,7 @@ pub(crate) struct KeyHistory {
     store: Store,
     refresh: Duration,
     metrics: Option<Metrics>,
-    cache: Mutex<HashMap<Key, (Instant, Vec<Seen>)>>,
+    cache: Mutex<Cache>,
 }
 
 fn unix_now() -> i64 {
@@ -62,22 +65,22 @@ impl KeyHistory {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Vec<Seen>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         match self.cache.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn cached(&self, key: &Key) -> Option<Vec<Seen>> {
+    fn cached(&self, key: &Key) -> Option<Arc<Vec<Seen>>> {
         let cache = self.lock();
         cache
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.refresh)
-            .map(|(_, seen)| seen.clone())
+            .map(|(_, seen)| Arc::clone(seen))
     }
 
-    fn remember(&self, key: Key, seen: Vec<Seen>) {
+    fn remember(&self, key: Key, seen: Arc<Vec<Seen>>) {
         let mut cache = self.lock();
         if cache.len() >= CAPACITY {
             let refresh = self.refresh;
@@ -143,7 +146,8 @@ impl KeyHistory {
                 }
                 match self.store.history(source.as_str(), &who, method).await {
                     Ok(seen) => {
-                        self.remember(key, seen.clone());
+                        let seen = Arc::new(seen);
+                        self.remember(key, Arc::clone(&seen));
                         seen
                     }
                     Err(e) if review => {
@@ -167,8 +171,9 @@ impl KeyHistory {
             return Vetted::Use(approved);
         }
         Vetted::Previous(
-            seen.into_iter()
+            seen.iter()
                 .filter(|s| s.approved && !current.iter().any(|(f, _)| f == &s.fingerprint))
+                .cloned()
                 .collect(),
         )
     }

@@ -151,6 +151,19 @@ impl KeyService {
         }
     }
 
+    /// The same, with the key store's pins and history (tests of the
+    /// chain with a store).
+    #[cfg(test)]
+    pub(crate) fn with_store(mut self, store: Store, refresh: Duration) -> Self {
+        self.store = Some(StoreParts {
+            pins: StorePins::new(store.clone(), refresh, None),
+            history: KeyHistory::new(store.clone(), refresh, None),
+            store,
+            learned: None,
+        });
+        self
+    }
+
     /// The same, with `deadline` instead of [`SOURCE_DEADLINE`] (tests).
     #[cfg(test)]
     pub(crate) fn with_deadline(mut self, deadline: Duration) -> Self {
@@ -559,9 +572,16 @@ impl KeyService {
             return;
         };
         let security = *security;
+        // A pinned key is the operator's word, given out of band: it needs
+        // no review (and with pins, every usable key is a pinned one).
+        let on_change = if choice.pins.is_empty() {
+            choice.on_key_change
+        } else {
+            crate::material::OnKeyChange::Accept
+        };
         match parts
             .history
-            .vet(kind, addr, method, as_found, choice.on_key_change)
+            .vet(kind, addr, method, as_found, on_change)
             .await
         {
             Vetted::Use(fingerprints) => {
@@ -618,3 +638,6 @@ use tests as tests_support;
 #[cfg(test)]
 #[path = "service_fallthrough_tests.rs"]
 mod fallthrough_tests;
+#[cfg(test)]
+#[path = "service_store_tests.rs"]
+mod store_tests;
