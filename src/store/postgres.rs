@@ -253,12 +253,20 @@ fn unavailable(e: &tokio_postgres::Error) -> DbError {
 }
 
 /// A statement the server refused is [`DbError::Query`]; anything else
-/// (I/O, a closed connection) is [`DbError::Unavailable`].
+/// — I/O, a closed connection, a FATAL error (the server ends the
+/// session: shutting down, the administrator terminating it), SQLSTATE
+/// classes 08 (connection) and 57 (operator intervention) — is
+/// [`DbError::Unavailable`].
 fn pg_error(e: &tokio_postgres::Error) -> DbError {
-    if e.as_db_error().is_some() && !e.is_closed() {
-        DbError::Query(describe(e))
-    } else {
+    let session_ends = e.as_db_error().is_none_or(|d| {
+        matches!(d.severity(), "FATAL" | "PANIC")
+            || d.code().code().starts_with("08")
+            || d.code().code().starts_with("57")
+    });
+    if session_ends || e.is_closed() {
         DbError::Unavailable(describe(e))
+    } else {
+        DbError::Query(describe(e))
     }
 }
 
