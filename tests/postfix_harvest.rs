@@ -195,6 +195,14 @@ fn unauthenticated_or_unsound_key_material_teaches_nothing() {
             result: "not_authenticated",
         },
         Case {
+            from: remote("parent-domain"),
+            msg: signed(
+                "parent-domain",
+                &[dkim_pass(AUTHSERV_ID, "autoencrypt.test")],
+            ),
+            result: "not_authenticated",
+        },
+        Case {
             from: remote("bad-sig"),
             msg: mail::tampered(&signed("bad-sig", &dkim)),
             result: "bad_signature",
@@ -250,6 +258,18 @@ fn unauthenticated_or_unsound_key_material_teaches_nothing() {
     nothing_learned(&site, &mx, &someone);
     assert_eq!(mx.harvested("learned"), 0.0);
     assert!(site.learned().is_empty(), "{:?}", site.learned());
+
+    // Mail that is not inbound (no local recipient) is not examined: it
+    // would have been before the next one, which teaches its key.
+    let relay = remote("relay");
+    let msg = signed("relay", &dkim);
+    let got = mx.deliver(&relay, &remote("elsewhere"), &msg);
+    assert_plain(&got, &msg, "outbound to an address without a key");
+    let control = remote("control");
+    arrives(&mx, &control, &signed("control", &dkim));
+    mx.wait_metric(&harvest_series("learned"), 1.0);
+    let learned: Vec<String> = site.learned().into_iter().map(|k| k.address).collect();
+    assert_eq!(learned, vec![control]);
 }
 
 #[test]
