@@ -183,3 +183,49 @@ fn unusable_paths_and_urls_are_refused_at_open() {
         assert!(matches!(e, StoreError::Setup { .. }), "{url}: {e}");
     }
 }
+
+/// As root (CI, this machine): a store created in a directory of another
+/// user (the milter's state directory) belongs to that user, so that the
+/// milter can open what `keys import` run as root made. Not as root: the
+/// file is simply the caller's.
+#[tokio::test]
+async fn a_new_file_takes_its_directory_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let me = std::fs::metadata(&state).unwrap().uid();
+    let (uid, gid) = if me == 0 {
+        (65534, 65534)
+    } else {
+        (me, std::fs::metadata(&state).unwrap().gid())
+    };
+    if me == 0 {
+        std::os::unix::fs::chown(&state, Some(uid), Some(gid)).unwrap();
+    }
+    let path = state.join("keys.sqlite");
+    let s = Store::open(&settings(&path)).unwrap();
+    s.pin(&autoencrypt_milter::store::Pin {
+        address: "a@example.org".into(),
+        fingerprint: suite::fp('A'),
+        created: 1,
+        note: String::new(),
+    })
+    .await
+    .unwrap();
+    for p in [
+        path.clone(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+    }
+    // An existing file keeps its owner.
+    drop(s);
+    if me == 0 {
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+        Store::open(&settings(&path)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
+    }
+}

@@ -5,6 +5,7 @@
 
 mod dns_cmds;
 mod encrypt;
+mod keys;
 mod policy_cmds;
 mod wkd;
 
@@ -52,6 +53,10 @@ pub enum Command {
     /// Publish the local users' OpenPGP keys as a Web Key Directory.
     #[command(subcommand)]
     Wkd(wkd::WkdCommand),
+    /// The key store: learned keys, pins, key changes. Exit 0 done, 1
+    /// nothing found or nothing to do, 2 the store failed.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Parses the command line and runs it.
@@ -70,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Lookup(args) => dns_cmds::lookup(&cli.config, &args),
         Command::Record(args) => dns_cmds::record(&args),
         Command::Wkd(cmd) => wkd::run(&cli.config, &cmd),
+        Command::Keys(cmd) => keys::run(&cli.config, &cmd),
     }
 }
 

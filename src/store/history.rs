@@ -8,6 +8,9 @@
 //! the history (approved unless the rule asks for review) and in
 //! `key_changes` once — the insert that made the row tells its caller to
 //! count it, so that a fleet sharing the store counts each change once.
+//! (Two hosts seeing an address for the very first time at the same
+//! moment, with different keys, both trust on first use: there was no
+//! "before" to change from.)
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -30,6 +33,17 @@ pub struct Seen {
     /// Trusted on first use, accepted by the rule, or approved with
     /// `keys approve`; `false` while a change waits for review.
     pub approved: bool,
+}
+
+/// A [`Seen`] with the source and method it is for ([`Store::history_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenBy {
+    /// The source.
+    pub source: String,
+    /// The method.
+    pub method: Method,
+    /// What it returned.
+    pub seen: Seen,
 }
 
 /// What [`Store::observe`] found.
@@ -82,6 +96,9 @@ const TOUCH_EVERY: i64 = 3600;
 const SEEN: &str = "SELECT fingerprint, key, first_seen, last_seen, approved FROM key_history \
                     WHERE source = $1 AND address = $2 AND method = $3 \
                     ORDER BY first_seen, fingerprint";
+const SEEN_OF: &str = "SELECT fingerprint, key, first_seen, last_seen, approved, source, method \
+                       FROM key_history WHERE address = $1 \
+                       ORDER BY source, method, first_seen, fingerprint";
 const RECORD: &str = "INSERT INTO key_history (source, address, method, fingerprint, key, \
                       first_seen, last_seen, approved) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                       ON CONFLICT (source, address, method, fingerprint) DO NOTHING";
@@ -120,6 +137,34 @@ impl Store {
             Box::pin(async move {
                 let rows = c.query(SEEN, &params).await?;
                 rows.iter().map(|r| seen(r, &row_name)).collect()
+            })
+        })
+        .await
+    }
+
+    /// What every source returned for `address`, by source, method, and
+    /// oldest first.
+    pub async fn history_of(&self, address: &str) -> Result<Vec<SeenBy>, StoreError> {
+        let params = [Value::text(address)];
+        let address = address.to_owned();
+        self.run("read the key history", Access::Read, move |c| {
+            Box::pin(async move {
+                let rows = c.query(SEEN_OF, &params).await?;
+                rows.iter()
+                    .map(|r| {
+                        let source = r.text(5).unwrap_or("?");
+                        let method = r.text(6).unwrap_or("?");
+                        let name = format!("key_history {source} {address} {method}");
+                        let bad = |e: String| bad_row(name.clone(), e);
+                        Ok(SeenBy {
+                            seen: seen(r, &name)?,
+                            source: r.text(5).map_err(bad)?.to_owned(),
+                            method: method
+                                .parse()
+                                .map_err(|e: crate::material::UnknownMethod| bad(e.to_string()))?,
+                        })
+                    })
+                    .collect()
             })
         })
         .await

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use db::{Access, Conn, Db, DbError, DbFuture};
 
-pub use history::{KeyChange, Observation, Seen};
+pub use history::{KeyChange, Observation, Seen, SeenBy};
 pub use learned::{Learned, LearnedFrom, LearnedKey, PreferEncrypt};
 pub use pins::Pin;
 pub use schema::CURRENT as SCHEMA_VERSION;

@@ -12,7 +12,7 @@ pub struct Pin {
     /// The address ([`crate::Address`]'s display form).
     pub address: String,
     /// Canonical upper-case hex
-    /// ([`crate::material::canonical_fingerprint`]).
+    /// (`material::canonical_fingerprint`).
     pub fingerprint: String,
     /// When it was set, unix seconds.
     pub created: i64,

@@ -77,6 +77,8 @@ impl Db for Sqlite {
             let task = tokio::task::spawn_blocking(move || run_blocking(&conn, access, body));
             // busy_timeout bounds waiting for another process; this bounds
             // waiting for the blocking pool and this process's other calls.
+            // A body given up on may still run later: every write is one
+            // that a retry would make too.
             match tokio::time::timeout(timeout, task).await {
                 Err(_) => Err(DbError::Timeout(timeout)),
                 Ok(Err(e)) => Err(DbError::Query(format!("the database task failed: {e}"))),
@@ -88,7 +90,10 @@ impl Db for Sqlite {
 
 /// Creates the missing parent directories (0700) and the file (0600)
 /// before SQLite does (it would use the umask). An existing file keeps its
-/// mode: the operator may have chosen it.
+/// mode: the operator may have chosen it. A new file is given its
+/// directory's owner: `keys import` run as root in the milter's state
+/// directory must not leave a file the milter cannot open (SQLite, as
+/// root, gives its -wal and -shm files the database file's owner).
 fn create_owner_only(path: &Path) -> Result<(), DbError> {
     let fail = |what: &str, p: &Path, e: std::io::Error| {
         DbError::Unavailable(format!("cannot create {what} {}: {e}", p.display()))
@@ -100,14 +105,33 @@ fn create_owner_only(path: &Path) -> Result<(), DbError> {
             .create(parent)
             .map_err(|e| fail("directory", parent, e))?;
     }
+    let existed = path.exists();
     fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map(drop)
-        .map_err(|e| fail("file", path, e))
+        .map_err(|e| fail("file", path, e))?;
+    if !existed {
+        take_directory_owner(path);
+    }
+    Ok(())
+}
+
+/// Gives `path` its directory's owner and group, where allowed (as root;
+/// otherwise it is ours, as it should be).
+fn take_directory_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p,
+        None => Path::new("."),
+    };
+    if let (Ok(dir), Ok(file)) = (fs::metadata(parent), fs::metadata(path))
+        && (dir.uid(), dir.gid()) != (file.uid(), file.gid())
+    {
+        let _ = std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()));
+    }
 }
 
 /// The path of a `sqlite://PATH` URL (`sqlite:///abs/path`); a relative
