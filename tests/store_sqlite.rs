@@ -229,3 +229,35 @@ async fn a_new_file_takes_its_directory_owner() {
         assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
     }
 }
+
+/// Two handles in one process (a reload's new engine beside the old one)
+/// see each other's writes. (Opening must not open and close the existing
+/// file itself: that drops every POSIX lock the process holds on it. The
+/// reads of a second handle then failed with "disk I/O error" under the
+/// in-process milter of tests/postfix_harvest.rs, which is the regression
+/// test; this simpler sequence did not show it.)
+#[tokio::test]
+async fn a_second_handle_in_the_same_process_reads_what_the_first_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.sqlite");
+    let first = Store::open(&settings(&path)).unwrap();
+    for round in 0..5 {
+        first
+            .pin(&autoencrypt_milter::store::Pin {
+                address: format!("a{round}@example.org"),
+                fingerprint: "AB".repeat(20),
+                created: 1,
+                note: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let second = Store::open(&settings(&path)).unwrap();
+        let pins = second
+            .all_pins()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(pins.len(), round + 1);
+        drop(second);
+        assert_eq!(first.all_pins().await.unwrap().len(), round + 1);
+    }
+}

@@ -136,16 +136,23 @@ fn create_owner_only(path: &Path) -> Result<(), DbError> {
             .create(parent)
             .map_err(|e| fail("directory", parent, e))?;
     }
-    let existed = path.exists();
-    fs::OpenOptions::new()
+    // Never open (and close) an existing database file here: closing any
+    // descriptor of a file drops every POSIX lock this process holds on
+    // it, so another connection of the process (the engine before a
+    // reload, a test reading the store) would lose its locks under SQLite.
+    if path.exists() {
+        return Ok(());
+    }
+    match fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| fail("file", path, e))?;
-    if !existed {
-        take_directory_owner(path);
+    {
+        Ok(_) => take_directory_owner(path),
+        // Made by someone else in between: theirs to have made.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail("file", path, e)),
     }
     Ok(())
 }
