@@ -224,3 +224,44 @@ async fn large_or_unauthenticated_signed_mail_teaches_nothing_and_is_counted() {
         .unwrap();
     assert_eq!(k.key, alice.der());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finding 8: the default milter socket is TCP on loopback: with harvesting on, any \
+            local process can play the MTA, write the pass itself and plant keys for anyone"]
+async fn a_local_process_is_not_the_mta_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.sqlite").display());
+    let m = start(&url, |_| {}).await;
+    let store = Store::open(&sqlite_settings(dir.path())).unwrap();
+    // Not Postfix: a local user's script on the MX connects to the milter
+    // (loopback TCP, as configured by default) and sends a message for
+    // ceo@bank.example with the pass written by itself.
+    let mallory = pgp("CEO <ceo@bank.example>");
+    let raw = format!(
+        "Authentication-Results: mx.example.org; dkim=pass header.d=bank.example\n\
+         From: <ceo@bank.example>\nDate: Tue, 06 Jan 2026 10:00:00 +0100\n{}\nHi.\n",
+        autocrypt_field("ceo@bank.example", &mallory.to_vec().unwrap())
+    );
+    let mut c = open(&m).await;
+    let (s, _) = deliver(&mut c, "Q1", &raw).await;
+    assert_eq!(s, Status::Continue);
+    wait_for("learned counted", || harvested(&m, "learned") >= 1.0).await;
+    let planted = store
+        .learned("ceo@bank.example", Method::OpenPgp)
+        .await
+        .unwrap();
+    assert!(planted.is_some(), "the milter trusts whoever connects");
+    // So the socket must be one only the MTA can reach.
+    let default = Config::default();
+    assert!(default.harvest.enabled);
+    assert!(
+        !matches!(
+            default.socket,
+            autoencrypt_milter::config::Socket::Inet { .. }
+                | autoencrypt_milter::config::Socket::Inet6 { .. }
+        ),
+        "harvesting is on by default and the default socket is {:?}: every local user can \
+         reach it",
+        default.socket
+    );
+}
