@@ -240,6 +240,19 @@ fn unauthenticated_or_unsound_key_material_teaches_nothing() {
         msg: plain_with(&remote("ac-two"), &to, now - 60, &fields),
         result: "several_headers",
     });
+    // Autocrypt that the From: domain's DKIM signature does not cover:
+    // anyone with one signed message of the sender could have added it.
+    let mut fields = dkim.clone();
+    let fpr = gpg.generate(&remote("ac-unsigned"), PgpKind::Cv25519, "0", None);
+    fields.push(mail::autocrypt_unsigned_field(
+        &remote("ac-unsigned"),
+        &gpg.export(&fpr, false),
+    ));
+    cases.push(Case {
+        from: remote("ac-unsigned"),
+        msg: plain_with(&remote("ac-unsigned"), &to, now - 60, &fields),
+        result: "autocrypt_unsigned",
+    });
     // Autocrypt without any authentication result.
     let fields = vec![autocrypt(&remote("ac-noar"))];
     cases.push(Case {
@@ -322,6 +335,33 @@ fn a_forged_signed_message_plants_no_key() {
     assert_smime_to(s, &got, &raw, &real, &[&forged_cert]);
     nothing_learned(&site, &mx, &fresh);
     assert_eq!(mx.harvested("learned"), 1.0);
+}
+
+#[test]
+fn an_unsigned_autocrypt_header_teaches_only_when_the_operator_accepts_it() {
+    let site = Site::new();
+    let now = unix_now();
+    let gpg = Gpg::new();
+    let from = remote("plain-provider");
+    let fpr = gpg.generate(&from, PgpKind::Cv25519, "0", None);
+    let fields = [
+        dkim_pass(AUTHSERV_ID, REMOTE),
+        mail::autocrypt_unsigned_field(&from, &gpg.export(&fpr, false)),
+    ];
+    let msg = plain_with(&from, &local("alice"), now - 60, &fields);
+    {
+        let mx = site.mx("", |_| {});
+        arrives(&mx, &from, &msg);
+        mx.wait_metric(&harvest_series("autocrypt_unsigned"), 1.0);
+        assert!(site.learned_for(&from).is_empty());
+    }
+    let mx = site.mx("", |c| c.harvest.autocrypt_unsigned = true);
+    arrives(&mx, &from, &msg);
+    mx.wait_metric(&harvest_series("learned"), 1.0);
+    assert_eq!(site.learned_for(&from), vec![fpr.clone()]);
+    let (got, raw) = reply_to(&mx, &from);
+    let plain = open_pgp(&gpg, &got).unwrap_or_else(|e| panic!("{from}: gpg: {e}"));
+    assert_bytes_eq(&plain, &expected_inner_entity(&raw), "PGP/MIME");
 }
 
 #[test]

@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "harvest.enabled",
     "harvest.queue",
     "harvest.max_message_bytes",
+    "harvest.autocrypt_unsigned",
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",

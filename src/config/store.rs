@@ -94,6 +94,11 @@ pub struct HarvestConfig {
     /// bytes (1 KiB to 64 MiB): verifying a signature reads the whole
     /// message.
     pub max_message_bytes: u64,
+    /// Learn from `Autocrypt:` headers that the `From:` domain's DKIM
+    /// signature does not cover (most providers do not sign the field).
+    /// Off: anyone holding one DKIM-signed message of a sender could add a
+    /// header with their own key and replay it.
+    pub autocrypt_unsigned: bool,
 }
 
 impl Default for HarvestConfig {
@@ -102,6 +107,7 @@ impl Default for HarvestConfig {
             enabled: true,
             queue: 256,
             max_message_bytes: 4_194_304,
+            autocrypt_unsigned: false,
         }
     }
 }

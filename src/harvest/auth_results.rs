@@ -336,34 +336,89 @@ fn same_domain(written: &str, from_domain: &str) -> bool {
     canonical_name(written.trim()).is_ok_and(|d| d == from_domain)
 }
 
-/// What `results` says about `from_domain` (canonical form): DKIM before
-/// DMARC when both passed.
-pub fn judge(results: &AuthResults, from_domain: &str) -> Option<AuthBy> {
-    let usable = |r: &&ResInfo| r.result == "pass" && r.method_version.is_none_or(|v| v == 1);
-    let dkim = results.results.iter().filter(usable).any(|r| {
-        r.method == "dkim"
-            && (r
-                .prop("header", "d")
-                .is_some_and(|d| same_domain(d, from_domain))
-                || r.prop("header", "i").is_some_and(|i| {
-                    i.rsplit_once('@')
-                        .is_some_and(|(_, d)| same_domain(d, from_domain))
-                }))
-    });
-    if dkim {
-        return Some(AuthBy::Dkim);
-    }
-    let dmarc = results.results.iter().filter(usable).any(|r| {
-        r.method == "dmarc"
-            && r.prop("header", "from")
-                .is_some_and(|d| same_domain(d, from_domain))
-    });
-    dmarc.then_some(AuthBy::Dmarc)
+/// Whether `from_domain` is `written` or below it (DMARC's relaxed
+/// alignment, without the public-suffix list: a signature of `co.uk`
+/// aligns with nothing real, since no one holds its key).
+pub fn aligned(written: &str, from_domain: &str) -> bool {
+    canonical_name(written.trim()).is_ok_and(|d| {
+        d == from_domain
+            || (d.contains('.')
+                && from_domain
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|head| head.ends_with('.')))
+    })
 }
 
-/// Whether a field under exactly `authserv_id` reports that `from_domain`
-/// (canonical form) was authenticated. Fields under other ids, and fields
-/// that do not parse, are ignored. An empty `authserv_id` trusts nothing.
+/// What one field says of `from_domain` (canonical form), per method:
+/// `None` when it reports no result of the method, else whether it passed
+/// — DKIM exactly for the domain (`header.d`, or the domain of
+/// `header.i`), DKIM aligned with it, DMARC for it (`header.from`).
+struct Verdict {
+    dkim: Option<bool>,
+    dkim_aligned: Option<bool>,
+    dmarc: Option<bool>,
+}
+
+fn verdict(results: &AuthResults, from_domain: &str) -> Verdict {
+    let current = |r: &&ResInfo| r.method_version.is_none_or(|v| v == 1);
+    let of = |method: &'static str| {
+        results
+            .results
+            .iter()
+            .filter(current)
+            .filter(move |r| r.method == method)
+    };
+    let reports = |method: &'static str| of(method).next().is_some();
+    let dkim_for = |pred: &dyn Fn(&str) -> bool| {
+        of("dkim").any(|r| {
+            r.result == "pass"
+                && (r.prop("header", "d").is_some_and(pred)
+                    || r.prop("header", "i").is_some_and(|i| {
+                        i.rsplit_once('@').is_some_and(|(_, d)| pred(d))
+                    }))
+        })
+    };
+    Verdict {
+        dkim: reports("dkim").then(|| dkim_for(&|d| same_domain(d, from_domain))),
+        dkim_aligned: reports("dkim").then(|| dkim_for(&|d| aligned(d, from_domain))),
+        dmarc: reports("dmarc").then(|| {
+            of("dmarc").any(|r| {
+                r.result == "pass"
+                    && r.prop("header", "from")
+                        .is_some_and(|d| same_domain(d, from_domain))
+            })
+        }),
+    }
+}
+
+/// What `results` (one field) says about `from_domain`: DKIM before DMARC
+/// when both passed; DMARC only together with an aligned DKIM pass.
+pub fn judge(results: &AuthResults, from_domain: &str) -> Option<AuthBy> {
+    let v = verdict(results, from_domain);
+    decide(v.dkim, v.dkim_aligned, v.dmarc)
+}
+
+fn decide(dkim: Option<bool>, aligned: Option<bool>, dmarc: Option<bool>) -> Option<AuthBy> {
+    if dkim == Some(true) {
+        Some(AuthBy::Dkim)
+    } else if dmarc == Some(true) && aligned == Some(true) {
+        // A DMARC pass may rest on SPF alone, which vouches for neither
+        // the header nor the body (any host of a shared provider in the
+        // domain's SPF record passes): the key material must be under the
+        // domain's DKIM signature.
+        Some(AuthBy::Dmarc)
+    } else {
+        None
+    }
+}
+
+/// Whether the fields under exactly `authserv_id` report that
+/// `from_domain` (canonical form) was authenticated. For each method the
+/// topmost field that reports it decides: the receiving MTA's verifiers
+/// add theirs above whatever the message arrived with, so a pass the
+/// sender wrote below the MTA's own fail or none counts for nothing.
+/// Fields under other ids, and fields that do not parse, are ignored. An
+/// empty `authserv_id` trusts nothing.
 pub fn authenticated_by(
     headers: &[HeaderField],
     authserv_id: &str,
@@ -372,19 +427,18 @@ pub fn authenticated_by(
     if authserv_id.is_empty() || from_domain.is_empty() {
         return None;
     }
-    let mut best = None;
+    let (mut dkim, mut aligned, mut dmarc) = (None, None, None);
     for h in headers.iter().filter(|h| h.is("Authentication-Results")) {
         let Ok(ar) = parse(&h.value) else { continue };
         if !same_authserv_id(&ar.authserv_id, authserv_id) {
             continue;
         }
-        match judge(&ar, from_domain) {
-            Some(AuthBy::Dkim) => return Some(AuthBy::Dkim),
-            Some(AuthBy::Dmarc) => best = Some(AuthBy::Dmarc),
-            None => {}
-        }
+        let v = verdict(&ar, from_domain);
+        dkim = dkim.or(v.dkim);
+        aligned = aligned.or(v.dkim_aligned);
+        dmarc = dmarc.or(v.dmarc);
     }
-    best
+    decide(dkim, aligned, dmarc)
 }
 
 #[cfg(test)]

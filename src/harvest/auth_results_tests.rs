@@ -21,6 +21,44 @@ fn by(value: &str) -> Option<AuthBy> {
     authenticated_by(&field(value), "mx.example.org", "example.org")
 }
 
+fn by_for(value: &str, from_domain: &str) -> Option<AuthBy> {
+    authenticated_by(&field(value), "mx.example.org", from_domain)
+}
+
+#[test]
+fn the_topmost_field_that_reports_a_method_decides_it() {
+    let fields = |values: &[&str]| -> Vec<HeaderField> {
+        values.iter().flat_map(|v| field(v)).collect()
+    };
+    // The MTA's own verdict above, a pass the sender wrote below.
+    for top in [
+        "mx.example.org; dkim=fail header.d=example.org",
+        "mx.example.org; dkim=none",
+        "mx.example.org; dkim=neutral header.d=example.org",
+    ] {
+        let h = fields(&[top, "mx.example.org; dkim=pass header.d=example.org"]);
+        assert_eq!(authenticated_by(&h, "mx.example.org", "example.org"), None, "{top}");
+    }
+    // Two verifiers of the site, each reporting its own method.
+    let h = fields(&[
+        "mx.example.org; dmarc=pass header.from=example.org",
+        "mx.example.org; dkim=pass header.d=example.org",
+    ]);
+    assert_eq!(
+        authenticated_by(&h, "mx.example.org", "example.org"),
+        Some(AuthBy::Dkim)
+    );
+    // A field under another id above changes nothing.
+    let h = fields(&[
+        "mx.elsewhere.test; dkim=fail header.d=example.org",
+        "mx.example.org; dkim=pass header.d=example.org",
+    ]);
+    assert_eq!(
+        authenticated_by(&h, "mx.example.org", "example.org"),
+        Some(AuthBy::Dkim)
+    );
+}
+
 fn results(headers: &[HeaderField]) -> Vec<AuthResults> {
     headers
         .iter()
@@ -188,9 +226,33 @@ fn dkim_by_header_i_and_dmarc_by_header_from() {
         Some(AuthBy::Dkim)
     );
     assert_eq!(by("mx.example.org; dkim=pass header.i=example.org"), None);
+    // DMARC only with an aligned DKIM pass (a parent domain's signature
+    // aligns): a pass resting on SPF alone vouches for no header or body.
     assert_eq!(
         by("mx.example.org; dmarc=pass (p=none dis=none) header.from=example.org"),
+        None
+    );
+    assert_eq!(
+        by("mx.example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"),
+        None
+    );
+    assert_eq!(
+        by("mx.example.org; dkim=none; dmarc=pass header.from=example.org"),
+        None
+    );
+    assert_eq!(
+        by_for(
+            "mx.example.org; dkim=pass header.d=example.org; dmarc=pass header.from=mail.example.org",
+            "mail.example.org"
+        ),
         Some(AuthBy::Dmarc)
+    );
+    assert_eq!(
+        by_for(
+            "mx.example.org; dkim=pass header.d=ample.org; dmarc=pass header.from=example.org",
+            "example.org"
+        ),
+        None
     );
     // Both: DKIM is named (the stronger statement about the key's origin).
     assert_eq!(
@@ -235,10 +297,12 @@ fn idna_forms_of_the_domain_are_one() {
         authenticated_by(&h, "mx.example.org", "xn--bcher-kva.example"),
         Some(AuthBy::Dkim)
     );
-    let h = field("mx.bücher.example; dmarc=pass header.from=xn--bcher-kva.example");
+    let h = field(
+        "mx.bücher.example; dkim=pass header.d=bücher.example; dmarc=pass header.from=xn--bcher-kva.example",
+    );
     assert_eq!(
         authenticated_by(&h, "mx.xn--bcher-kva.example", "xn--bcher-kva.example"),
-        Some(AuthBy::Dmarc)
+        Some(AuthBy::Dkim)
     );
 }
 

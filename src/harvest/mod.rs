@@ -22,6 +22,7 @@
 pub mod auth_results;
 pub mod autocrypt;
 pub mod date;
+pub mod dkim_sig;
 pub mod from;
 mod learned_types;
 mod lex;
@@ -66,6 +67,11 @@ pub struct Candidate {
     pub smime: bool,
     /// At least one `Autocrypt:` header (headers suffice).
     pub autocrypt: bool,
+    /// Every DKIM signature of the `From:` domain covers the `Autocrypt`
+    /// field (at least one does): without it, anyone holding one signed
+    /// message of the sender could add a header with their own key
+    /// ([`dkim_sig`]).
+    pub autocrypt_signed: bool,
     /// The effective date: `Date:` clamped to now; now when absent or
     /// unparseable. Unix seconds.
     pub effective: i64,
@@ -197,6 +203,7 @@ pub fn screen_at(headers: &[HeaderField], authserv_id: &str, now: SystemTime) ->
     match by {
         None => Screen::Unauthenticated { from: Some(from) },
         Some(by) => Screen::Candidate(Candidate {
+            autocrypt_signed: autocrypt && dkim_sig::covers(headers, from.domain(), "autocrypt"),
             from,
             by,
             smime,
@@ -240,9 +247,8 @@ fn learn(
         method,
         data,
         origin: format!("{} of {}", how.as_str(), c.from),
-        // Placeholder: validation needs a provenance; the learned source
-        // gives keys their own when it serves them.
-        provenance: Provenance::now(SourceKind::Directory, Security::Local),
+        // What the learned source will say of it.
+        provenance: Provenance::now(SourceKind::Learned, Security::Learned),
         bound_addresses: Vec::new(),
     };
     if let Err(rejected) = registry.get(method).validate(&material, &c.from, now) {

@@ -31,22 +31,17 @@ pub(super) const KEYS_LEARNED: &str = "autoencrypt_keys_learned";
 pub(super) const HARVEST_MESSAGES: &str = "autoencrypt_harvest_messages";
 
 /// What harvesting made of a message (the `result` label), each value as
-/// exposed. Refusals of the key material carry the examiner's own reason.
+/// exposed, besides the examiner's reasons for refusing key material
+/// ([`crate::harvest::Refusal::LABELS`]).
 pub const HARVEST_RESULTS: &[&str] = &[
     "learned",
     "known",
     "older",
     "not_authenticated",
+    "autocrypt_unsigned",
     "too_large",
     "queue_full",
     "store_failed",
-    "bad_signature",
-    "signer_mismatch",
-    "invalid_key",
-    "several_headers",
-    "addr_mismatch",
-    "malformed",
-    "critical_attribute",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,7 +75,10 @@ impl StoreFamilies {
             let _ = learned.get_or_create(&MethodLabels { method });
         }
         let harvest = Family::<ResultLabels, Counter>::default();
-        for &result in HARVEST_RESULTS {
+        for &result in HARVEST_RESULTS
+            .iter()
+            .chain(crate::harvest::Refusal::LABELS.iter())
+        {
             let _ = harvest.get_or_create(&ResultLabels { result });
         }
         let pending = Gauge::default();
@@ -106,8 +104,8 @@ impl StoreFamilies {
         registry.register(
             HARVEST_MESSAGES,
             "Inbound messages with key material that harvesting looked at, by result (learned, \
-             known, older, not_authenticated, too_large, queue_full, store_failed, or why the \
-             key material was refused)",
+             known, older, not_authenticated, autocrypt_unsigned, too_large, queue_full, \
+             store_failed, or why the key material was refused)",
             harvest.clone(),
         );
         registry.register(

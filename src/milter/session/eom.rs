@@ -93,6 +93,13 @@ impl Session {
             Screen::Nothing => {}
             Screen::Unauthenticated { .. } => harvester.skipped("not_authenticated"),
             Screen::Candidate(mut candidate) => {
+                if candidate.autocrypt
+                    && !candidate.autocrypt_signed
+                    && !self.engine.config.harvest.autocrypt_unsigned
+                {
+                    harvester.skipped("autocrypt_unsigned");
+                    candidate.autocrypt = false;
+                }
                 let mut body = None;
                 if candidate.smime {
                     if msg.body_bytes > harvester.max_message_bytes() {
