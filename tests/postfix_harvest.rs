@@ -281,7 +281,7 @@ fn unauthenticated_or_unsound_key_material_teaches_nothing() {
     let control = remote("control");
     arrives(&mx, &control, &signed("control", &dkim));
     mx.wait_metric(&harvest_series("learned"), 1.0);
-    let learned: Vec<String> = site.learned().into_iter().map(|k| k.address).collect();
+    let learned: Vec<String> = site.learned().into_iter().map(|k| k.0).collect();
     assert_eq!(learned, vec![control]);
 }
 
@@ -448,4 +448,40 @@ fn required_rules_use_learned_keys_only_with_min_trust_learned() {
     assert!(reply.is("550 5.7.1"), "{out}");
     assert!(reply.text().contains("no usable key"), "{out}");
     assert_eq!(mx.pf.maildir_count(&strict), 0);
+}
+
+#[test]
+fn keys_learned_after_a_reload_are_in_the_store_the_keys_command_reads() {
+    let site = Site::new();
+    let mx = site.mx_reloadable("");
+    let s = &site.scratch;
+    let dkim = [dkim_pass(AUTHSERV_ID, REMOTE)];
+    let learn = |who: &str, n: f64| {
+        let from = remote(who);
+        let id = smime_id(s, who, &from);
+        arrives(
+            &mx,
+            &from,
+            &smime_signed(s, &id, &from, &local("alice"), unix_now(), &dkim, true),
+        );
+        mx.wait_metric(&harvest_series("learned"), n);
+        (from, id)
+    };
+    let (before, before_id) = learn("before-reload", 1.0);
+    assert_eq!(site.learned_for(&before), vec![smime_fp(&before_id)]);
+
+    // SIGHUP: the same configuration read again, a new engine.
+    mx.milter.shared.reload().expect("reload");
+    let (first, first_id) = learn("after-reload", 2.0);
+    assert_eq!(site.learned_for(&first), vec![smime_fp(&first_id)]);
+    // (That `keys list` was another process reading the store.)
+    let (second, second_id) = learn("after-keys-list", 3.0);
+    assert_eq!(
+        site.learned_for(&second),
+        vec![smime_fp(&second_id)],
+        "learned by the milter, not in the store `keys list` reads"
+    );
+    let (got, raw) = reply_to(&mx, &second);
+    assert_smime_to(s, &got, &raw, &second_id, &[]);
+    assert_eq!(site.learned_for(&before), vec![smime_fp(&before_id)]);
 }

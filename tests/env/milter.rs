@@ -17,6 +17,7 @@
 )]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use autoencrypt_milter::config::{Config, DnsMode};
@@ -62,13 +63,10 @@ impl Drop for InProcessMilter {
     }
 }
 
-fn shared(config: Config) -> (Arc<Shared>, Metrics) {
+fn shared(config: Config, config_path: PathBuf) -> (Arc<Shared>, Metrics) {
     let metrics = Metrics::new();
     let engine = Engine::from_config(config, metrics.clone()).expect("engine");
-    (
-        Arc::new(Shared::new(engine, "/nonexistent".into())),
-        metrics,
-    )
+    (Arc::new(Shared::new(engine, config_path)), metrics)
 }
 
 async fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>, stop: oneshot::Receiver<()>) {
@@ -83,7 +81,7 @@ impl InProcessMilter {
     /// `#[tokio::test]`s). `dirs` (the policy directory, say) is kept until
     /// the milter is dropped.
     pub async fn spawn(config: Config, dirs: Option<TempDir>) -> InProcessMilter {
-        let (shared, metrics) = shared(config);
+        let (shared, metrics) = shared(config, "/nonexistent".into());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -112,7 +110,17 @@ impl InProcessMilter {
     /// Starts the milter for `config` on its own thread with a two-worker
     /// runtime (for synchronous tests, e.g. behind Postfix).
     pub fn on_thread(config: Config, dirs: Option<TempDir>) -> InProcessMilter {
-        let (shared, metrics) = shared(config);
+        Self::on_thread_reloading(config, "/nonexistent".into(), dirs)
+    }
+
+    /// [`InProcessMilter::on_thread`], whose `shared.reload()` reads
+    /// `config_path`.
+    pub fn on_thread_reloading(
+        config: Config,
+        config_path: PathBuf,
+        dirs: Option<TempDir>,
+    ) -> InProcessMilter {
+        let (shared, metrics) = shared(config, config_path);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (tx, rx) = oneshot::channel::<()>();
         let s = shared.clone();

@@ -21,12 +21,11 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use autoencrypt_milter::config::{Config, DnsMode};
-use autoencrypt_milter::store::{LearnedKey, Store, StoreSettings};
 use tempfile::TempDir;
 
 use crate::common::{Gpg, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
 use crate::env::DnsEnv;
-use crate::milter::InProcessMilter;
+use crate::milter::{InProcessMilter, trust_ad_config};
 use crate::postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
 
 /// The site's own domain.
@@ -92,23 +91,45 @@ impl Site {
         &self.scratch.keys
     }
 
+    /// What every milter of the site is configured with: its store, DNS
+    /// and key directory.
+    fn configure(&self, config: &mut Config) {
+        config.dns.mode = DnsMode::Validate;
+        config.dns.trust_anchor = Some(self.dns.trust_anchor_dnskeys());
+        config.wkd.enabled = false;
+        config.local_domains = vec![LOCAL.to_owned()];
+        config.authserv_id = mail::AUTHSERV_ID.to_owned();
+        config.store.url = self.store_url.clone();
+        config.store.refresh_secs = REFRESH_SECS;
+        config.keys.directory = Some(self.scratch.keys.clone());
+    }
+
     /// A milter for `policy` (and `tweak`) with this site's store, DNS and
     /// key directory, behind a fresh Postfix.
     pub fn mx(&self, policy: &str, tweak: impl FnOnce(&mut Config)) -> Mx {
-        let dns = &self.dns;
-        let url = self.store_url.clone();
-        let key_dir = self.scratch.keys.clone();
-        let milter = InProcessMilter::trust_ad_on_thread(dns.nsd(), policy, move |config| {
-            config.dns.mode = DnsMode::Validate;
-            config.dns.trust_anchor = Some(dns.trust_anchor_dnskeys());
-            config.wkd.enabled = false;
-            config.local_domains = vec![LOCAL.to_owned()];
-            config.authserv_id = mail::AUTHSERV_ID.to_owned();
-            config.store.url = url;
-            config.store.refresh_secs = REFRESH_SECS;
-            config.keys.directory = Some(key_dir);
+        let milter = InProcessMilter::trust_ad_on_thread(self.dns.nsd(), policy, |config| {
+            self.configure(config);
             tweak(config);
         });
+        let pf = PostfixEnv::start(Some(milter.addr));
+        Mx { pf, milter }
+    }
+
+    /// [`Site::mx`] whose configuration is also a file, so that
+    /// `mx.milter.shared.reload()` reads the same configuration again (as
+    /// SIGHUP does).
+    pub fn mx_reloadable(&self, policy: &str) -> Mx {
+        let (mut config, dir) = trust_ad_config(policy, self.dns.nsd());
+        self.configure(&mut config);
+        // Not in the policy directory: every *.toml there is a policy file.
+        let file = self._state.path().join("milter.toml");
+        let text: String = config
+            .to_lines()
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        std::fs::write(&file, text).unwrap();
+        let milter = InProcessMilter::on_thread_reloading(config, file, Some(dir));
         let pf = PostfixEnv::start(Some(milter.addr));
         Mx { pf, milter }
     }
@@ -138,31 +159,32 @@ impl Site {
         String::from_utf8(out.stdout).expect("keys output is UTF-8")
     }
 
-    /// The learned keys in the store now (read with the store's own API,
-    /// as a second process would).
-    pub fn learned(&self) -> Vec<LearnedKey> {
-        let store = Store::open(&StoreSettings {
-            url: self.store_url.clone(),
-            password_file: None,
-            ca_file: None,
-            connect_timeout: Duration::from_secs(3),
-            timeout: Duration::from_secs(5),
-        })
-        .expect("opening the test's store");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(store.list_learned(None))
-            .expect("listing learned keys")
+    /// The learned keys in the store now, as `keys list` shows them in
+    /// another process: (address, method, fingerprint).
+    pub fn learned(&self) -> Vec<(String, String, String)> {
+        let out = self.keys(&["list"]);
+        let text = String::from_utf8(out.stdout).expect("keys list output is UTF-8");
+        assert!(
+            out.status.success() || (out.status.code() == Some(1) && text.is_empty()),
+            "keys list failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .map(|l| {
+                let mut w = l.split(' ');
+                let mut next = || w.next().unwrap_or_else(|| panic!("keys list: {l:?}"));
+                (next().to_owned(), next().to_owned(), next().to_owned())
+            })
+            .collect()
     }
 
     /// The fingerprints learned for `address`.
     pub fn learned_for(&self, address: &str) -> Vec<String> {
         self.learned()
             .into_iter()
-            .filter(|k| k.address.eq_ignore_ascii_case(address))
-            .map(|k| k.fingerprint)
+            .filter(|(a, _, _)| a.eq_ignore_ascii_case(address))
+            .map(|(_, _, fp)| fp)
             .collect()
     }
 }
