@@ -58,8 +58,13 @@ use sequoia_openpgp::serialize::SerializeInto;
 const ID: &str = "mx.example.org";
 
 /// A passing DKIM and DMARC result for example.org under [`ID`].
+/// The receiving MTA's pass for example.org, and example.org's DKIM
+/// signature, which covers the Autocrypt field (as a provider that signs
+/// it writes it; without it an Autocrypt header teaches nothing).
 const AR_PASS: &str = "Authentication-Results: mx.example.org;\n dkim=pass header.d=example.org \
-                       header.s=sel header.b=ABCDabcd;\n dmarc=pass header.from=example.org\n";
+                       header.s=sel header.b=ABCDabcd;\n dmarc=pass header.from=example.org\n\
+                       DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel;\n \
+                       h=from:to:subject:date:autocrypt; bh=AAAA; b=ABCDabcd\n";
 
 /// `raw` (LF or CRLF) as the milter holds it: header fields, and the body
 /// with CRLF line ends.

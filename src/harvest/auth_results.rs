@@ -433,6 +433,14 @@ pub fn authenticated_by(
         if !same_authserv_id(&ar.authserv_id, authserv_id) {
             continue;
         }
+        // `none`: the MTA authenticated nothing; whatever a lower field
+        // says was written before the message reached it.
+        if ar.results.is_empty() {
+            dkim = dkim.or(Some(false));
+            aligned = aligned.or(Some(false));
+            dmarc = dmarc.or(Some(false));
+            continue;
+        }
         let v = verdict(&ar, from_domain);
         dkim = dkim.or(v.dkim);
         aligned = aligned.or(v.dkim_aligned);

@@ -35,6 +35,7 @@ fn the_topmost_field_that_reports_a_method_decides_it() {
         "mx.example.org; dkim=fail header.d=example.org",
         "mx.example.org; dkim=none",
         "mx.example.org; dkim=neutral header.d=example.org",
+        "mx.example.org; none",
     ] {
         let h = fields(&[top, "mx.example.org; dkim=pass header.d=example.org"]);
         assert_eq!(authenticated_by(&h, "mx.example.org", "example.org"), None, "{top}");

@@ -70,7 +70,9 @@ pub struct Candidate {
     /// Every DKIM signature of the `From:` domain covers the `Autocrypt`
     /// field (at least one does): without it, anyone holding one signed
     /// message of the sender could add a header with their own key
-    /// ([`dkim_sig`]).
+    /// ([`dkim_sig`]), and [`examine`] refuses the header. The milter sets
+    /// it when the operator accepts unsigned headers
+    /// (`harvest.autocrypt_unsigned`).
     pub autocrypt_signed: bool,
     /// The effective date: `Date:` clamped to now; now when absent or
     /// unparseable. Unix seconds.
@@ -111,6 +113,13 @@ pub enum Refusal {
     /// An Autocrypt header over 10 KiB.
     #[error("Autocrypt header of {0} bytes (at most 10 KiB)")]
     Oversized(usize),
+    /// An Autocrypt header the `From:` domain's DKIM signatures do not
+    /// cover ([`dkim_sig`]), and `harvest.autocrypt_unsigned` is off.
+    #[error(
+        "Autocrypt header outside the From: domain's DKIM signature (harvest.autocrypt_unsigned \
+         is off)"
+    )]
+    UnsignedAutocrypt,
     /// Not a well-formed signed message or Autocrypt header.
     #[error("malformed {method}: {detail}")]
     Malformed {
@@ -133,12 +142,13 @@ impl Refusal {
             Refusal::AddrMismatch(_) => "addr_mismatch",
             Refusal::CriticalAttribute(_) => "critical_attribute",
             Refusal::Oversized(_) => "oversized",
+            Refusal::UnsignedAutocrypt => "autocrypt_unsigned",
             Refusal::Malformed { .. } => "malformed",
         }
     }
 
     /// Every label [`Refusal::as_str`] gives (metric series made up front).
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "bad_signature",
         "several_signers",
         "signer_mismatch",
@@ -147,6 +157,7 @@ impl Refusal {
         "addr_mismatch",
         "critical_attribute",
         "oversized",
+        "autocrypt_unsigned",
         "malformed",
     ];
 
@@ -160,7 +171,8 @@ impl Refusal {
             Refusal::SeveralHeaders(_)
             | Refusal::AddrMismatch(_)
             | Refusal::CriticalAttribute(_)
-            | Refusal::Oversized(_) => Method::OpenPgp,
+            | Refusal::Oversized(_)
+            | Refusal::UnsignedAutocrypt => Method::OpenPgp,
         }
     }
 }
@@ -228,7 +240,11 @@ pub fn examine(
         out.push(smime_key(c, headers, body, registry, now));
     }
     if c.autocrypt {
-        out.push(autocrypt_key(c, headers, registry, now));
+        out.push(if c.autocrypt_signed {
+            autocrypt_key(c, headers, registry, now)
+        } else {
+            Err(Refusal::UnsignedAutocrypt)
+        });
     }
     out
 }

@@ -18,11 +18,44 @@ fn message(name: &str) -> (Vec<HeaderField>, Vec<u8>) {
     (m.headers, raw[m.body_offset..].to_vec())
 }
 
+/// The fixtures' Autocrypt headers are under no DKIM signature: taken as
+/// the milter takes them with `harvest.autocrypt_unsigned` on (the
+/// signature rule has its own test).
 fn candidate(headers: &[HeaderField]) -> Candidate {
     match screen(headers, ID) {
-        Screen::Candidate(c) => c,
+        Screen::Candidate(c) => Candidate {
+            autocrypt_signed: true,
+            ..c
+        },
         other => panic!("not a candidate: {other:?}"),
     }
+}
+
+#[test]
+fn an_autocrypt_header_outside_the_dkim_signature_is_refused() {
+    let (h, b) = message("autocrypt-gpg.eml");
+    let c = match screen(&h, ID) {
+        Screen::Candidate(c) => c,
+        other => panic!("{other:?}"),
+    };
+    assert!(!c.autocrypt_signed);
+    assert_eq!(
+        examine(&c, &h, &b, &Registry::new(), SystemTime::now()),
+        [Err(Refusal::UnsignedAutocrypt)]
+    );
+    // Under a signature of the From: domain that lists the field, it is
+    // learned.
+    let mut signed = vec![HeaderField::new(
+        "DKIM-Signature",
+        format!(" v=1; d={}; s=s; h=from:autocrypt; bh=x; b=y", c.from.domain()).into_bytes(),
+    )];
+    signed.extend(h.iter().cloned());
+    let c = match screen(&signed, ID) {
+        Screen::Candidate(c) => c,
+        other => panic!("{other:?}"),
+    };
+    assert!(c.autocrypt_signed);
+    assert!(examine(&c, &signed, &b, &Registry::new(), SystemTime::now())[0].is_ok());
 }
 
 /// `examine` of a fixture that must be a candidate.
@@ -295,6 +328,7 @@ fn refusal_labels_and_methods() {
         Refusal::AddrMismatch(String::new()),
         Refusal::CriticalAttribute(String::new()),
         Refusal::Oversized(1),
+        Refusal::UnsignedAutocrypt,
         Refusal::Malformed {
             method: Method::Smime,
             detail: String::new(),
@@ -304,5 +338,5 @@ fn refusal_labels_and_methods() {
     assert_eq!(labels, Refusal::LABELS);
     let methods: Vec<Method> = all.iter().map(Refusal::method).collect();
     use Method::{OpenPgp as P, Smime as S};
-    assert_eq!(methods, [S, S, S, P, P, P, P, P, S]);
+    assert_eq!(methods, [S, S, S, P, P, P, P, P, P, S]);
 }

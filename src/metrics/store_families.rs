@@ -38,7 +38,6 @@ pub const HARVEST_RESULTS: &[&str] = &[
     "known",
     "older",
     "not_authenticated",
-    "autocrypt_unsigned",
     "too_large",
     "queue_full",
     "store_failed",

@@ -93,12 +93,10 @@ impl Session {
             Screen::Nothing => {}
             Screen::Unauthenticated { .. } => harvester.skipped("not_authenticated"),
             Screen::Candidate(mut candidate) => {
-                if candidate.autocrypt
-                    && !candidate.autocrypt_signed
-                    && !self.engine.config.harvest.autocrypt_unsigned
-                {
-                    harvester.skipped("autocrypt_unsigned");
-                    candidate.autocrypt = false;
+                // The operator accepts Autocrypt headers that no DKIM
+                // signature covers (examine refuses them otherwise).
+                if self.engine.config.harvest.autocrypt_unsigned {
+                    candidate.autocrypt_signed = true;
                 }
                 let mut body = None;
                 if candidate.smime {
