@@ -156,7 +156,7 @@ pub fn run(config: &Path, cmd: &KeysCommand) -> ExitCode {
 /// An address in its canonical form (the key of every store table).
 fn address(s: &str) -> Result<String, Failure> {
     Address::parse(s)
-        .map(|a| a.to_string())
+        .map(|a| crate::store::store_key(&a))
         .map_err(|e| Failure::Input(e.to_string()))
 }
 
@@ -357,7 +357,7 @@ async fn import(
         .validate(&material, &addr, SystemTime::now())
         .map_err(|e| Failure::Input(format!("not imported: {e}")))?;
     let key = LearnedKey {
-        address: addr.to_string(),
+        address: crate::store::store_key(&addr),
         method,
         fingerprint: identity.fingerprint.clone(),
         key: identity.canonical,

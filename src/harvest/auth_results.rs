@@ -373,9 +373,8 @@ fn verdict(results: &AuthResults, from_domain: &str) -> Verdict {
         of("dkim").any(|r| {
             r.result == "pass"
                 && (r.prop("header", "d").is_some_and(pred)
-                    || r.prop("header", "i").is_some_and(|i| {
-                        i.rsplit_once('@').is_some_and(|(_, d)| pred(d))
-                    }))
+                    || r.prop("header", "i")
+                        .is_some_and(|i| i.rsplit_once('@').is_some_and(|(_, d)| pred(d))))
         })
     };
     Verdict {

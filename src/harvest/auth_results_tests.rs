@@ -27,9 +27,8 @@ fn by_for(value: &str, from_domain: &str) -> Option<AuthBy> {
 
 #[test]
 fn the_topmost_field_that_reports_a_method_decides_it() {
-    let fields = |values: &[&str]| -> Vec<HeaderField> {
-        values.iter().flat_map(|v| field(v)).collect()
-    };
+    let fields =
+        |values: &[&str]| -> Vec<HeaderField> { values.iter().flat_map(|v| field(v)).collect() };
     // The MTA's own verdict above, a pass the sender wrote below.
     for top in [
         "mx.example.org; dkim=fail header.d=example.org",
@@ -38,7 +37,11 @@ fn the_topmost_field_that_reports_a_method_decides_it() {
         "mx.example.org; none",
     ] {
         let h = fields(&[top, "mx.example.org; dkim=pass header.d=example.org"]);
-        assert_eq!(authenticated_by(&h, "mx.example.org", "example.org"), None, "{top}");
+        assert_eq!(
+            authenticated_by(&h, "mx.example.org", "example.org"),
+            None,
+            "{top}"
+        );
     }
     // Two verifiers of the site, each reporting its own method.
     let h = fields(&[
@@ -234,7 +237,9 @@ fn dkim_by_header_i_and_dmarc_by_header_from() {
         None
     );
     assert_eq!(
-        by("mx.example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"),
+        by(
+            "mx.example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"
+        ),
         None
     );
     assert_eq!(

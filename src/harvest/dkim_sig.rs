@@ -89,21 +89,49 @@ mod tests {
         );
         let not = field("v=1; d=example.org; s=s2; h=from:to:subject; bh=x; b=y");
         let other = field("v=1; d=elsewhere.example; s=s; h=from; bh=x; b=y");
-        assert!(covers(std::slice::from_ref(&covering), "example.org", "autocrypt"));
-        assert!(covers(&[covering.clone(), other.clone()], "example.org", "Autocrypt"));
-        assert!(!covers(&[covering.clone(), not.clone()], "example.org", "autocrypt"));
-        assert!(!covers(std::slice::from_ref(&not), "example.org", "autocrypt"));
-        assert!(!covers(std::slice::from_ref(&other), "example.org", "autocrypt"));
+        assert!(covers(
+            std::slice::from_ref(&covering),
+            "example.org",
+            "autocrypt"
+        ));
+        assert!(covers(
+            &[covering.clone(), other.clone()],
+            "example.org",
+            "Autocrypt"
+        ));
+        assert!(!covers(
+            &[covering.clone(), not.clone()],
+            "example.org",
+            "autocrypt"
+        ));
+        assert!(!covers(
+            std::slice::from_ref(&not),
+            "example.org",
+            "autocrypt"
+        ));
+        assert!(!covers(
+            std::slice::from_ref(&other),
+            "example.org",
+            "autocrypt"
+        ));
         assert!(!covers(&[], "example.org", "autocrypt"));
         // A name that only contains the field's name is not the field.
         let lookalike = field("d=example.org; h=from:x-autocrypt:autocrypt-gossip; b=y");
         assert!(!covers(&[lookalike], "example.org", "autocrypt"));
         // A parent domain's signature aligns (DMARC, relaxed).
         let parent = field("d=example.org; h=from:autocrypt; b=y");
-        assert!(covers(std::slice::from_ref(&parent), "mail.example.org", "autocrypt"));
+        assert!(covers(
+            std::slice::from_ref(&parent),
+            "mail.example.org",
+            "autocrypt"
+        ));
         assert!(!covers(&[parent], "xexample.org", "autocrypt"));
         // Garbage signs nothing.
-        assert!(!covers(&[field("d=; h=autocrypt")], "example.org", "autocrypt"));
+        assert!(!covers(
+            &[field("d=; h=autocrypt")],
+            "example.org",
+            "autocrypt"
+        ));
         assert!(!covers(&[field("\u{0}\u{ff}")], "example.org", "autocrypt"));
     }
 }

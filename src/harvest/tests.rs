@@ -47,7 +47,11 @@ fn an_autocrypt_header_outside_the_dkim_signature_is_refused() {
     // learned.
     let mut signed = vec![HeaderField::new(
         "DKIM-Signature",
-        format!(" v=1; d={}; s=s; h=from:autocrypt; bh=x; b=y", c.from.domain()).into_bytes(),
+        format!(
+            " v=1; d={}; s=s; h=from:autocrypt; bh=x; b=y",
+            c.from.domain()
+        )
+        .into_bytes(),
     )];
     signed.extend(h.iter().cloned());
     let c = match screen(&signed, ID) {

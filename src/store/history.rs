@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::db::{Access, DbError, Row, Value, bad_row};
-use super::{Store, StoreError};
+use super::{Store, StoreError, normal};
 use crate::material::Method;
 
 /// One fingerprint a source returned for an address and method.
@@ -127,6 +127,7 @@ impl Store {
         address: &str,
         method: Method,
     ) -> Result<Vec<Seen>, StoreError> {
+        let address = &normal(address);
         let params = [
             Value::text(source),
             Value::text(address),
@@ -145,6 +146,7 @@ impl Store {
     /// What every source returned for `address`, by source, method, and
     /// oldest first.
     pub async fn history_of(&self, address: &str) -> Result<Vec<SeenBy>, StoreError> {
+        let address = &normal(address);
         let params = [Value::text(address)];
         let address = address.to_owned();
         self.run("read the key history", Access::Read, move |c| {
@@ -181,6 +183,7 @@ impl Store {
         review: bool,
         now: i64,
     ) -> Result<Observation, StoreError> {
+        let address = &normal(address);
         let mut given: Vec<(String, Vec<u8>)> = Vec::with_capacity(keys.len());
         for (fp, key) in keys {
             if !given.iter().any(|(f, _)| f == fp) {
@@ -290,7 +293,15 @@ impl Store {
         fingerprint: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let key = [Value::text(address), Value::text(fingerprint)];
+        let fingerprint =
+            crate::material::canonical_fingerprint(fingerprint).map_err(|reason| {
+                StoreError::Invalid {
+                    store: self.describe(),
+                    what: "approve a key change",
+                    reason,
+                }
+            })?;
+        let key = [Value::text(&normal(address)), Value::text(&fingerprint)];
         self.run("approve a key change", Access::Write, move |c| {
             Box::pin(async move {
                 let changes = c

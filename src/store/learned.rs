@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::db::{Access, DbError, Row, Value, bad_row};
-use super::{Store, StoreError};
+use super::{Store, StoreError, normal};
 use crate::material::Method;
 
 /// How a key was learned.
@@ -160,7 +160,7 @@ impl Store {
         address: &str,
         method: Method,
     ) -> Result<Option<LearnedKey>, StoreError> {
-        let params = [Value::text(address), Value::text(method.as_str())];
+        let params = [Value::text(&normal(address)), Value::text(method.as_str())];
         self.run("read a learned key", Access::Read, move |c| {
             Box::pin(async move {
                 let rows = c.query(SELECT_ONE, &params).await?;
@@ -174,7 +174,8 @@ impl Store {
     /// fingerprint only refreshes `effective`, `prefer_encrypt` and
     /// `last_seen`; an older message changes nothing.
     pub async fn learn(&self, key: &LearnedKey) -> Result<Learned, StoreError> {
-        let key = key.clone();
+        let mut key = key.clone();
+        key.address = normal(&key.address);
         self.run("learn a key", Access::Write, move |c| {
             Box::pin(async move {
                 let addr = Value::text(&key.address);
@@ -260,7 +261,7 @@ impl Store {
     /// Every learned key (of `address` only, when given), by address and
     /// method.
     pub async fn list_learned(&self, address: Option<&str>) -> Result<Vec<LearnedKey>, StoreError> {
-        let address = address.map(str::to_owned);
+        let address = address.map(normal);
         self.run("list learned keys", Access::Read, move |c| {
             Box::pin(async move {
                 let rows = match &address {
@@ -277,7 +278,7 @@ impl Store {
     /// only, when given): learned keys, key history, key changes. Pins
     /// stay (`unpin` removes them). The number of rows removed.
     pub async fn forget(&self, address: &str, method: Option<Method>) -> Result<u64, StoreError> {
-        let address = address.to_owned();
+        let address = normal(address);
         self.run("forget an address", Access::Write, move |c| {
             Box::pin(async move {
                 let mut n = 0;

@@ -349,6 +349,13 @@ pub fn store_key(addr: &crate::Address) -> String {
     addr.lowercased().to_string()
 }
 
+/// [`store_key`] of an address given as text: every operation takes the
+/// address through it, so no caller can write a row the others miss. Text
+/// that is no address is kept as given (it matches nothing real).
+pub(crate) fn normal(address: &str) -> String {
+    crate::Address::parse(address).map_or_else(|_| address.to_owned(), |a| store_key(&a))
+}
+
 pub(crate) fn unix_now() -> i64 {
     crate::backend::unix_seconds(std::time::SystemTime::now())
 }

@@ -4,7 +4,7 @@
 //! `refresh_secs`).
 
 use super::db::{Access, DbError, Row, Value, bad_row};
-use super::{Store, StoreError};
+use super::{Store, StoreError, normal};
 
 /// A pin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,7 @@ impl Store {
     /// note.
     pub async fn pin(&self, pin: &Pin) -> Result<bool, StoreError> {
         let mut pin = pin.clone();
+        pin.address = normal(&pin.address);
         pin.fingerprint =
             crate::material::canonical_fingerprint(&pin.fingerprint).map_err(|reason| {
                 StoreError::Invalid {
@@ -76,8 +77,17 @@ impl Store {
     /// Removes the pins of `address` (only `fingerprint`, when given); the
     /// number removed.
     pub async fn unpin(&self, address: &str, fingerprint: Option<&str>) -> Result<u64, StoreError> {
-        let address = address.to_owned();
-        let fingerprint = fingerprint.map(str::to_owned);
+        let address = normal(address);
+        let fingerprint = match fingerprint {
+            None => None,
+            Some(f) => Some(crate::material::canonical_fingerprint(f).map_err(|reason| {
+                StoreError::Invalid {
+                    store: self.describe(),
+                    what: "unpin",
+                    reason,
+                }
+            })?),
+        };
         self.run("unpin", Access::Write, move |c| {
             Box::pin(async move {
                 match fingerprint {

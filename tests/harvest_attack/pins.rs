@@ -77,8 +77,6 @@ fn refused_as_not_pinned(o: &KeyOutcome<autoencrypt_milter::backend::Recipient>)
 }
 
 #[test]
-#[ignore = "finding 2: keys pin keeps the local part's case, the milter looks pins up lower-cased: \
-            a pin for Alice@example.org is never in force"]
 fn a_pin_set_with_the_cli_for_a_capitalised_address_is_in_force() {
     let rt = runtime();
     let r = rig();
@@ -107,8 +105,6 @@ fn a_pin_set_with_the_cli_for_a_capitalised_address_is_in_force() {
 }
 
 #[test]
-#[ignore = "finding 2: keys import/forget/approve/show with a capitalised address act on rows the \
-            milter never reads"]
 fn keys_commands_with_a_capitalised_address_act_on_the_milters_rows() {
     let rt = runtime();
     let r = rig();
