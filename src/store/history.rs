@@ -301,7 +301,7 @@ impl Store {
                     reason,
                 }
             })?;
-        let key = [Value::text(&normal(address)), Value::text(&fingerprint)];
+        let key = [Value::text(normal(address)), Value::text(fingerprint)];
         self.run("approve a key change", Access::Write, move |c| {
             Box::pin(async move {
                 let changes = c

@@ -160,7 +160,7 @@ impl Store {
         address: &str,
         method: Method,
     ) -> Result<Option<LearnedKey>, StoreError> {
-        let params = [Value::text(&normal(address)), Value::text(method.as_str())];
+        let params = [Value::text(normal(address)), Value::text(method.as_str())];
         self.run("read a learned key", Access::Read, move |c| {
             Box::pin(async move {
                 let rows = c.query(SELECT_ONE, &params).await?;
