@@ -57,6 +57,7 @@ pub const KEYS: &[&str] = &[
     "harvest.queue",
     "harvest.max_message_bytes",
     "harvest.autocrypt_unsigned",
+    "harvest.allow_inet_socket",
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
@@ -377,6 +378,23 @@ impl Config {
             &self.harvest,
             &|k, m| invalid(k, m),
         )?;
+        if self.harvest.enabled
+            && !self.authserv_id.is_empty()
+            && !self.harvest.allow_inet_socket
+            && !matches!(self.socket, Socket::Unix { .. })
+        {
+            return Err(invalid(
+                "authserv_id",
+                format!(
+                    "harvesting keys from mail believes the Authentication-Results of whoever \
+                     connects to the milter, and on {} every local user can: listen on a unix \
+                     socket the MTA's group alone can reach (socket = \"unix:/run/\
+                     autoencrypt-milter/milter.sock\"), or set harvest.allow_inet_socket = true, \
+                     or harvest.enabled = false",
+                    self.socket
+                ),
+            ));
+        }
         Ok(())
     }
 

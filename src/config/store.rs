@@ -99,6 +99,12 @@ pub struct HarvestConfig {
     /// Off: anyone holding one DKIM-signed message of a sender could add a
     /// header with their own key and replay it.
     pub autocrypt_unsigned: bool,
+    /// Learn keys although the milter listens on a TCP socket. Harvesting
+    /// believes the `Authentication-Results` fields of whoever connects:
+    /// on TCP every local user can connect, write a pass and plant a key,
+    /// so a unix socket only the MTA's group can reach is required unless
+    /// this says otherwise.
+    pub allow_inet_socket: bool,
 }
 
 impl Default for HarvestConfig {
@@ -108,6 +114,7 @@ impl Default for HarvestConfig {
             queue: 256,
             max_message_bytes: 4_194_304,
             autocrypt_unsigned: false,
+            allow_inet_socket: false,
         }
     }
 }

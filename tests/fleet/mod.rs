@@ -117,6 +117,10 @@ timeout_ms = 2000
 [wkd]
 enabled = false
 
+[harvest]
+# The test's milters listen on loopback TCP; no other user runs here.
+allow_inet_socket = true
+
 [store]
 url = {url:?}
 password_file = {password_file:?}

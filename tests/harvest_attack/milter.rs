@@ -226,8 +226,6 @@ async fn large_or_unauthenticated_signed_mail_teaches_nothing_and_is_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 8: the default milter socket is TCP on loopback: with harvesting on, any \
-            local process can play the MTA, write the pass itself and plant keys for anyone"]
 async fn a_local_process_is_not_the_mta_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("keys.sqlite").display());
@@ -239,6 +237,7 @@ async fn a_local_process_is_not_the_mta_by_default() {
     let mallory = pgp("CEO <ceo@bank.example>");
     let raw = format!(
         "Authentication-Results: mx.example.org; dkim=pass header.d=bank.example\n\
+         DKIM-Signature: v=1; d=bank.example; s=s; h=from:autocrypt; bh=x; b=y\n\
          From: <ceo@bank.example>\nDate: Tue, 06 Jan 2026 10:00:00 +0100\n{}\nHi.\n",
         autocrypt_field("ceo@bank.example", &mallory.to_vec().unwrap())
     );
@@ -251,17 +250,28 @@ async fn a_local_process_is_not_the_mta_by_default() {
         .await
         .unwrap();
     assert!(planted.is_some(), "the milter trusts whoever connects");
-    // So the socket must be one only the MTA can reach.
-    let default = Config::default();
-    assert!(default.harvest.enabled);
+    // So a configuration that harvests on a TCP socket (the default one)
+    // does not load unless the operator says every client is the MTA.
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("c.toml");
+    std::fs::write(&file, format!("authserv_id = {ID:?}\n")).unwrap();
+    let e = Config::load(&file, autoencrypt_milter::config::FileRequirement::Required)
+        .unwrap_err()
+        .to_string();
     assert!(
-        !matches!(
-            default.socket,
-            autoencrypt_milter::config::Socket::Inet { .. }
-                | autoencrypt_milter::config::Socket::Inet6 { .. }
-        ),
-        "harvesting is on by default and the default socket is {:?}: every local user can \
-         reach it",
-        default.socket
+        e.contains("authserv_id") && e.contains("harvest.allow_inet_socket"),
+        "{e}"
     );
+    std::fs::write(
+        &file,
+        format!("authserv_id = {ID:?}\n[harvest]\nallow_inet_socket = true\n"),
+    )
+    .unwrap();
+    Config::load(&file, autoencrypt_milter::config::FileRequirement::Required).unwrap();
+    std::fs::write(
+        &file,
+        format!("authserv_id = {ID:?}\nsocket = \"unix:/run/aem-test/m.sock\"\n"),
+    )
+    .unwrap();
+    Config::load(&file, autoencrypt_milter::config::FileRequirement::Required).unwrap();
 }
