@@ -177,11 +177,6 @@ impl Worker {
                         Learned::Refreshed => ("known", "already known".to_owned()),
                         Learned::Older => ("older", "older than the one known".to_owned()),
                     };
-                    if let Learned::Replaced { .. } = outcome {
-                        // The learned source's own key change.
-                        self.metrics
-                            .key_change(crate::material::SourceKind::Learned);
-                    }
                     if result == "learned" {
                         self.metrics.key_learned(key.method);
                         if let Some(l) = &self.learned {

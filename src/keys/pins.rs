@@ -139,7 +139,12 @@ impl StorePins {
     pub(crate) async fn reread(&self) -> Result<Snapshot, StoreError> {
         let read = self.store.all_pins().await;
         let pending = match &read {
-            Ok(_) => self.store.changes(true).await.ok().map(|c| c.len()),
+            Ok(_) => self
+                .store
+                .pending_changes()
+                .await
+                .ok()
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             Err(_) => None,
         };
         let mut s = self.lock();

@@ -533,7 +533,6 @@ impl KeyService {
         );
         outcome.skipped = skipped;
         if let (Some(parts), Some(kind)) = (&self.store, decided_by)
-            && kind != SourceKind::Learned
             && !as_found.is_empty()
         {
             self.vet(parts, kind, addr, &mut outcome, &as_found, choice, now)

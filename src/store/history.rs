@@ -117,6 +117,25 @@ const APPROVE_CHANGES: &str = "UPDATE key_changes SET approved = $3 \
                                WHERE address = $1 AND new = $2 AND approved IS NULL";
 const APPROVE_HISTORY: &str = "UPDATE key_history SET approved = 1 \
                                WHERE address = $1 AND fingerprint = $2 AND approved = 0";
+const COUNT_PENDING: &str = "SELECT COUNT(*) FROM key_changes WHERE approved IS NULL";
+
+/// Keys kept per source, address and method, of each kind: approved ones
+/// (the newest by last use) and ones awaiting review (the newest first
+/// seen). A source that returns a new key at every lookup cannot grow the
+/// store without bound; what is dropped is what would never be used.
+pub const KEPT_PER_KIND: i64 = 8;
+
+/// The rows beyond [`KEPT_PER_KIND`] of one kind (`$4`: approved 1 or 0).
+const PRUNE: &str = "DELETE FROM key_history \
+                     WHERE source = $1 AND address = $2 AND method = $3 AND approved = $4 \
+                     AND fingerprint NOT IN (SELECT fingerprint FROM key_history \
+                     WHERE source = $1 AND address = $2 AND method = $3 AND approved = $4 \
+                     ORDER BY last_seen DESC, first_seen DESC, fingerprint LIMIT $5)";
+/// Changes whose new key the history no longer holds.
+const PRUNE_CHANGES: &str = "DELETE FROM key_changes \
+                             WHERE source = $1 AND address = $2 AND method = $3 \
+                             AND new NOT IN (SELECT fingerprint FROM key_history \
+                             WHERE source = $1 AND address = $2 AND method = $3)";
 
 impl Store {
     /// What `source` returned for `address` and `method` so far, oldest
@@ -264,6 +283,12 @@ impl Store {
                         ]);
                         c.execute(CHANGE, &p).await?;
                     }
+                    for approved in [0, 1] {
+                        let mut p = id.to_vec();
+                        p.extend([Value::Int(approved), Value::Int(KEPT_PER_KIND)]);
+                        c.execute(PRUNE, &p).await?;
+                    }
+                    c.execute(PRUNE_CHANGES, &id).await?;
                     Ok(Observation::Changed {
                         new: new.into_iter().map(|(f, _)| f.clone()).collect(),
                         approved_before,
@@ -272,6 +297,22 @@ impl Store {
                 })
             },
         )
+        .await
+    }
+
+    /// How many key changes await review (the metric).
+    pub async fn pending_changes(&self) -> Result<u64, StoreError> {
+        self.run("count the pending key changes", Access::Read, move |c| {
+            Box::pin(async move {
+                let rows = c.query(COUNT_PENDING, &[]).await?;
+                let n = rows
+                    .first()
+                    .ok_or_else(|| "no row".to_owned())
+                    .and_then(|r| r.int(0))
+                    .map_err(|e| DbError::Query(format!("COUNT(*) of pending changes: {e}")))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+        })
         .await
     }
 

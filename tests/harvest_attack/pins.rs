@@ -271,8 +271,6 @@ fn a_source_returning_the_approved_key_and_a_new_one_at_once_gets_the_approved_o
 }
 
 #[test]
-#[ignore = "finding 5: on_key_change = \"review\" does not hold back a learned key replaced by a \
-            newer message"]
 fn review_holds_back_a_replaced_learned_key_too() {
     let rt = runtime();
     let r = rig();
@@ -311,8 +309,6 @@ fn review_holds_back_a_replaced_learned_key_too() {
 }
 
 #[test]
-#[ignore = "finding 6: a source that returns a new key at every lookup grows the key history \
-            (and its pending changes) without bound"]
 fn a_source_rotating_keys_does_not_grow_the_history_without_bound() {
     let rt = runtime();
     let r = rig();
