@@ -38,6 +38,10 @@ use crate::message::HeaderField;
 use crate::message::mime::ContentType;
 
 pub use auth_results::AuthBy;
+
+/// The largest key learned, in bytes: real certificates and Autocrypt keys
+/// are a few KiB (an Autocrypt header is at most 10 KiB).
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
 pub use learned_types::{LearnedFrom, LearnedKey, PreferEncrypt};
 pub use queue::{Harvester, Job, PAUSE};
 
@@ -113,6 +117,9 @@ pub enum Refusal {
     /// An Autocrypt header over 10 KiB.
     #[error("Autocrypt header of {0} bytes (at most 10 KiB)")]
     Oversized(usize),
+    /// A key (a signer's certificate) larger than [`MAX_KEY_BYTES`].
+    #[error("key of {0} bytes (at most 16 KiB are learned)")]
+    KeyTooLarge(usize),
     /// An Autocrypt header the `From:` domain's DKIM signatures do not
     /// cover ([`dkim_sig`]), and `harvest.autocrypt_unsigned` is off.
     #[error(
@@ -143,12 +150,13 @@ impl Refusal {
             Refusal::CriticalAttribute(_) => "critical_attribute",
             Refusal::Oversized(_) => "oversized",
             Refusal::UnsignedAutocrypt => "autocrypt_unsigned",
+            Refusal::KeyTooLarge(_) => "key_too_large",
             Refusal::Malformed { .. } => "malformed",
         }
     }
 
     /// Every label [`Refusal::as_str`] gives (metric series made up front).
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "bad_signature",
         "several_signers",
         "signer_mismatch",
@@ -158,6 +166,7 @@ impl Refusal {
         "critical_attribute",
         "oversized",
         "autocrypt_unsigned",
+        "key_too_large",
         "malformed",
     ];
 
@@ -168,6 +177,9 @@ impl Refusal {
                 Method::Smime
             }
             Refusal::InvalidKey { method, .. } | Refusal::Malformed { method, .. } => *method,
+            // The S/MIME signer's certificate; an Autocrypt header is at
+            // most 10 KiB, so its key never is.
+            Refusal::KeyTooLarge(_) => Method::Smime,
             Refusal::SeveralHeaders(_)
             | Refusal::AddrMismatch(_)
             | Refusal::CriticalAttribute(_)
@@ -259,6 +271,11 @@ fn learn(
     registry: &Registry,
     now: SystemTime,
 ) -> Result<LearnedKey, Refusal> {
+    // Before any parsing: a key is stored, shared by a fleet and read at
+    // every lookup of its address.
+    if data.len() > MAX_KEY_BYTES {
+        return Err(Refusal::KeyTooLarge(data.len()));
+    }
     let material = KeyMaterial {
         method,
         data,

@@ -333,6 +333,7 @@ fn refusal_labels_and_methods() {
         Refusal::CriticalAttribute(String::new()),
         Refusal::Oversized(1),
         Refusal::UnsignedAutocrypt,
+        Refusal::KeyTooLarge(1),
         Refusal::Malformed {
             method: Method::Smime,
             detail: String::new(),
@@ -342,5 +343,5 @@ fn refusal_labels_and_methods() {
     assert_eq!(labels, Refusal::LABELS);
     let methods: Vec<Method> = all.iter().map(Refusal::method).collect();
     use Method::{OpenPgp as P, Smime as S};
-    assert_eq!(methods, [S, S, S, P, P, P, P, P, P, S]);
+    assert_eq!(methods, [S, S, S, P, P, P, P, P, P, S, S]);
 }
