@@ -9,7 +9,8 @@
 //! every inbound message), `examine` (on the blocking pool, for a message
 //! that passed the screen: an S/MIME signature verified and its signer's
 //! certificate validated, or an Autocrypt header's key validated), and
-//! `Store::learn` on SQLite (a new address, and the same key again).
+//! `Store::learn` on SQLite (a new address, and the same key again);
+//! beside them, for scale, one certificate decoded by OpenSSL.
 //! Results go into BENCHMARKS.md, section "Harvesting keys from signed
 //! inbound mail (issue 12)"; milter_load measures the whole.
 
@@ -113,6 +114,13 @@ fn bench_screen_examine(c: &mut Criterion) {
         b.iter(|| screen(black_box(&ah), AUTHSERV_ID))
     });
     g.finish();
+
+    // The unit most of `examine` is made of: decoding one certificate
+    // (OpenSSL decodes its public key through the provider decoders).
+    let der = signer.cert.to_der().unwrap();
+    c.bench_function("harvest/reference/X509::from_der (RSA 2048)", |b| {
+        b.iter(|| openssl::x509::X509::from_der(black_box(&der)).unwrap())
+    });
 
     let mut g = c.benchmark_group("harvest/examine");
     g.bench_function("S/MIME signed, 10 KiB (verify, validate)", |b| {
