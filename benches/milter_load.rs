@@ -28,9 +28,20 @@
 //! asked. The directory source reads and validates the key file at every
 //! RCPT (it has no cache): that is measured as it is.
 //!
-//! `cargo bench --bench milter_load` runs everything (about two minutes).
-//! Without `--bench` (as under `cargo test --all-targets`) it runs a smoke
-//! test: a few messages per method and a small spooled message.
+//! * Harvesting (issue 12), only with `MILTER_LOAD_METHODS=signed`: a
+//!   stream of inbound S/MIME-signed messages from 50 senders under a
+//!   passing `Authentication-Results` field, to a local recipient whose
+//!   rule passes them, so the milter's only work beyond the protocol is
+//!   learning the signers' certificates into SQLite; the same stream with
+//!   `[harvest] enabled = false` is the baseline, in alternating rounds
+//!   (benches/support/harvest_load.rs). Results go into BENCHMARKS.md,
+//!   section "Harvesting keys from signed inbound mail (issue 12)".
+//!
+//! `cargo bench --bench milter_load` runs everything but the harvesting
+//! comparison (about two minutes). Without `--bench` (as under `cargo
+//! test --all-targets`) it runs a smoke test: a few messages per method,
+//! a small spooled message, and signed mail whose keys must be learned
+//! (and not with harvesting off).
 //!
 //! Environment: `MILTER_LOAD_SECS` (per run, default 5),
 //! `MILTER_LOAD_CONNS` (default `1,4,16,64`), `MILTER_LOAD_METHODS`
@@ -42,7 +53,21 @@
 //! default 4 MiB), `MILTER_LOAD_BUDGET` (`limits.memory_budget_bytes`,
 //! default the milter's), `MILTER_LOAD_KEEP=1` keeps the milter running at the end
 //! of the throughput runs until Enter is pressed (for `perf record -p`).
+//! For `signed`: `MILTER_LOAD_CONNS` defaults to `1,16`,
+//! `MILTER_LOAD_ROUNDS` (rounds of each of harvest on and off, default 4),
+//! `MILTER_LOAD_RATE` adds a paced run at 16 connections (default 2000),
+//! `MILTER_LOAD_SENDERS` (distinct signers, default 50),
+//! `MILTER_LOAD_HARVEST_QUEUE` (`harvest.queue`, default the milter's),
+//! `MILTER_LOAD_HARVEST` (`both`, or only `on` / `off`, e.g. under `perf
+//! record`, which follows the bench's children).
+//!
+//! CPU per message is the milter's CPU time over the whole run divided by
+//! every message it handled in that time, the warm-up's included.
 
+#[path = "support/harvest_load.rs"]
+mod harvest_load;
+#[path = "support/signed.rs"]
+mod signed;
 mod support;
 
 use std::fmt::Write as _;
@@ -70,6 +95,8 @@ enum Kind {
     Plain,
     Smime,
     OpenPgp,
+    /// Signed inbound mail to a recipient whose rule passes it.
+    Signed,
 }
 
 impl Kind {
@@ -78,6 +105,7 @@ impl Kind {
             Kind::Plain => "plain",
             Kind::Smime => "smime",
             Kind::OpenPgp => "openpgp",
+            Kind::Signed => "signed",
         }
     }
 
@@ -86,11 +114,15 @@ impl Kind {
             Kind::Plain => "plaintext (methods = [])",
             Kind::Smime => "S/MIME (RSA 2048, AES-256-CBC)",
             Kind::OpenPgp => "OpenPGP (cv25519)",
+            Kind::Signed => "signed inbound (S/MIME, methods = [])",
         }
     }
 
     fn recipient(self) -> String {
-        format!("{}@{DOMAIN}", self.name())
+        match self {
+            Kind::Signed => format!("inbound@{DOMAIN}"),
+            _ => format!("{}@{DOMAIN}", self.name()),
+        }
     }
 
     fn parse(s: &str) -> Kind {
@@ -98,7 +130,8 @@ impl Kind {
             "plain" => Kind::Plain,
             "smime" => Kind::Smime,
             "openpgp" | "pgp" => Kind::OpenPgp,
-            other => panic!("unknown method {other:?} (plain, smime, openpgp)"),
+            "signed" => Kind::Signed,
+            other => panic!("unknown method {other:?} (plain, smime, openpgp, signed)"),
         }
     }
 }
@@ -126,6 +159,13 @@ methods = ["smime"]
 name = "bench: OpenPGP"
 recipient = ["openpgp@bench.test"]
 methods = ["openpgp"]
+
+# Inbound only where a configuration lists bench.test in local_domains
+# (the harvesting runs).
+[[rule]]
+name = "bench: inbound"
+recipient = ["inbound@bench.test"]
+methods = []
 "#;
 
 /// Key directory, policy directory; written once per run of the bench.
@@ -148,13 +188,23 @@ impl Setup {
         Setup { dir }
     }
 
-    /// Writes a configuration for a milter on `port` and returns its path.
-    fn config(&self, name: &str, port: u16, spool_threshold: u64) -> PathBuf {
+    /// The SQLite key store of the milter `name`: its own, never the one
+    /// `STATE_DIRECTORY` (target/state under cargo) would give, which
+    /// would keep the key history of an earlier run's keys (a key change
+    /// each time) and the keys earlier runs learned.
+    fn store(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.sqlite"))
+    }
+
+    /// Writes a configuration for a milter on `port` and returns its path:
+    /// `top` holds `metrics_listen` and any other top-level keys, `tables`
+    /// goes at the end.
+    fn config(&self, name: &str, port: u16, spool_threshold: u64, extra: &Extra) -> PathBuf {
         let d = self.dir.path();
         let path = d.join(format!("{name}.toml"));
         let text = format!(
             "socket = \"inet:127.0.0.1:{port}\"\n\
-             metrics_listen = \"\"\n\
+             {top}\
              log_level = \"info\"\n\
              policy_dir = {policies:?}\n\
              [dns]\n\
@@ -163,7 +213,12 @@ impl Setup {
              [keys]\n\
              directory = {keys:?}\n\
              [limits]\n\
-             spool_threshold_bytes = {spool_threshold}\n{budget}",
+             spool_threshold_bytes = {spool_threshold}\n{budget}\
+             [store]\n\
+             url = \"sqlite://{store}\"\n{tables}",
+            store = self.store(name).display(),
+            top = extra.top,
+            tables = extra.tables,
             policies = d.join("policies").display().to_string(),
             keys = d.join("keys").display().to_string(),
             budget = match std::env::var("MILTER_LOAD_BUDGET") {
@@ -173,6 +228,24 @@ impl Setup {
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+}
+
+/// What a configuration adds to the common one.
+struct Extra {
+    /// Top-level keys; must set `metrics_listen`.
+    top: String,
+    /// Tables after `[limits]`.
+    tables: String,
+}
+
+impl Extra {
+    /// No metrics endpoint, nothing else.
+    fn none() -> Extra {
+        Extra {
+            top: "metrics_listen = \"\"\n".into(),
+            tables: String::new(),
+        }
     }
 }
 
@@ -189,12 +262,17 @@ struct Milter {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    config: PathBuf,
 }
 
 impl Milter {
     fn start(setup: &Setup, name: &str, spool_threshold: u64) -> Milter {
+        Milter::start_with(setup, name, spool_threshold, &Extra::none())
+    }
+
+    fn start_with(setup: &Setup, name: &str, spool_threshold: u64, extra: &Extra) -> Milter {
         let port = free_port();
-        let config = setup.config(name, port, spool_threshold);
+        let config = setup.config(name, port, spool_threshold, extra);
         let log = setup.dir.path().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
             .arg("--config")
@@ -220,7 +298,12 @@ impl Milter {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Milter { child, addr, log }
+        Milter {
+            child,
+            addr,
+            log,
+            config,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -322,6 +405,30 @@ impl Msg {
             headers,
             body: Bytes::from(body.into_bytes()),
         }
+    }
+
+    /// A whole message (CRLF) as the MTA passes it on: header values with
+    /// LF folds (Postfix strips the CR), the body as it is.
+    fn from_raw(raw: &[u8]) -> Msg {
+        let m = autoencrypt_milter::message::Message::parse(raw);
+        let headers = m
+            .headers
+            .iter()
+            .map(|h| {
+                let v = String::from_utf8(h.value.clone()).unwrap();
+                (h.name.clone(), v.replace("\r\n", "\n"))
+            })
+            .collect();
+        Msg {
+            headers,
+            body: Bytes::copy_from_slice(&raw[m.body_offset..]),
+        }
+    }
+
+    /// The usual 10 KiB message to `kind`'s recipient, the only one of its
+    /// stream.
+    fn stream(kind: Kind) -> Arc<Vec<Msg>> {
+        Arc::new(vec![Msg::new(&kind.recipient(), 10 * 1024)])
     }
 
     fn size(&self) -> usize {
@@ -522,7 +629,7 @@ impl Client {
 
 fn check(kind: Kind, r: &EomResult, msg: &Msg) {
     match kind {
-        Kind::Plain => assert!(
+        Kind::Plain | Kind::Signed => assert!(
             r.header_edits == 0 && r.replaced_body == 0,
             "plaintext message changed: {r:?}"
         ),
@@ -556,6 +663,9 @@ struct RunResult {
     conns: usize,
     pace: Option<f64>,
     messages: usize,
+    /// Every message of the run, the warm-up's included: what the CPU
+    /// times are divided by.
+    sent: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
     milter_cpu: Duration,
@@ -571,6 +681,15 @@ impl RunResult {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// `d` per message handled in the CPU window, in µs.
+    fn per_message_us(&self, d: Duration) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            d.as_secs_f64() * 1e6 / self.sent as f64
+        }
+    }
+
     fn pct(&self, p: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
@@ -581,11 +700,13 @@ impl RunResult {
 }
 
 /// Runs `conns` connections for `warmup` + `measure` (or `count` messages
-/// per connection when given) and collects the messages started after the
-/// warm-up.
+/// per connection when given), sending the messages of `stream` in turn,
+/// and collects the messages started after the warm-up.
+#[allow(clippy::too_many_arguments, reason = "a bench's knobs")]
 async fn run(
     milter: &Milter,
     kind: Kind,
+    stream: &Arc<Vec<Msg>>,
     conns: usize,
     pace: Pace,
     warmup: Duration,
@@ -594,7 +715,7 @@ async fn run(
 ) -> RunResult {
     let addr = milter.addr;
     let to = kind.recipient();
-    let msg = Arc::new(Msg::new(&to, 10 * 1024));
+    let next = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for _ in 0..conns {
         clients.push(Client::open(addr).await);
@@ -605,12 +726,14 @@ async fn run(
     let cpu_before = (milter.cpu(), proc_cpu("/proc/self/stat"), machine_cpu());
     let mut tasks = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
-        let msg = msg.clone();
+        let stream = stream.clone();
+        let next = next.clone();
         let to = to.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut last_end = start;
             let mut k = 0usize;
+            let mut sent = 0usize;
             loop {
                 let due = match pace {
                     Pace::Closed => start,
@@ -628,10 +751,13 @@ async fn run(
                 if count.is_none() && began >= stop {
                     break;
                 }
-                let r = c.message(&next_qid(), &msg, &to).await;
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let msg = &stream[n % stream.len()];
+                let r = c.message(&next_qid(), msg, &to).await;
                 let ended = Instant::now();
+                sent += 1;
                 if k == 0 {
-                    check(kind, &r, &msg);
+                    check(kind, &r, msg);
                 }
                 if count.is_some() || began >= t0 {
                     lat.push(ended - began);
@@ -640,15 +766,17 @@ async fn run(
                 k += 1;
             }
             c.quit().await;
-            (lat, last_end)
+            (lat, last_end, sent)
         }));
     }
     let mut latencies = Vec::new();
     let mut last = t0;
+    let mut sent = 0;
     for t in tasks {
-        let (l, e) = t.await.unwrap();
+        let (l, e, n) = t.await.unwrap();
         latencies.extend(l);
         last = last.max(e);
+        sent += n;
     }
     let cpu_after = (milter.cpu(), proc_cpu("/proc/self/stat"), machine_cpu());
     let milter_cpu = cpu_after.0.saturating_sub(cpu_before.0);
@@ -671,6 +799,7 @@ async fn run(
             Pace::Every { interval } => Some(conns as f64 / interval.as_secs_f64()),
         },
         messages: latencies.len(),
+        sent,
         elapsed: last.saturating_duration_since(from),
         latencies,
         milter_cpu,
@@ -690,13 +819,7 @@ fn table(results: &[RunResult]) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
-        let per = |d: Duration| {
-            if r.messages == 0 {
-                0.0
-            } else {
-                d.as_secs_f64() * 1e6 / r.messages as f64
-            }
-        };
+        let per = |d: Duration| r.per_message_us(d);
         writeln!(
             s,
             "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {:.0} | {:.0} % | {:.0} % |",
@@ -824,14 +947,19 @@ async fn async_main(bench: bool) {
         return;
     }
     let secs: f64 = env_or("MILTER_LOAD_SECS", 5.0);
-    let conns: Vec<usize> = env_or("MILTER_LOAD_CONNS", "1,4,16,64".to_owned())
-        .split(',')
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let kinds: Vec<Kind> = env_or("MILTER_LOAD_METHODS", "plain,smime,openpgp".to_owned())
+    let conns_of = |default: &str| -> Vec<usize> {
+        env_or("MILTER_LOAD_CONNS", default.to_owned())
+            .split(',')
+            .map(|s| s.trim().parse().unwrap())
+            .collect()
+    };
+    let conns = conns_of("1,4,16,64");
+    let all: Vec<Kind> = env_or("MILTER_LOAD_METHODS", "plain,smime,openpgp".to_owned())
         .split(',')
         .map(Kind::parse)
         .collect();
+    let signed = all.contains(&Kind::Signed);
+    let kinds: Vec<Kind> = all.into_iter().filter(|&k| k != Kind::Signed).collect();
     let rate: f64 = env_or("MILTER_LOAD_RATE", 2000.0);
     let spool: u64 = env_or("MILTER_LOAD_SPOOL", 4 * 1024 * 1024);
     let measure = Duration::from_secs_f64(secs);
@@ -842,13 +970,24 @@ async fn async_main(bench: bool) {
         env!("CARGO_BIN_EXE_autoencrypt-milter"),
         Msg::new("x@bench.test", 10 * 1024).size()
     );
-    if env_or("MILTER_LOAD_THROUGHPUT", 1u32) != 0 {
+    if env_or("MILTER_LOAD_THROUGHPUT", 1u32) != 0 && !kinds.is_empty() {
         let milter = Milter::start(&setup, "throughput", spool);
         println!("milter pid {}", milter.pid());
         let mut results = Vec::new();
         for &kind in &kinds {
+            let stream = Msg::stream(kind);
             for &n in &conns {
-                let r = run(&milter, kind, n, Pace::Closed, warmup, measure, None).await;
+                let r = run(
+                    &milter,
+                    kind,
+                    &stream,
+                    n,
+                    Pace::Closed,
+                    warmup,
+                    measure,
+                    None,
+                )
+                .await;
                 eprintln!(
                     "{} N={n}: {:.0} msg/s p50 {} ms p99 {} ms",
                     kind.label(),
@@ -864,6 +1003,7 @@ async fn async_main(bench: bool) {
                 let r = run(
                     &milter,
                     kind,
+                    &stream,
                     n,
                     Pace::Every { interval },
                     warmup,
@@ -895,6 +1035,21 @@ async fn async_main(bench: bool) {
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
         }
+    }
+
+    if signed {
+        let opts = harvest_load::Options {
+            conns: conns_of("1,16"),
+            rounds: env_or("MILTER_LOAD_ROUNDS", 4),
+            rate,
+            warmup,
+            measure,
+            senders: env_or("MILTER_LOAD_SENDERS", 50),
+            queue: env_or("MILTER_LOAD_HARVEST_QUEUE", 0),
+            spool,
+            which: env_or("MILTER_LOAD_HARVEST", "both".to_owned()),
+        };
+        harvest_load::compare(&setup, &opts).await;
     }
 
     if env_or("MILTER_LOAD_MEMORY", 1u32) != 0 {
@@ -931,10 +1086,12 @@ async fn smoke(setup: &Setup) {
     let milter = Milter::start(setup, "smoke", 64 * 1024);
     let mut results = Vec::new();
     for kind in [Kind::Plain, Kind::Smime, Kind::OpenPgp] {
+        let stream = Msg::stream(kind);
         for n in [1, 2] {
             let r = run(
                 &milter,
                 kind,
+                &stream,
                 n,
                 Pace::Closed,
                 Duration::ZERO,
@@ -953,4 +1110,5 @@ async fn smoke(setup: &Setup) {
     let m = memory(setup, 2, 300 * 1024, 64 * 1024).await;
     assert_eq!(m.conns, 2);
     print_memory(&m);
+    harvest_load::smoke(setup).await;
 }
