@@ -58,6 +58,8 @@ pub const KEYS: &[&str] = &[
     "harvest.max_message_bytes",
     "harvest.autocrypt_unsigned",
     "harvest.allow_inet_socket",
+    "harvest.recheck_secs",
+    "harvest.max_per_second",
     "smime.cipher",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",

@@ -105,6 +105,14 @@ pub struct HarvestConfig {
     /// so a unix socket only the MTA's group can reach is required unless
     /// this says otherwise.
     pub allow_inet_socket: bool,
+    /// A sender whose key was confirmed (learned, or found known) is not
+    /// examined again for this many seconds (0 to 86400; 0 = every
+    /// message): a key rollover is then learned from a message after it.
+    pub recheck_secs: u64,
+    /// Messages examined per second at most (1 to 100000); beyond it a
+    /// message is not examined (counted), so a flood of signed mail takes
+    /// a bounded share of the CPU.
+    pub max_per_second: u32,
 }
 
 impl Default for HarvestConfig {
@@ -115,6 +123,8 @@ impl Default for HarvestConfig {
             max_message_bytes: 4_194_304,
             autocrypt_unsigned: false,
             allow_inet_socket: false,
+            recheck_secs: 600,
+            max_per_second: 50,
         }
     }
 }
@@ -192,6 +202,13 @@ pub(super) fn validate(
     range("store.timeout_ms", store.timeout_ms, 1, 60_000)?;
     range("store.refresh_secs", store.refresh_secs, 1, 3_600)?;
     range("harvest.queue", harvest.queue as u64, 1, 65_536)?;
+    range("harvest.recheck_secs", harvest.recheck_secs, 0, 86_400)?;
+    range(
+        "harvest.max_per_second",
+        u64::from(harvest.max_per_second),
+        1,
+        100_000,
+    )?;
     range(
         "harvest.max_message_bytes",
         harvest.max_message_bytes,

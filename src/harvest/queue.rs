@@ -1,12 +1,23 @@
 //! The harvesting queue: messages whose headers say they may teach a key
 //! ([`super::screen`]) wait here, after their own reply, for one worker
 //! that verifies them ([`super::examine`], on the blocking pool) and
-//! records what they teach in the key store. The queue is bounded: when
-//! it is full a message is not examined (counted `queue_full`), never
-//! delayed. When the store fails, harvesting pauses for [`PAUSE`] (the
+//! records what they teach in the key store. Its cost is bounded three
+//! ways, none of which delays a message:
+//!
+//! * a sender whose key was confirmed within `harvest.recheck_secs` is not
+//!   examined again (`recent`): examining a signed message costs some
+//!   hundred microseconds of CPU, several times all else the milter does
+//!   with it, and a stream of mail comes mostly from known senders;
+//! * at most `harvest.max_per_second` messages are examined
+//!   (`rate_limited` beyond), so a flood of signed mail from new senders
+//!   takes a bounded share of the CPU;
+//! * the queue is bounded (`queue_full` beyond).
+//!
+//! When the store fails, harvesting pauses for [`PAUSE`] (the
 //! `harvest_paused` gauge says so) and messages offered meanwhile are
 //! counted `store_failed`; the next message after the pause tries again.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,13 +27,90 @@ use tokio::sync::mpsc;
 use super::{Candidate, examine};
 use crate::backend::Registry;
 use crate::keys::learned::LearnedSource;
+use crate::material::Method;
 use crate::message::HeaderField;
 use crate::metrics::Metrics;
 use crate::spool::Spool;
-use crate::store::{Learned, Store};
+use crate::store::{Learned, Store, store_key};
 
 /// How long harvesting rests after the key store failed.
 pub const PAUSE: Duration = Duration::from_secs(5);
+
+/// Senders remembered as recently confirmed, at most (beyond it the
+/// memory starts afresh: it only saves work).
+const RECENT_CAPACITY: usize = 50_000;
+
+/// A "queue full" line at most this often (the metric counts each).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Senders whose key was confirmed lately, by address and method.
+struct Recent {
+    ttl: Duration,
+    seen: Mutex<HashMap<(String, Method), Instant>>,
+}
+
+impl Recent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Method), Instant>> {
+        match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn fresh(&self, who: &str, method: Method) -> bool {
+        !self.ttl.is_zero()
+            && self
+                .lock()
+                .get(&(who.to_owned(), method))
+                .is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    fn confirm(&self, who: &str, method: Method) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut seen = self.lock();
+        if seen.len() >= RECENT_CAPACITY {
+            let ttl = self.ttl;
+            seen.retain(|_, t| t.elapsed() < ttl);
+            if seen.len() >= RECENT_CAPACITY {
+                seen.clear();
+            }
+        }
+        seen.insert((who.to_owned(), method), Instant::now());
+    }
+}
+
+/// A token bucket: `rate` examinations a second, as many in a burst.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// One message waiting to be examined.
 pub struct Job {
@@ -43,6 +131,8 @@ struct Worker {
     metrics: Metrics,
     learned: Option<Arc<LearnedSource>>,
     paused_until: Option<Instant>,
+    recent: Arc<Recent>,
+    bucket: Bucket,
 }
 
 /// The queue of one engine; its worker starts with the first message and
@@ -52,32 +142,57 @@ pub struct Harvester {
     waiting: Mutex<Option<(mpsc::Receiver<Job>, Worker)>>,
     metrics: Metrics,
     max_message_bytes: u64,
+    recent: Arc<Recent>,
+    logged_full: Mutex<Option<Instant>>,
 }
 
 impl Harvester {
-    /// A queue of `capacity` messages, recording into `store`.
+    /// A queue as `[harvest]` says, recording into `store`.
     pub fn new(
-        capacity: usize,
-        max_message_bytes: u64,
+        settings: &crate::config::HarvestConfig,
         store: Store,
         registry: Arc<Registry>,
         metrics: Metrics,
         learned: Option<Arc<LearnedSource>>,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let (sender, receiver) = mpsc::channel(settings.queue.max(1));
+        let recent = Arc::new(Recent {
+            ttl: Duration::from_secs(settings.recheck_secs),
+            seen: Mutex::new(HashMap::new()),
+        });
         let worker = Worker {
             store,
             registry,
             metrics: metrics.clone(),
             learned,
             paused_until: None,
+            recent: Arc::clone(&recent),
+            bucket: Bucket::new(settings.max_per_second),
         };
         Harvester {
             sender,
             waiting: Mutex::new(Some((receiver, worker))),
             metrics,
-            max_message_bytes,
+            max_message_bytes: settings.max_message_bytes,
+            recent,
+            logged_full: Mutex::new(None),
         }
+    }
+
+    /// Leaves out of `candidate` what its sender confirmed lately (counted
+    /// `recent`); whether anything is left to examine.
+    pub fn still_to_examine(&self, candidate: &mut Candidate) -> bool {
+        let who = store_key(&candidate.from);
+        for (wanted, method) in [
+            (&mut candidate.smime, Method::Smime),
+            (&mut candidate.autocrypt, Method::OpenPgp),
+        ] {
+            if *wanted && self.recent.fresh(&who, method) {
+                *wanted = false;
+                self.metrics.harvested("recent");
+            }
+        }
+        candidate.smime || candidate.autocrypt
     }
 
     /// The most body bytes a message may have to be examined.
@@ -105,11 +220,20 @@ impl Harvester {
             let job = match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
             };
-            tracing::info!(
-                "{}: harvest queue full; the message is not examined",
-                job.qid
-            );
             self.metrics.harvested("queue_full");
+            let mut last = match self.logged_full.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                *last = Some(Instant::now());
+                tracing::info!(
+                    "{}: harvest queue full; the message is not examined (the next ones for \
+                     {} s are counted, not logged)",
+                    job.qid,
+                    LOG_EVERY.as_secs()
+                );
+            }
         }
     }
 }
@@ -125,6 +249,10 @@ impl Worker {
         let qid = job.qid.clone();
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             self.metrics.harvested("store_failed");
+            return;
+        }
+        if !self.bucket.take() {
+            self.metrics.harvested("rate_limited");
             return;
         }
         let registry = Arc::clone(&self.registry);
@@ -177,6 +305,7 @@ impl Worker {
                         Learned::Refreshed => ("known", "already known".to_owned()),
                         Learned::Older => ("older", "older than the one known".to_owned()),
                     };
+                    self.recent.confirm(&key.address, key.method);
                     if result == "learned" {
                         self.metrics.key_learned(key.method);
                         if let Some(l) = &self.learned {

@@ -38,6 +38,8 @@ pub const HARVEST_RESULTS: &[&str] = &[
     "known",
     "older",
     "not_authenticated",
+    "recent",
+    "rate_limited",
     "too_large",
     "queue_full",
     "store_failed",
@@ -103,8 +105,9 @@ impl StoreFamilies {
         registry.register(
             HARVEST_MESSAGES,
             "Inbound messages with key material that harvesting looked at, by result (learned, \
-             known, older, not_authenticated, autocrypt_unsigned, too_large, queue_full, \
-             store_failed, or why the key material was refused)",
+             known, older, not_authenticated, recent (the sender's key confirmed within \
+             harvest.recheck_secs), rate_limited, too_large, queue_full, store_failed, or why the \
+             key material was refused)",
             harvest.clone(),
         );
         registry.register(

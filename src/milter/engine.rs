@@ -88,8 +88,7 @@ impl Engine {
         let harvester = match (&config.harvest, keys.store()) {
             (h, Some(store)) if h.enabled && !config.authserv_id.is_empty() => {
                 Some(Harvester::new(
-                    h.queue,
-                    h.max_message_bytes,
+                    h,
                     store.clone(),
                     Arc::clone(keys.registry()),
                     metrics.clone(),

@@ -249,7 +249,7 @@ impl Conn for SqliteConn<'_> {
     fn execute<'a>(&'a mut self, sql: &'static str, params: &'a [Value]) -> DbFuture<'a, u64> {
         let r = self
             .conn
-            .prepare(&numbered(sql))
+            .prepare_cached(&numbered(sql))
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
             .map(|n| n as u64)
             .map_err(sql_error);
@@ -258,7 +258,7 @@ impl Conn for SqliteConn<'_> {
 }
 
 fn query(conn: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-    let mut stmt = conn.prepare(&numbered(sql)).map_err(sql_error)?;
+    let mut stmt = conn.prepare_cached(&numbered(sql)).map_err(sql_error)?;
     let columns = stmt.column_count();
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))

@@ -120,6 +120,7 @@ enabled = false
 [harvest]
 # The test's milters listen on loopback TCP; no other user runs here.
 allow_inet_socket = true
+recheck_secs = 0
 
 [store]
 url = {url:?}

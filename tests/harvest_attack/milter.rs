@@ -275,3 +275,46 @@ async fn a_local_process_is_not_the_mta_by_default() {
     .unwrap();
     Config::load(&file, autoencrypt_milter::config::FileRequirement::Required).unwrap();
 }
+
+/// A flood of signed mail costs a bounded share of the CPU: a sender whose
+/// key was just confirmed is not examined again (`recent`), and past
+/// `harvest.max_per_second` a message is not examined (`rate_limited`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_senders_are_not_examined_again_and_examination_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.sqlite").display());
+    let m = start(&url, |_| {}).await;
+    let alice = identity(&["alice@partner.example"]);
+    let good = partner_signed(&alice);
+    let mut c = open(&m).await;
+    let (s, _) = deliver(&mut c, "R1", &good).await;
+    assert_eq!(s, Status::Continue);
+    wait_for("learned counted", || harvested(&m, "learned") >= 1.0).await;
+    for qid in ["R2", "R3"] {
+        let (s, _) = deliver(&mut c, qid, &good).await;
+        assert_eq!(s, Status::Continue);
+    }
+    wait_for("recent counted", || harvested(&m, "recent") >= 2.0).await;
+    assert_eq!(harvested(&m, "known"), 0.0);
+
+    // Every message examined (recheck_secs = 0), one a second at most.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.sqlite").display());
+    let m = start(&url, |c| {
+        c.harvest.recheck_secs = 0;
+        c.harvest.max_per_second = 1;
+    })
+    .await;
+    let mut c = open(&m).await;
+    for i in 0..4 {
+        let (s, _) = deliver(&mut c, &format!("S{i}"), &good).await;
+        assert_eq!(s, Status::Continue);
+    }
+    wait_for("rate_limited counted", || {
+        harvested(&m, "rate_limited") >= 2.0
+    })
+    .await;
+    assert_eq!(harvested(&m, "learned"), 1.0);
+    assert!(harvested(&m, "learned") + harvested(&m, "known") <= 2.0);
+    assert_eq!(harvested(&m, "recent"), 0.0);
+}

@@ -98,6 +98,9 @@ impl Session {
                 if self.engine.config.harvest.autocrypt_unsigned {
                     candidate.autocrypt_signed = true;
                 }
+                if !harvester.still_to_examine(&mut candidate) {
+                    return;
+                }
                 let mut body = None;
                 if candidate.smime {
                     if msg.body_bytes > harvester.max_message_bytes() {
