@@ -375,38 +375,50 @@ impl KeyService {
         trace: bool,
     ) -> Explained {
         let mut steps = Vec::new();
+        // One deadline for all of it — the store's pins, the sources one
+        // after the other, the key history — so the RCPT is answered
+        // within it however many there are.
+        let until = Instant::now() + self.deadline;
         // Pins set with `keys pin` join the rule's: either kind beats
         // every source. Unknown pins (the store never read) fail the
         // lookup rather than risk an unpinned key.
         let merged;
         let choice = match &self.store {
             None => choice,
-            Some(parts) => match parts.pins.for_address(addr).await {
-                Ok(pins) if pins.is_empty() => choice,
-                Ok(pins) => {
-                    if trace {
-                        steps.push(Step {
-                            source: format!("pins in the key store ({})", parts.store.describe()),
-                            answer: "pinned",
-                            asked: pins.clone(),
-                        });
+            Some(parts) => {
+                match tokio::time::timeout_at(until.into(), parts.pins.for_address(addr))
+                    .await
+                    .unwrap_or(Err(FailReason::Timeout))
+                {
+                    Ok(pins) if pins.is_empty() => choice,
+                    Ok(pins) => {
+                        if trace {
+                            steps.push(Step {
+                                source: format!(
+                                    "pins in the key store ({})",
+                                    parts.store.describe()
+                                ),
+                                answer: "pinned",
+                                asked: pins.clone(),
+                            });
+                        }
+                        let mut all = choice.pins.clone();
+                        all.extend(pins.into_iter().filter(|p| !choice.pins.contains(p)));
+                        merged = KeyChoice {
+                            pins: all,
+                            ..choice.clone()
+                        };
+                        &merged
                     }
-                    let mut all = choice.pins.clone();
-                    all.extend(pins.into_iter().filter(|p| !choice.pins.contains(p)));
-                    merged = KeyChoice {
-                        pins: all,
-                        ..choice.clone()
-                    };
-                    &merged
+                    Err(why) => {
+                        return Explained {
+                            outcome: MethodOutcome::new(method, KeyOutcome::Failed(why)),
+                            steps,
+                            found: Vec::new(),
+                        };
+                    }
                 }
-                Err(why) => {
-                    return Explained {
-                        outcome: MethodOutcome::new(method, KeyOutcome::Failed(why)),
-                        steps,
-                        found: Vec::new(),
-                    };
-                }
-            },
+            }
         };
         let mut decided = None;
         let mut decided_by = None;
@@ -415,10 +427,6 @@ impl KeyService {
         // address), else a proof of absence.
         let mut fallback = None;
         let mut skipped = Vec::new();
-        // One deadline for the whole chain: sources asked one after the
-        // other share it, so the RCPT is answered within it however many
-        // there are.
-        let until = Instant::now() + self.deadline;
         for source in self.plan(choice) {
             if !source.serves(method) || !source.answers_for(addr) {
                 continue;
@@ -535,8 +543,20 @@ impl KeyService {
         if let (Some(parts), Some(kind)) = (&self.store, decided_by)
             && !as_found.is_empty()
         {
-            self.vet(parts, kind, addr, &mut outcome, &as_found, choice, now)
-                .await;
+            let vetting = self.vet(parts, kind, addr, &mut outcome, &as_found, choice, now);
+            if tokio::time::timeout_at(until.into(), vetting)
+                .await
+                .is_err()
+            {
+                // The history could not be read in time: under review the
+                // keys cannot be vetted (a timeout, never "no key"); under
+                // accept they are used as found.
+                if choice.on_key_change == crate::material::OnKeyChange::Review
+                    && choice.pins.is_empty()
+                {
+                    outcome.outcome = KeyOutcome::Failed(FailReason::Timeout);
+                }
+            }
         }
         Explained {
             outcome,

@@ -211,3 +211,47 @@ fn a_pinned_key_needs_no_review() {
         assert_eq!(used(&out), [fingerprint(&second)]);
     });
 }
+
+#[test]
+fn a_store_that_never_answers_is_held_to_the_lookup_deadline() {
+    block_on(async {
+        // Accepts, then says nothing: the store's own timeouts are longer
+        // than the lookup's deadline.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let st = Store::open(&StoreSettings {
+            url: format!("postgres://aem@127.0.0.1:{port}/keys?sslmode=disable"),
+            password_file: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(20),
+            timeout: Duration::from_secs(20),
+        })
+        .unwrap();
+        let dns = Arc::new(MemorySource::of_kind("dns", SourceKind::Dane));
+        dns.set(A, Method::Smime, dane(A, "SMIMEA"));
+        let keys = service(&[&dns])
+            .with_store(st, Duration::from_secs(30))
+            .with_deadline(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let out = keys
+            .resolve(&addr(A), Method::Smime, &KeyChoice::any())
+            .await;
+        assert!(
+            matches!(out.outcome, KeyOutcome::Failed(FailReason::Timeout)),
+            "{:?}",
+            out.outcome
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        hold.abort();
+    });
+}
