@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{Candidate, examine};
+use crate::address::Address;
 use crate::backend::Registry;
 use crate::keys::learned::LearnedSource;
 use crate::material::Method;
@@ -43,26 +44,41 @@ const RECENT_CAPACITY: usize = 50_000;
 /// A "queue full" line at most this often (the metric counts each).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Senders whose key was confirmed lately, by address and method.
+/// When each sender's key was last confirmed, by address, per method
+/// (S/MIME, OpenPGP).
+type Confirmed = HashMap<String, [Option<Instant>; 2]>;
+
+/// Senders whose key was confirmed lately.
 struct Recent {
     ttl: Duration,
-    seen: Mutex<HashMap<(String, Method), Instant>>,
+    seen: Mutex<Confirmed>,
+}
+
+fn slot(method: Method) -> usize {
+    match method {
+        Method::Smime => 0,
+        Method::OpenPgp => 1,
+    }
 }
 
 impl Recent {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Method), Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Confirmed> {
         match self.seen.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn fresh(&self, who: &str, method: Method) -> bool {
-        !self.ttl.is_zero()
-            && self
-                .lock()
-                .get(&(who.to_owned(), method))
-                .is_some_and(|t| t.elapsed() < self.ttl)
+    /// Whether `who` (the store's form) confirmed each method lately.
+    fn fresh(&self, who: &str) -> [bool; 2] {
+        if self.ttl.is_zero() {
+            return [false; 2];
+        }
+        let seen = self.lock();
+        let Some(at) = seen.get(who) else {
+            return [false; 2];
+        };
+        at.map(|t| t.is_some_and(|t| t.elapsed() < self.ttl))
     }
 
     fn confirm(&self, who: &str, method: Method) {
@@ -70,14 +86,14 @@ impl Recent {
             return;
         }
         let mut seen = self.lock();
-        if seen.len() >= RECENT_CAPACITY {
+        if seen.len() >= RECENT_CAPACITY && !seen.contains_key(who) {
             let ttl = self.ttl;
-            seen.retain(|_, t| t.elapsed() < ttl);
+            seen.retain(|_, at| at.iter().flatten().any(|t| t.elapsed() < ttl));
             if seen.len() >= RECENT_CAPACITY {
                 seen.clear();
             }
         }
-        seen.insert((who.to_owned(), method), Instant::now());
+        seen.entry(who.to_owned()).or_default()[slot(method)] = Some(Instant::now());
     }
 }
 
@@ -179,20 +195,23 @@ impl Harvester {
         }
     }
 
-    /// Leaves out of `candidate` what its sender confirmed lately (counted
-    /// `recent`); whether anything is left to examine.
-    pub fn still_to_examine(&self, candidate: &mut Candidate) -> bool {
-        let who = store_key(&candidate.from);
+    /// Leaves out what `from` confirmed lately (counted `recent`): whether
+    /// anything of `smime` and `autocrypt` is left to examine.
+    pub fn still_to_examine(&self, from: &Address, smime: &mut bool, autocrypt: &mut bool) -> bool {
+        if self.recent.ttl.is_zero() {
+            return *smime || *autocrypt;
+        }
+        let fresh = self.recent.fresh(&store_key(from));
         for (wanted, method) in [
-            (&mut candidate.smime, Method::Smime),
-            (&mut candidate.autocrypt, Method::OpenPgp),
+            (&mut *smime, Method::Smime),
+            (&mut *autocrypt, Method::OpenPgp),
         ] {
-            if *wanted && self.recent.fresh(&who, method) {
+            if *wanted && fresh[slot(method)] {
                 *wanted = false;
                 self.metrics.harvested("recent");
             }
         }
-        candidate.smime || candidate.autocrypt
+        *smime || *autocrypt
     }
 
     /// The most body bytes a message may have to be examined.

@@ -4,11 +4,11 @@
 //! an [`EomVerdict`].
 
 use std::io::Read;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::{EomVerdict, MAX_HEADER_FIELDS, MessageState, Overflow, Session};
 use crate::backend::EncryptOptions;
-use crate::harvest::{Job, Screen, screen};
+use crate::harvest::{Job, Screen, judge, material};
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::metrics::Outcome;
 use crate::pipeline::{Check, Received, Sealed, check_ciphertext, keys_for, seal};
@@ -89,7 +89,18 @@ impl Session {
         if msg.overflow.is_some() || msg.spool_failed {
             return;
         }
-        match screen(&msg.headers, &self.engine.config.authserv_id) {
+        let Some(mut material) = material(&msg.headers) else {
+            return;
+        };
+        // A sender confirmed lately is not examined again: decided before
+        // the rest of the header is read.
+        if let Some(from) = &material.from
+            && !harvester.still_to_examine(from, &mut material.smime, &mut material.autocrypt)
+        {
+            return;
+        }
+        let authserv_id = &self.engine.config.authserv_id;
+        match judge(material, &msg.headers, authserv_id, SystemTime::now()) {
             Screen::Nothing => {}
             Screen::Unauthenticated { .. } => harvester.skipped("not_authenticated"),
             Screen::Candidate(mut candidate) => {
@@ -97,9 +108,6 @@ impl Session {
                 // signature covers (examine refuses them otherwise).
                 if self.engine.config.harvest.autocrypt_unsigned {
                     candidate.autocrypt_signed = true;
-                }
-                if !harvester.still_to_examine(&mut candidate) {
-                    return;
                 }
                 let mut body = None;
                 if candidate.smime {
