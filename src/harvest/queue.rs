@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +41,11 @@ pub const PAUSE: Duration = Duration::from_secs(5);
 /// Senders remembered as recently confirmed, at most (beyond it the
 /// memory starts afresh: it only saves work).
 const RECENT_CAPACITY: usize = 50_000;
+
+/// Bytes the queued messages may hold in memory together (header fields,
+/// and bodies not spooled to disk): besides the queue's length, so that
+/// 256 messages with a megabyte of header fields each cannot take 256 MiB.
+pub const MAX_QUEUED_BYTES: usize = 32 * 1_048_576;
 
 /// A "queue full" line at most this often (the metric counts each).
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -130,6 +136,8 @@ impl Bucket {
 
 /// One message waiting to be examined.
 pub struct Job {
+    /// What it holds in memory, counted against [`MAX_QUEUED_BYTES`].
+    pub(crate) held: usize,
     /// The queue id, for the log.
     pub qid: String,
     /// What its header promised.
@@ -149,6 +157,7 @@ struct Worker {
     paused_until: Option<Instant>,
     recent: Arc<Recent>,
     bucket: Bucket,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// The queue of one engine; its worker starts with the first message and
@@ -160,6 +169,7 @@ pub struct Harvester {
     max_message_bytes: u64,
     recent: Arc<Recent>,
     logged_full: Mutex<Option<Instant>>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl Harvester {
@@ -184,7 +194,9 @@ impl Harvester {
             paused_until: None,
             recent: Arc::clone(&recent),
             bucket: Bucket::new(settings.max_per_second),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
         };
+        let queued_bytes = Arc::clone(&worker.queued_bytes);
         Harvester {
             sender,
             waiting: Mutex::new(Some((receiver, worker))),
@@ -192,6 +204,7 @@ impl Harvester {
             max_message_bytes: settings.max_message_bytes,
             recent,
             logged_full: Mutex::new(None),
+            queued_bytes,
         }
     }
 
@@ -227,7 +240,7 @@ impl Harvester {
 
     /// Queues `job` without waiting; a full queue drops it (counted).
     /// Must run on the tokio runtime (the worker starts here).
-    pub fn offer(&self, job: Job) {
+    pub fn offer(&self, mut job: Job) {
         let waiting = match self.waiting.lock() {
             Ok(mut w) => w.take(),
             Err(p) => p.into_inner().take(),
@@ -235,10 +248,34 @@ impl Harvester {
         if let Some((receiver, worker)) = waiting {
             tokio::spawn(worker.run(receiver));
         }
-        if let Err(e) = self.sender.try_send(job) {
-            let job = match e {
-                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
-            };
+        job.held = job
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+            + job
+                .body
+                .as_ref()
+                .filter(|b| !b.is_on_disk())
+                .map_or(0, |b| usize::try_from(b.len()).unwrap_or(usize::MAX));
+        let held = job.held;
+        let room = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                q.checked_add(held).filter(|n| *n <= MAX_QUEUED_BYTES)
+            })
+            .is_ok();
+        let sent = if room {
+            self.sender.try_send(job).map_err(|e| {
+                self.queued_bytes.fetch_sub(held, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+                }
+            })
+        } else {
+            Err(job)
+        };
+        if let Err(job) = sent {
             self.metrics.harvested("queue_full");
             let mut last = match self.logged_full.lock() {
                 Ok(g) => g,
@@ -265,6 +302,7 @@ impl Worker {
     }
 
     async fn one(&mut self, job: Job) {
+        self.queued_bytes.fetch_sub(job.held, Ordering::Relaxed);
         let qid = job.qid.clone();
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             self.metrics.harvested("store_failed");
@@ -358,5 +396,72 @@ impl Worker {
         if self.paused_until.take().is_some() {
             self.metrics.harvest_paused(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::address::Address;
+    use crate::store::StoreSettings;
+
+    fn job(qid: usize, header_bytes: usize) -> Job {
+        Job {
+            held: 0,
+            qid: format!("Q{qid}"),
+            candidate: Candidate {
+                from: Address::parse("alice@example.org").unwrap(),
+                by: super::super::AuthBy::Dkim,
+                smime: false,
+                autocrypt: true,
+                autocrypt_signed: true,
+                effective: 0,
+            },
+            headers: vec![HeaderField::new("X-Big", vec![b'x'; header_bytes])],
+            body: None,
+        }
+    }
+
+    /// The queue holds at most [`MAX_QUEUED_BYTES`] of header fields, however
+    /// many messages its length allows.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_queue_is_bounded_by_bytes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreSettings {
+            url: format!("sqlite://{}", dir.path().join("k.sqlite").display()),
+            password_file: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let metrics = Metrics::new();
+        let settings = crate::config::HarvestConfig {
+            queue: 1_000,
+            ..crate::config::HarvestConfig::default()
+        };
+        let h = Harvester::new(
+            &settings,
+            store,
+            Arc::new(Registry::new()),
+            metrics.clone(),
+            None,
+        );
+        // The worker has not run yet (this runtime has one thread and the
+        // test does not yield): everything offered waits.
+        let mib = 1_048_576;
+        for i in 0..40 {
+            h.offer(job(i, mib));
+        }
+        let dropped = metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with("autoencrypt_harvest_messages_total{result=\"queue_full\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap();
+        let fit = MAX_QUEUED_BYTES / (mib + "X-Big".len());
+        assert_eq!(dropped as usize, 40 - fit);
+        assert!(h.queued_bytes.load(Ordering::Relaxed) <= MAX_QUEUED_BYTES);
     }
 }

@@ -120,6 +120,7 @@ impl Session {
                 }
                 if candidate.smime || candidate.autocrypt {
                     harvester.offer(Job {
+                        held: 0,
                         qid,
                         candidate,
                         headers: msg.headers,
