@@ -9,6 +9,7 @@
 //! status: 0 done, 1 nothing found or nothing to do (or a usage or input
 //! error), 2 the store failed.
 
+use crate::harvest::date::iso_utc;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -290,7 +291,7 @@ async fn show(store: &Store, a: &str) -> Result<Outcome, Failure> {
             "pin {} {} created={} note={:?}",
             p.address,
             p.fingerprint,
-            utc(p.created),
+            iso_utc(p.created),
             p.note
         );
     }
@@ -301,8 +302,8 @@ async fn show(store: &Store, a: &str) -> Result<Outcome, Failure> {
             h.method,
             h.source,
             h.seen.fingerprint,
-            utc(h.seen.first_seen),
-            utc(h.seen.last_seen),
+            iso_utc(h.seen.first_seen),
+            iso_utc(h.seen.last_seen),
             if h.seen.approved {
                 "approved"
             } else {
@@ -392,9 +393,9 @@ fn learned_line(k: &LearnedKey) -> String {
         k.fingerprint,
         k.how.as_str(),
         k.prefer_encrypt.map_or("-", |p| p.as_str()),
-        utc(k.effective),
-        utc(k.first_seen),
-        utc(k.last_seen)
+        iso_utc(k.effective),
+        iso_utc(k.first_seen),
+        iso_utc(k.last_seen)
     )
 }
 
@@ -412,32 +413,11 @@ fn change_line(c: &KeyChange) -> String {
         c.source,
         c.new,
         old,
-        utc(c.detected),
+        iso_utc(c.detected),
         match c.approved {
-            Some(t) => format!("approved={}", utc(t)),
+            Some(t) => format!("approved={}", iso_utc(t)),
             None => "pending".to_owned(),
         }
-    )
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-fn utc(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
     )
 }
 
@@ -447,10 +427,10 @@ mod tests {
 
     #[test]
     fn times_are_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(utc(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(iso_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(iso_utc(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(iso_utc(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }

@@ -74,6 +74,15 @@ pub(super) mod opt_path {
 
 /// A list of strings, also accepted as one comma- or space-separated
 /// string (convenient in environment variables).
+/// `v` within `lo..=hi`, or what to say of it (every ranged key's check).
+pub(super) fn in_range(v: u64, lo: u64, hi: u64) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{v} is out of range ({lo} to {hi})"))
+    }
+}
+
 pub(super) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

@@ -217,11 +217,7 @@ pub(super) fn validate(
         let (scheme, host) = dir.scheme().map_err(|m| bad("url", m))?;
         let host = host.to_owned();
         let range = |k: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(bad(k, format!("{v} is out of range ({lo} to {hi})")))
-            }
+            super::forms::in_range(v, lo, hi).map_err(|m| bad(k, m))
         };
         range("connect_timeout_ms", dir.connect_timeout_ms, 1, 60_000)?;
         range("timeout_ms", dir.timeout_ms, 1, 60_000)?;

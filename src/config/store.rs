@@ -138,11 +138,7 @@ pub(super) fn validate(
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     let range = |key: &str, v: u64, lo: u64, hi: u64| {
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(invalid(key, format!("{v} is out of range ({lo} to {hi})")))
-        }
+        super::forms::in_range(v, lo, hi).map_err(|m| invalid(key, m))
     };
     let id = authserv_id.trim();
     // RFC 8601 §2.5: a domain name, compared case-insensitively; a value

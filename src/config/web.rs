@@ -74,11 +74,7 @@ pub(super) fn validate(
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     let range = |key: &str, v: u64, lo: u64, hi: u64| {
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(invalid(key, format!("{v} is out of range ({lo} to {hi})")))
-        }
+        super::forms::in_range(v, lo, hi).map_err(|m| invalid(key, m))
     };
     range("wkd.connect_timeout_ms", wkd.connect_timeout_ms, 1, 60_000)?;
     range("wkd.timeout_ms", wkd.timeout_ms, 1, 60_000)?;

@@ -183,23 +183,24 @@ impl Store {
                 let prefer = key
                     .prefer_encrypt
                     .map_or(Value::Null, |p| Value::text(p.as_str()));
+                // The whole row, as INSERT and REPLACE write it.
+                let row = [
+                    addr.clone(),
+                    method.clone(),
+                    Value::text(&key.fingerprint),
+                    Value::Text(B64.encode(&key.key)),
+                    Value::text(key.how.as_str()),
+                    prefer.clone(),
+                    Value::Int(key.effective),
+                    Value::Int(key.first_seen),
+                    Value::Int(key.last_seen),
+                ];
                 // Twice at most: an insert that lost a race reads the
                 // winner's row the second time.
                 for _ in 0..2 {
                     let rows = c.query(CURRENT, &[addr.clone(), method.clone()]).await?;
                     let Some(r) = rows.first() else {
-                        let full = [
-                            addr.clone(),
-                            method.clone(),
-                            Value::text(&key.fingerprint),
-                            Value::Text(B64.encode(&key.key)),
-                            Value::text(key.how.as_str()),
-                            prefer.clone(),
-                            Value::Int(key.effective),
-                            Value::Int(key.first_seen),
-                            Value::Int(key.last_seen),
-                        ];
-                        if c.execute(INSERT, &full).await? == 1 {
+                        if c.execute(INSERT, &row).await? == 1 {
                             return Ok(Learned::New);
                         }
                         continue;
@@ -232,18 +233,7 @@ impl Store {
                     if key.effective <= effective {
                         return Ok(Learned::Older);
                     }
-                    let params = [
-                        addr.clone(),
-                        method.clone(),
-                        Value::text(&key.fingerprint),
-                        Value::Text(B64.encode(&key.key)),
-                        Value::text(key.how.as_str()),
-                        prefer.clone(),
-                        Value::Int(key.effective),
-                        Value::Int(key.first_seen),
-                        Value::Int(key.last_seen),
-                    ];
-                    return Ok(if c.execute(REPLACE, &params).await? == 1 {
+                    return Ok(if c.execute(REPLACE, &row).await? == 1 {
                         Learned::Replaced { previous: fp }
                     } else {
                         Learned::Older
