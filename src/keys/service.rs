@@ -27,7 +27,7 @@ use crate::backend::{Recipient, Registry};
 use crate::config::Config;
 use crate::keys::directory::DirectorySource;
 use crate::keys::dns::{DnsSettings, DnsSetupError, DnsSource};
-use crate::keys::history::{KeyHistory, Vetted};
+use crate::keys::history::KeyHistory;
 use crate::keys::keyserver::KeyserverSource;
 use crate::keys::ldap::{LdapSettings, LdapSetupError, LdapSource};
 use crate::keys::learned::LearnedSource;
@@ -105,14 +105,6 @@ pub struct KeyService {
     store: Option<StoreParts>,
 }
 
-/// What the service keeps of the key store.
-struct StoreParts {
-    store: Store,
-    pins: Arc<StorePins>,
-    history: KeyHistory,
-    learned: Option<Arc<LearnedSource>>,
-}
-
 /// What one source said during a [`KeyService::explain`].
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -149,19 +141,6 @@ impl KeyService {
             deadline: SOURCE_DEADLINE,
             store: None,
         }
-    }
-
-    /// The same, with the key store's pins and history (tests of the
-    /// chain with a store).
-    #[cfg(test)]
-    pub(crate) fn with_store(mut self, store: Store, refresh: Duration) -> Self {
-        self.store = Some(StoreParts {
-            pins: StorePins::new(store.clone(), refresh, None),
-            history: KeyHistory::new(store.clone(), refresh, None),
-            store,
-            learned: None,
-        });
-        self
     }
 
     /// The same, with `deadline` instead of [`SOURCE_DEADLINE`] (tests).
@@ -257,25 +236,6 @@ impl KeyService {
             learned,
         });
         Ok(service)
-    }
-
-    /// Takes over the store pins `old` (the engine before a reload) has
-    /// read, when both use the same store.
-    pub fn take_over_pins(&self, old: &KeyService) {
-        if let (Some(new), Some(old)) = (&self.store, &old.store) {
-            new.pins.take_over(&old.pins);
-        }
-    }
-
-    /// The key store (none in unit tests of the chain).
-    pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref().map(|s| &s.store)
-    }
-
-    /// The `learned` source, when the service has one (the harvester
-    /// tells it about keys it learned).
-    pub(crate) fn learned_source(&self) -> Option<&Arc<LearnedSource>> {
-        self.store.as_ref().and_then(|s| s.learned.as_ref())
     }
 
     /// The backends keys are validated (and messages encrypted) with.
@@ -382,44 +342,20 @@ impl KeyService {
         // Pins set with `keys pin` join the rule's: either kind beats
         // every source. Unknown pins (the store never read) fail the
         // lookup rather than risk an unpinned key.
-        let merged;
-        let choice = match &self.store {
-            None => choice,
-            Some(parts) => {
-                match tokio::time::timeout_at(until.into(), parts.pins.for_address(addr))
-                    .await
-                    .unwrap_or(Err(FailReason::Timeout))
-                {
-                    Ok(pins) if pins.is_empty() => choice,
-                    Ok(pins) => {
-                        if trace {
-                            steps.push(Step {
-                                source: format!(
-                                    "pins in the key store ({})",
-                                    parts.store.describe()
-                                ),
-                                answer: "pinned",
-                                asked: pins.clone(),
-                            });
-                        }
-                        let mut all = choice.pins.clone();
-                        all.extend(pins.into_iter().filter(|p| !choice.pins.contains(p)));
-                        merged = KeyChoice {
-                            pins: all,
-                            ..choice.clone()
-                        };
-                        &merged
-                    }
-                    Err(why) => {
-                        return Explained {
-                            outcome: MethodOutcome::new(method, KeyOutcome::Failed(why)),
-                            steps,
-                            found: Vec::new(),
-                        };
-                    }
-                }
+        let merged = match self
+            .with_store_pins(addr, choice, until, trace, &mut steps)
+            .await
+        {
+            Ok(merged) => merged,
+            Err(why) => {
+                return Explained {
+                    outcome: MethodOutcome::new(method, KeyOutcome::Failed(why)),
+                    steps,
+                    found: Vec::new(),
+                };
             }
         };
+        let choice = merged.as_ref().unwrap_or(choice);
         let mut decided = None;
         let mut decided_by = None;
         // What stands if no source decides: the first "nothing usable
@@ -566,88 +502,9 @@ impl KeyService {
     }
 }
 
-impl KeyService {
-    /// Applies the rule's `on_key_change` to the usable keys `kind` found
-    /// (`as_found`: their fingerprints and bytes), through the key history.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site, the lookup's own state"
-    )]
-    async fn vet(
-        &self,
-        parts: &StoreParts,
-        kind: SourceKind,
-        addr: &Address,
-        outcome: &mut MethodOutcome<Recipient>,
-        as_found: &[(String, Vec<u8>)],
-        choice: &KeyChoice,
-        now: SystemTime,
-    ) {
-        let method = outcome.method;
-        let KeyOutcome::Found {
-            security, usable, ..
-        } = &mut outcome.outcome
-        else {
-            return;
-        };
-        let security = *security;
-        // A pinned key is the operator's word, given out of band: it needs
-        // no review (and with pins, every usable key is a pinned one).
-        let on_change = if choice.pins.is_empty() {
-            choice.on_key_change
-        } else {
-            crate::material::OnKeyChange::Accept
-        };
-        match parts
-            .history
-            .vet(kind, addr, method, as_found, on_change)
-            .await
-        {
-            Vetted::Use(fingerprints) => {
-                let before = usable.len();
-                usable.retain(|r| fingerprints.contains(&r.fingerprint));
-                if usable.len() < before {
-                    outcome.notes.push(format!(
-                        "{} new key(s) from {kind} held for review (keys approve)",
-                        before - usable.len()
-                    ));
-                }
-            }
-            Vetted::Previous(seen) => {
-                let backend = self.registry.get(method);
-                let previous: Vec<Recipient> = seen
-                    .iter()
-                    .filter(|s| choice.pins.is_empty() || choice.pins.contains(&s.fingerprint))
-                    .filter_map(|s| {
-                        let k = KeyMaterial {
-                            method,
-                            data: s.key.clone(),
-                            origin: format!("key {kind} returned before (approved)"),
-                            provenance: crate::material::Provenance::now(kind, security),
-                            bound_addresses: Vec::new(),
-                        };
-                        self.validated.validate(backend, &k, addr, now).ok()
-                    })
-                    .collect();
-                if previous.is_empty() {
-                    outcome.outcome = KeyOutcome::Held(format!(
-                        "{kind} returned a new key, which awaits review (keys approve), and no \
-                         key approved before is still valid"
-                    ));
-                } else {
-                    outcome.notes.push(format!(
-                        "{kind} returned a new key, held for review (keys approve): using the \
-                         key(s) approved before"
-                    ));
-                    *usable = previous;
-                }
-            }
-            Vetted::Failed(why) => {
-                outcome.outcome = KeyOutcome::Failed(FailReason::Network(why));
-            }
-        }
-    }
-}
+#[path = "service_store.rs"]
+mod store_steps;
+use store_steps::StoreParts;
 
 #[cfg(test)]
 #[path = "service_tests.rs"]
