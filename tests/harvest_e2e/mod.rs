@@ -105,6 +105,9 @@ impl Site {
         // (the update rule) and count each.
         config.harvest.recheck_secs = 0;
         config.harvest.max_per_second = 100_000;
+        // The in-process milter listens on loopback TCP; no other user
+        // runs on a test machine.
+        config.harvest.allow_inet_socket = true;
         config.keys.directory = Some(self.scratch.keys.clone());
     }
 
