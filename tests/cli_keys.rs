@@ -443,3 +443,46 @@ fn two_processes_at_once_on_postgresql() {
     let pw = std::fs::read_to_string(env.wrong_password_file()).unwrap();
     assert!(!err.contains(pw.trim()), "{err}");
 }
+
+/// `lookup` shows the published sources and needs no key store (nor the
+/// right to create one); `check-config` sets the store up as `serve` would,
+/// so an unusable one is its error.
+#[test]
+fn lookup_needs_no_store_and_check_config_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy_dir = {:?}\n[dns]\nresolvers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\n\
+             [wkd]\nenabled = false\n[store]\nurl = \"sqlite:///proc/autoencrypt-none/keys.sqlite\"\n",
+            dir.path().join("policies").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let (code, out, err) = output(
+        bin()
+            .arg("--config")
+            .arg(&config)
+            .args(["lookup", "x@example.org"])
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        !format!("{out}{err}").contains("/proc/autoencrypt-none"),
+        "lookup touched the store: {out}{err}"
+    );
+    assert!(out.contains("x@example.org"), "{out}{err}");
+    let (code, out, err) = output(
+        bin()
+            .arg("--config")
+            .arg(&config)
+            .arg("check-config")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("/proc/autoencrypt-none"), "{err}");
+}

@@ -161,7 +161,8 @@ impl KeyService {
     }
 
     /// Like [`KeyService::from_config`], restricted to the kinds in
-    /// `only` (the `lookup` command leaves the key directory out). The web sources
+    /// `only` (the `lookup` command leaves the key directory and the key
+    /// store out). The web sources
     /// share one HTTP client, which resolves host names through the DNS
     /// source's resolvers.
     pub fn from_config_only(
@@ -194,7 +195,14 @@ impl KeyService {
             )?)),
             _ => None,
         };
-        let store = Store::open(&StoreSettings::from_config(&config.store))?;
+        // The store (learned keys, pins, key history) only for a service
+        // that asks it: `lookup` shows each published source on its own
+        // and needs no store (nor the right to create one).
+        let store = if only.contains(&SourceKind::Learned) {
+            Some(Store::open(&StoreSettings::from_config(&config.store))?)
+        } else {
+            None
+        };
         let refresh = Duration::from_secs(config.store.refresh_secs);
         let mut learned = None;
         let mut sources: Vec<Arc<dyn KeySource>> = Vec::new();
@@ -219,22 +227,23 @@ impl KeyService {
                     )));
                 }
                 (SourceKind::Learned, _, _, _) => {
-                    let source = LearnedSource::new(store.clone(), refresh);
-                    sources.push(Arc::clone(&source) as Arc<dyn KeySource>);
-                    learned = Some(source);
+                    if let Some(store) = &store {
+                        let source = LearnedSource::new(store.clone(), refresh);
+                        sources.push(Arc::clone(&source) as Arc<dyn KeySource>);
+                        learned = Some(source);
+                    }
                 }
                 _ => {}
             }
         }
-        let pins = StorePins::new(store.clone(), refresh, metrics.clone());
-        let history = KeyHistory::new(store.clone(), refresh, metrics.clone());
-        let mut service = Self::new(sources, registry, metrics);
-        service.store = Some(StoreParts {
+        let parts = store.map(|store| StoreParts {
+            pins: StorePins::new(store.clone(), refresh, metrics.clone()),
+            history: KeyHistory::new(store.clone(), refresh, metrics.clone()),
             store,
-            pins,
-            history,
             learned,
         });
+        let mut service = Self::new(sources, registry, metrics);
+        service.store = parts;
         Ok(service)
     }
 
