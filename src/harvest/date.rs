@@ -122,7 +122,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC): how
 /// the `keys` command shows the store's times. The inverse of
-/// [`days_from_civil`] (H. Hinnant's `civil_from_days`).
+/// `days_from_civil` (H. Hinnant's `civil_from_days`).
 pub fn iso_utc(t: i64) -> String {
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let z = days + 719_468;
