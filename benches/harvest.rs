@@ -53,7 +53,8 @@ fn plain_headers() -> Vec<HeaderField> {
     split(raw.as_bytes()).0
 }
 
-/// A message with an Autocrypt header (a cv25519 key for `FROM`, folded
+/// A message with an Autocrypt header under the domain's DKIM signature
+/// (a cv25519 key for `FROM`, folded
 /// as mail clients write it).
 fn autocrypt_message() -> (Vec<HeaderField>, Vec<u8>) {
     let (cert, _) = CertBuilder::general_purpose(Some(format!("Alice <{FROM}>")))
@@ -67,6 +68,8 @@ fn autocrypt_message() -> (Vec<HeaderField>, Vec<u8>) {
         .collect();
     let raw = format!(
         "Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d=signers.example\r\n\
+         DKIM-Signature: v=1; a=rsa-sha256; d=signers.example; s=sel;\r\n \
+         h=from:to:subject:date:autocrypt; bh=AAAA; b=AAAA\r\n\
          From: <{FROM}>\r\nTo: <bob@example.org>\r\nSubject: hi\r\nDate: {}\r\n\
          Autocrypt: addr={FROM}; prefer-encrypt=mutual; keydata=\r\n {}\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHello.\r\n",
