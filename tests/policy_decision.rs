@@ -235,6 +235,7 @@ fn two_methods(rule_mode: &str, smime: Out, openpgp: Out) -> RecipientDecision<&
     decision::decide(
         &r[0],
         &addr("bob@partner.example"),
+        Direction::Outbound,
         vec![
             MethodOutcome::new(Method::OpenPgp, outcome(openpgp)),
             MethodOutcome::new(Method::Smime, outcome(smime)),
@@ -284,6 +285,7 @@ fn every_usable_method_is_offered_in_preference_order() {
     let d = decision::decide(
         &r[0],
         &addr("a@b.example"),
+        Direction::Outbound,
         vec![
             MethodOutcome::new(Method::Smime, outcome(Out::FoundSecure)),
             MethodOutcome::new(Method::OpenPgp, outcome(Out::FoundSecure)),
@@ -308,6 +310,7 @@ fn a_missing_outcome_is_an_internal_error_not_a_pass() {
     let d = decision::decide::<()>(
         &r[0],
         &addr("a@b.example"),
+        Direction::Outbound,
         vec![MethodOutcome::new(Method::Smime, KeyOutcome::NotFound)],
         &Settings::default(),
     );
@@ -333,7 +336,7 @@ fn rule_and_default_cipher() {
         (&r[0], SmimeCipher::Aes256Gcm),
         (&r[1], SmimeCipher::Aes128Cbc),
     ] {
-        match decision::decide(rule, &rcpt, found(), &settings).action {
+        match decision::decide(rule, &rcpt, Direction::Outbound, found(), &settings).action {
             Action::Encrypt { smime_cipher, .. } => assert_eq!(smime_cipher, want),
             other => panic!("{other:?}"),
         }
@@ -561,6 +564,7 @@ fn enc(methods: &[Method], required: bool, cipher: SmimeCipher) -> RecipientDeci
             choices: methods.iter().map(|m| (*m, vec![()])).collect(),
             smime_cipher: cipher,
             required,
+            protect_headers: false,
         },
         notes: vec![],
     }
@@ -661,4 +665,77 @@ fn different_smime_ciphers_cannot_share_smime() {
     ]);
     assert_eq!(adm, vec![Admission::Accept, Admission::Accept, defer()]);
     assert_eq!(m, Some(P));
+}
+
+#[test]
+fn header_protection_defaults_by_direction_and_the_rule_overrides() {
+    let r = rules(
+        "[[rule]]\nname = \"on\"\nrecipient = \"on@x.example\"\nprotect_headers = true\n\
+         [[rule]]\nname = \"off\"\nrecipient = \"off@x.example\"\nprotect_headers = false\n\
+         [[rule]]\nname = \"unset\"\n",
+    );
+    let found = || {
+        vec![
+            MethodOutcome::new(Method::Smime, outcome(Out::FoundSecure)),
+            MethodOutcome::new(Method::OpenPgp, outcome(Out::NotFound)),
+        ]
+    };
+    let protects = |rule, direction| match decision::decide(
+        rule,
+        &addr("a@x.example"),
+        direction,
+        found(),
+        &Settings::default(),
+    )
+    .action
+    {
+        Action::Encrypt {
+            protect_headers, ..
+        } => protect_headers,
+        other => panic!("{other:?}"),
+    };
+    for d in [Direction::Inbound, Direction::Outbound] {
+        assert!(protects(&r[0], d));
+        assert!(!protects(&r[1], d));
+    }
+    // Not set: outbound protected, at rest (inbound) not.
+    assert!(protects(&r[2], Direction::Outbound));
+    assert!(!protects(&r[2], Direction::Inbound));
+}
+
+#[test]
+fn one_protecting_recipient_protects_the_message_and_defers_nobody() {
+    let with = |protect: bool| {
+        let mut d = enc(&[S], false, SmimeCipher::default());
+        if let Action::Encrypt {
+            protect_headers, ..
+        } = &mut d.action
+        {
+            *protect_headers = protect;
+        }
+        d
+    };
+    for order in [[false, true], [true, false]] {
+        let mut t = autoencrypt_milter::policy::Transaction::new();
+        for p in order {
+            assert_eq!(t.admit(&with(p)), Admission::Accept);
+        }
+        assert!(t.protect_headers(), "{order:?}");
+    }
+    let mut t = autoencrypt_milter::policy::Transaction::new();
+    t.admit(&with(false));
+    t.admit(&with(false));
+    assert!(!t.protect_headers());
+    // A recipient deferred for its method does not protect the others.
+    let mut t = autoencrypt_milter::policy::Transaction::new();
+    t.admit(&with(false));
+    let mut pgp = enc(&[P], false, SmimeCipher::default());
+    if let Action::Encrypt {
+        protect_headers, ..
+    } = &mut pgp.action
+    {
+        *protect_headers = true;
+    }
+    assert_eq!(t.admit(&pgp), defer());
+    assert!(!t.protect_headers());
 }

@@ -55,7 +55,7 @@ fn arb_treatment() -> impl Strategy<Value = Treatment> {
     ];
     prop_oneof![
         1 => Just(Treatment::NeverEncrypt),
-        4 => (methods, mode).prop_map(|(methods, mode)| Treatment::Encrypt { methods, mode, smime_cipher: None, sources: None, min_trust: None, tolerate_failures: None, pin: Vec::new(), on_key_change: autoencrypt_milter::keys::OnKeyChange::Accept }),
+        4 => (methods, mode).prop_map(|(methods, mode)| Treatment::Encrypt { methods, mode, smime_cipher: None, sources: None, min_trust: None, tolerate_failures: None, pin: Vec::new(), on_key_change: autoencrypt_milter::keys::OnKeyChange::Accept, protect_headers: None }),
     ]
 }
 

@@ -350,7 +350,8 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         Treatment::Encrypt { methods, .. } => methods.clone(),
     };
     if methods.is_empty() {
-        let d: RecipientDecision<()> = decide(m.rule, &to, Vec::new(), policy.settings());
+        let d: RecipientDecision<()> =
+            decide(m.rule, &to, direction, Vec::new(), policy.settings());
         println!("key lookup: not needed");
         print_decision(&d);
         return ExitCode::SUCCESS;
@@ -377,7 +378,7 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
                 .iter()
                 .map(|&method| MethodOutcome::new(method, make()))
                 .collect();
-            let d = decide(m.rule, &to, outcomes, policy.settings());
+            let d = decide(m.rule, &to, direction, outcomes, policy.settings());
             println!("  if {label}: {}", action_line(&d));
         }
         return ExitCode::SUCCESS;
@@ -411,7 +412,7 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         }
         outcomes.push(explained.outcome);
     }
-    let d = decide(m.rule, &to, outcomes, policy.settings());
+    let d = decide(m.rule, &to, direction, outcomes, policy.settings());
     for n in &d.notes {
         println!("  {n}");
     }
@@ -476,6 +477,7 @@ fn action_line<K>(d: &RecipientDecision<K>) -> String {
         Action::Encrypt {
             choices,
             smime_cipher,
+            protect_headers,
             ..
         } => {
             let (m, keys) = match choices.first() {
@@ -493,7 +495,12 @@ fn action_line<K>(d: &RecipientDecision<K>) -> String {
             } else {
                 format!("; also possible: {}", also.join(", "))
             };
-            format!("encrypt with {m}{cipher} to {keys} key(s){also}")
+            let headers = if *protect_headers {
+                "header protected (RFC 9788: Subject [...] outside, the original inside)"
+            } else {
+                "header not protected (the Subject stays readable)"
+            };
+            format!("encrypt with {m}{cipher} to {keys} key(s){also}; {headers}")
         }
         Action::Pass(reason) => format!("pass unencrypted: {reason}"),
         Action::Reject(r) => format!("reject: {r}"),

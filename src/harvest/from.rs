@@ -191,6 +191,40 @@ pub fn mailboxes(value: &[u8]) -> Result<Vec<Address>, FromError> {
         .collect()
 }
 
+/// The addresses of one `address-list` value (`To:`, `Cc:`; RFC 5322
+/// §3.4, groups included, `undisclosed-recipients:;` among them), read
+/// leniently: a member that is not a mailbox is left out and the rest
+/// still count, and a value the tokenizer cannot read (an unterminated
+/// quoted string or comment) yields nothing. Used to tell who is named in
+/// the header, so leaving a name out only ever makes a recipient count as
+/// blind (its key ID hidden), never the other way round.
+pub fn address_list(value: &[u8]) -> Vec<Address> {
+    let Ok(toks) = tokens(value) else {
+        return Vec::new();
+    };
+    let mut members: Vec<&[Token]> = Vec::new();
+    let (mut start, mut depth) = (0, 0usize);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Token::Special(b'<') => depth += 1,
+            Token::Special(b'>') => depth = depth.saturating_sub(1),
+            // A group's display name ends at its colon: not a member.
+            Token::Special(b':') if depth == 0 => start = i + 1,
+            Token::Special(b',' | b';') if depth == 0 => {
+                members.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    members.push(&toks[start..]);
+    members
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .filter_map(|m| mailbox(m).ok())
+        .collect()
+}
+
 /// The author: the single mailbox of the single `From:` field.
 pub fn author(headers: &[HeaderField]) -> Result<Address, FromError> {
     let mut fields = headers.iter().filter(|h| h.is("From"));
@@ -264,6 +298,34 @@ mod tests {
         assert_eq!(one(" "), Err(FromError::Mailboxes(0)));
         assert_eq!(one(" friends: a@example.org;"), Err(FromError::Group));
         assert_eq!(one(" undisclosed-recipients:;"), Err(FromError::Group));
+    }
+
+    #[test]
+    fn address_lists_with_groups_and_bad_members() {
+        let list = |v: &str| -> Vec<String> {
+            address_list(v.as_bytes())
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            list(" a@example.org, \"B, b\" <b@example.org>,\r\n\tc@example.org"),
+            ["a@example.org", "b@example.org", "c@example.org"]
+        );
+        assert_eq!(
+            list(" friends: a@example.org, b@example.org;, c@example.org"),
+            ["a@example.org", "b@example.org", "c@example.org"]
+        );
+        assert!(list(" undisclosed-recipients:;").is_empty());
+        assert_eq!(
+            list(" garbage, a@example.org, <broken, b@example.org"),
+            ["a@example.org"]
+        );
+        assert!(list(" \"unterminated a@example.org").is_empty());
+        assert_eq!(
+            list(" <@relay.example,@other.example:a@example.org>, b@example.org"),
+            ["a@example.org", "b@example.org"]
+        );
     }
 
     #[test]

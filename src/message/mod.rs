@@ -2,6 +2,7 @@
 //! bytes. Nothing here assumes UTF-8 or a line-ending convention: mail is
 //! bytes, and a milter must hand back everything it did not mean to change.
 
+pub(crate) mod blind;
 pub(crate) mod classify;
 pub(crate) mod mime;
 pub(crate) mod rewrite;

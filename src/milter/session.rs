@@ -459,6 +459,7 @@ mod tests {
             choices: vec![(Method::Smime, usable)],
             smime_cipher: SmimeCipher::default(),
             required: true,
+            protect_headers: true,
         });
         assert_eq!(
             line,

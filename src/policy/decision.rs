@@ -11,8 +11,11 @@ use std::fmt;
 use crate::address::Address;
 use crate::keys::{FailReason, Lookup, Security};
 use crate::material::{KeyMaterial, KeyRejected, Method, SmimeCipher};
+use crate::policy::Direction;
 use crate::policy::reply::{LookupFailure, Reply};
-use crate::policy::rule::{Mode, OnLookupError, OnMissingKey, Rule, Treatment};
+use crate::policy::rule::{
+    Mode, OnLookupError, OnMissingKey, Rule, Treatment, protects_headers_by_default,
+};
 
 /// One method's lookup outcome after key validation.
 #[derive(Clone, Debug)]
@@ -145,6 +148,9 @@ pub enum Action<K> {
         /// Whether the rule is `required` (a later failure to encrypt must
         /// then never pass the message).
         required: bool,
+        /// Whether the header is protected (RFC 9788): the rule's
+        /// `protect_headers`, or the recipient direction's default.
+        protect_headers: bool,
     },
     /// Deliver unencrypted.
     Pass(PassReason),
@@ -220,6 +226,7 @@ enum Class<K> {
 pub fn decide<K>(
     rule: &Rule,
     recipient: &Address,
+    direction: Direction,
     outcomes: Vec<MethodOutcome<K>>,
     settings: &Settings,
 ) -> RecipientDecision<K> {
@@ -231,17 +238,19 @@ pub fn decide<K>(
         action,
         notes,
     };
-    let (methods, mode, smime_cipher) = match &rule.treatment {
+    let (methods, mode, smime_cipher, protect_headers) = match &rule.treatment {
         Treatment::NeverEncrypt => return decision(Action::Pass(PassReason::NeverEncrypt), notes),
         Treatment::Encrypt {
             methods,
             mode,
             smime_cipher,
+            protect_headers,
             ..
         } => (
             methods,
             *mode,
             smime_cipher.unwrap_or(settings.smime_cipher),
+            protect_headers.unwrap_or_else(|| protects_headers_by_default(direction)),
         ),
     };
 
@@ -281,6 +290,7 @@ pub fn decide<K>(
             choices: usable,
             smime_cipher,
             required: mode.is_required(),
+            protect_headers,
         }
     } else if held {
         // Neither plaintext nor the new key until an operator decides.
@@ -386,6 +396,11 @@ enum Group {
         ordered_by_required: bool,
         /// The S/MIME cipher of the first accepted recipient.
         smime_cipher: SmimeCipher,
+        /// Whether any accepted recipient's rule protects the header: the
+        /// message is one body, and hiding the Subject from the servers
+        /// on the way serves every copy (only the at-rest listing of the
+        /// others shows `[...]`). Never a reason to defer a recipient.
+        protect_headers: bool,
     },
 }
 
@@ -435,6 +450,7 @@ impl Transaction {
                     choices,
                     smime_cipher,
                     required,
+                    protect_headers,
                 },
                 Group::Empty,
             ) => {
@@ -442,6 +458,7 @@ impl Transaction {
                     candidates: choices.iter().map(|(m, _)| *m).collect(),
                     ordered_by_required: *required,
                     smime_cipher: *smime_cipher,
+                    protect_headers: *protect_headers,
                 };
                 Admission::Accept
             }
@@ -450,11 +467,13 @@ impl Transaction {
                     choices,
                     smime_cipher,
                     required,
+                    protect_headers,
                 },
                 Group::Encrypt {
                     candidates,
                     ordered_by_required,
                     smime_cipher: group_cipher,
+                    protect_headers: group_protects,
                 },
             ) => {
                 let mine: Vec<Method> = choices
@@ -479,6 +498,7 @@ impl Transaction {
                 }
                 *candidates = common;
                 *ordered_by_required |= *required;
+                *group_protects |= *protect_headers;
                 Admission::Accept
             }
         }
@@ -491,6 +511,18 @@ impl Transaction {
             Group::Encrypt { candidates, .. } => candidates.first().copied(),
             _ => None,
         }
+    }
+
+    /// Whether the message is encrypted with its header protected
+    /// (RFC 9788): some accepted recipient's rule asks for it.
+    pub fn protect_headers(&self) -> bool {
+        matches!(
+            self.group,
+            Group::Encrypt {
+                protect_headers: true,
+                ..
+            }
+        )
     }
 
     /// The S/MIME cipher, when [`Transaction::method`] is S/MIME.

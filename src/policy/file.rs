@@ -47,6 +47,7 @@ struct RawRule {
     tolerate_failures: Option<Spanned<Vec<Spanned<String>>>>,
     pin: Option<Spanned<Vec<Spanned<String>>>>,
     on_key_change: Option<Spanned<String>>,
+    protect_headers: Option<Spanned<bool>>,
 }
 
 /// A list of source names (`sources`, `tolerate_failures`): each known,
@@ -305,6 +306,10 @@ fn build_rule(
             ),
             ("pin", r.pin.as_ref().map(Spanned::span)),
             ("on_key_change", r.on_key_change.as_ref().map(Spanned::span)),
+            (
+                "protect_headers",
+                r.protect_headers.as_ref().map(Spanned::span),
+            ),
         ] {
             if let Some(span) = span {
                 return Err(err(
@@ -498,6 +503,7 @@ fn build_rule(
             tolerate_failures,
             pin,
             on_key_change,
+            protect_headers: r.protect_headers.map(Spanned::into_inner),
         }
     };
 

@@ -41,6 +41,7 @@ fn required_defaults_to_reject() {
             tolerate_failures: None,
             pin: Vec::new(),
             on_key_change: OnKeyChange::Accept,
+            protect_headers: None,
         }
     );
 }
@@ -127,7 +128,7 @@ fn sources_and_min_trust_are_read_with_defaults_by_mode() {
     assert_eq!((opp.sources, opp.min_trust), (None, TrustLevel::Learned));
     assert!(
         r[0].treatment_summary()
-            .ends_with("keys from every configured source, trust dnssec and above")
+            .contains("; keys from every configured source, trust dnssec and above;")
     );
     // A rule that never encrypts asks nothing.
     let r = parse("[[rule]]\nname = \"n\"\nmethods = []\n").unwrap();
@@ -292,4 +293,39 @@ fn pins_are_fingerprints_in_one_form() {
         e.contains("key `pin`: has no effect with methods = []"),
         "{e}"
     );
+}
+
+#[test]
+fn protect_headers_is_read_and_refused_where_it_means_nothing() {
+    let r = parse(
+        "[[rule]]\nname = \"on\"\nprotect_headers = true\n[[rule]]\nname = \"off\"\n\
+         recipient = \"*@x\"\nprotect_headers = false\n[[rule]]\nname = \"unset\"\n\
+         recipient = \"*@y\"\n",
+    )
+    .unwrap();
+    let got: Vec<Option<bool>> = r.iter().map(|r| r.treatment.protect_headers()).collect();
+    assert_eq!(got, [Some(true), Some(false), None]);
+    assert!(
+        r[0].treatment_summary()
+            .ends_with("; headers protected (RFC 9788)")
+    );
+    assert!(
+        r[1].treatment_summary()
+            .ends_with("; headers not protected")
+    );
+    assert!(
+        r[2].treatment_summary()
+            .contains("headers protected outbound, not inbound")
+    );
+    let e = parse("[[rule]]\nname = \"n\"\nmethods = []\nprotect_headers = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key `protect_headers`: has no effect with methods = []"),
+        "{e}"
+    );
+    let e = parse("[[rule]]\nname = \"s\"\nprotect_headers = \"yes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("protect_headers"), "{e}");
 }

@@ -31,7 +31,9 @@ pub use decision::{
 pub use file::{load_dir, parse_file};
 pub use glob::{AddressGlob, SenderGlob};
 pub use reply::Reply;
-pub use rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
+pub use rule::{
+    DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment, protects_headers_by_default,
+};
 
 /// Direction of one recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -413,7 +415,13 @@ whose rule is required",
         q: &Query<'_>,
         outcomes: Vec<MethodOutcome<K>>,
     ) -> RecipientDecision<K> {
-        decide(self.select(q).rule, q.recipient, outcomes, &self.settings)
+        decide(
+            self.select(q).rule,
+            q.recipient,
+            q.direction,
+            outcomes,
+            &self.settings,
+        )
     }
 
     /// Rules that can never apply, each with the earlier rule that hides it.

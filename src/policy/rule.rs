@@ -121,10 +121,34 @@ pub enum Treatment {
         pin: Vec<String>,
         /// `on_key_change`.
         on_key_change: OnKeyChange,
+        /// `protect_headers`; `None` = the direction's default
+        /// ([`protects_headers_by_default`]).
+        protect_headers: Option<bool>,
     },
 }
 
+/// Whether a rule without `protect_headers` protects the header of mail
+/// to a recipient in `direction` (RFC 9788): outbound, yes — the Subject
+/// is otherwise readable on every server on the way; inbound (encryption
+/// at rest), no — IMAP clients list mailboxes by the stored Subject, and
+/// mail already arrived through the servers it would have been hidden
+/// from, so `[...]` in every inbox line buys little and costs much.
+pub fn protects_headers_by_default(direction: Direction) -> bool {
+    matches!(direction, Direction::Outbound)
+}
+
 impl Treatment {
+    /// The rule's `protect_headers`, as written (`None`: not set, or the
+    /// rule never encrypts).
+    pub fn protect_headers(&self) -> Option<bool> {
+        match self {
+            Treatment::Encrypt {
+                protect_headers, ..
+            } => *protect_headers,
+            Treatment::NeverEncrypt => None,
+        }
+    }
+
     /// What a lookup for this rule may ask and accept, defaults applied:
     /// every configured source; a required rule accepts `dnssec` and
     /// above, an opportunistic one any trust; an opportunistic rule
@@ -208,6 +232,7 @@ impl Rule {
                 tolerate_failures: None,
                 pin: Vec::new(),
                 on_key_change: OnKeyChange::Accept,
+                protect_headers: None,
             },
         }
     }
@@ -365,7 +390,15 @@ impl Rule {
                         c.min_trust
                     )
                 });
-                format!("encrypt with [{}]{cipher}; {mode}{keys}", m.join(", "))
+                let headers = match self.treatment.protect_headers() {
+                    Some(true) => "; headers protected (RFC 9788)",
+                    Some(false) => "; headers not protected",
+                    None => "; headers protected outbound, not inbound (protect_headers not set)",
+                };
+                format!(
+                    "encrypt with [{}]{cipher}; {mode}{keys}{headers}",
+                    m.join(", ")
+                )
             }
         }
     }
