@@ -11,15 +11,17 @@
 //! memory (tests, benchmarks).
 //! (Finding and validating keys belongs to [`crate::keys::KeyService`].)
 
-use std::io;
+use std::io::{self, Read};
 
 use crate::backend::{BackendError, EncryptOptions, EncryptedEntity, EncryptionBackend, Recipient};
 use crate::material::Method;
 use crate::memory::MemoryBudget;
+use crate::message::blind::blind;
 use crate::message::classify::{Classification, EncryptedKind, classify};
-use crate::message::rewrite::{HeaderEdit, inner_reader, outer_edits};
+use crate::message::protect::{Protection, Unprotectable, protect as protect_header};
+use crate::message::rewrite::{HeaderEdit, inner_header, outer_edits};
 use crate::message::verify::{Verification, verify};
-use crate::message::{Eol, HeaderField};
+use crate::message::{CrlfReader, Eol, HeaderField};
 use crate::policy::{Action, RecipientDecision};
 use crate::spool::Spool;
 
@@ -87,8 +89,9 @@ pub(crate) fn check_ciphertext(
 }
 
 /// Classifies and verifies the message and, unless it is verified
-/// ciphertext, encrypts it to `to`. `body` is the original body as
-/// received.
+/// ciphertext, encrypts it to `to` (header protected when
+/// `opts.protect_headers` asks and the message allows). `body` is the
+/// original body as received.
 pub fn prepare(
     headers: &[HeaderField],
     body: &[u8],
@@ -100,9 +103,57 @@ pub fn prepare(
     if let Check::Verified(kind) = check_ciphertext(headers, &class, &mut &body[..])? {
         return Ok(Prepared::AlreadyEncrypted(kind));
     }
-    let Encrypted { edits, entity } =
-        encrypt_entity(headers, &mut inner_reader(headers, body), backend, to, opts)?;
+    let composed = compose(headers, opts.protect_headers);
+    let Encrypted { edits, entity } = encrypt_entity(
+        headers,
+        composed.edits,
+        &mut composed.inner_header.chain(CrlfReader::new(body)),
+        backend,
+        to,
+        opts,
+    )?;
     Ok(Prepared::Encrypted { edits, entity })
+}
+
+/// The inner entity's header section and the outer header edits that go
+/// with it, from [`compose`].
+pub(crate) struct Composed {
+    /// The header section of the inner entity (CRLF, with its empty
+    /// line): read it, then the body, into the backend.
+    pub(crate) inner_header: io::Cursor<Vec<u8>>,
+    /// Edits the header protection makes to the outer header (none
+    /// without it).
+    pub(crate) edits: Vec<HeaderEdit>,
+    /// Why the header was not protected although it was asked to be.
+    pub(crate) unprotected: Option<Unprotectable>,
+}
+
+/// The inner entity's header: protected (RFC 9788, `message::protect`)
+/// when `protect` asks and the message allows it, else the `Content-*`
+/// fields alone, as before.
+pub(crate) fn compose(headers: &[HeaderField], protect: bool) -> Composed {
+    let unprotected = if protect {
+        match protect_header(headers) {
+            Ok(Protection {
+                inner_header,
+                edits,
+            }) => {
+                return Composed {
+                    inner_header: io::Cursor::new(inner_header),
+                    edits,
+                    unprotected: None,
+                };
+            }
+            Err(why) => Some(why),
+        }
+    } else {
+        None
+    };
+    Composed {
+        inner_header: io::Cursor::new(inner_header(headers)),
+        edits: Vec::new(),
+        unprotected,
+    }
 }
 
 /// An encrypted message: the header edits and the new body.
@@ -113,19 +164,50 @@ pub(crate) struct Encrypted {
     pub(crate) entity: EncryptedEntity,
 }
 
-/// Encrypts the inner entity `inner` yields (see
-/// `message::rewrite::inner_reader`) and computes the edits; for
-/// callers whose body is not one slice in memory.
+/// Encrypts the inner entity `inner` yields (a [`Composed`] header, then
+/// the body with canonical line endings) and computes the edits: `first`
+/// (the header protection's), then the content fields'.
 pub(crate) fn encrypt_entity(
     headers: &[HeaderField],
+    first: Vec<HeaderEdit>,
     inner: &mut dyn io::Read,
     backend: &dyn EncryptionBackend,
     to: &[Recipient],
     opts: &EncryptOptions,
 ) -> Result<Encrypted, BackendError> {
     let entity = backend.encrypt(inner, to, opts)?;
-    let edits = outer_edits(headers, &entity.fields);
+    let mut edits = first;
+    edits.extend(outer_edits(headers, &entity.fields));
     Ok(Encrypted { edits, entity })
+}
+
+/// How many of a message's recipients are blind, for the metric and the
+/// log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Blind {
+    /// Distinct recipient addresses no `To:` or `Cc:` names.
+    pub(crate) blind: usize,
+    /// Distinct recipient addresses in all.
+    pub(crate) addresses: usize,
+    /// Whether the blind ones' keys were marked [`Recipient::hidden`].
+    pub(crate) hidden: bool,
+}
+
+/// Marks the keys of blind recipients (`message::blind`) `hidden` when
+/// `hide` says so, and counts the blind ones by address.
+pub(crate) fn mark_blind(headers: &[HeaderField], to: &mut [Recipient], hide: bool) -> Blind {
+    let flags = blind(headers, to.iter().map(|r| &r.address));
+    // An address with several keys counts once.
+    let mut seen = std::collections::HashMap::new();
+    for (r, is_blind) in to.iter_mut().zip(flags) {
+        r.hidden = is_blind && hide;
+        seen.insert(r.address.clone(), is_blind);
+    }
+    Blind {
+        blind: seen.values().filter(|b| **b).count(),
+        addresses: seen.len(),
+        hidden: hide,
+    }
 }
 
 /// The keys for `method` of every recipient whose decision is to encrypt
@@ -165,15 +247,19 @@ pub(crate) enum Sealed {
         edits: Vec<HeaderEdit>,
         /// The rendered body.
         body: Spool,
+        /// Its blind recipients.
+        blind: Blind,
     },
 }
 
 /// The milter's blocking end-of-message work, in one place: verify a
 /// candidate over the whole body; unless it is verified ciphertext,
-/// encrypt the inner entity to `to` and render the result into a spool
-/// drawing on `budget`. Reads `body` once to verify (only a candidate)
-/// and once to encrypt. Why a candidate is encrypted all the same goes to
-/// `note` before the encryption starts (so the log has it even when the
+/// mark the blind recipients' keys, compose the inner entity (header
+/// protected per `opts`), encrypt it to `to` and render the result into a
+/// spool drawing on `budget`. Reads `body` once to verify (only a
+/// candidate) and once to encrypt. Why a candidate is encrypted all the
+/// same, and why a header is not protected although asked, go to `note`
+/// before the encryption starts (so the log has them even when the
 /// encryption fails).
 pub(crate) fn seal(
     Received {
@@ -182,10 +268,10 @@ pub(crate) fn seal(
         body,
     }: Received<'_>,
     backend: &dyn EncryptionBackend,
-    to: &[Recipient],
+    mut to: Vec<Recipient>,
     opts: &EncryptOptions,
     budget: MemoryBudget,
-    note: impl FnOnce(&str),
+    mut note: impl FnMut(&str),
 ) -> Result<Sealed, BackendError> {
     let check = check_ciphertext(headers, class, &mut body.reader())?;
     if let Check::Verified(kind) = check {
@@ -194,12 +280,19 @@ pub(crate) fn seal(
     if let Some(why) = check.note() {
         note(&why);
     }
-    let mut inner = inner_reader(headers, body.reader());
-    let Encrypted { edits, entity } = encrypt_entity(headers, &mut inner, backend, to, opts)?;
+    let blind = mark_blind(headers, &mut to, opts.hide_blind);
+    let composed = compose(headers, opts.protect_headers);
+    if let Some(why) = composed.unprotected {
+        note(&format!("header not protected: {why}"));
+    }
+    let mut inner = composed.inner_header.chain(CrlfReader::new(body.reader()));
+    let Encrypted { edits, entity } =
+        encrypt_entity(headers, composed.edits, &mut inner, backend, &to, opts)?;
     let mut rendered = Spool::with_budget(opts.spool_threshold, budget);
     entity.body.write_to(Eol::Crlf, &mut rendered)?;
     Ok(Sealed::Encrypted {
         edits,
         body: rendered,
+        blind,
     })
 }

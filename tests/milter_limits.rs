@@ -21,7 +21,7 @@ mod milter;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Scratch, SmimeId, check_smime_output, expected_inner_entity, smime_decrypt};
+use common::{Scratch, SmimeId, check_smime_output, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use indymilter::MacroStage;
 use indymilter_test::{EomActions, Status, TestConnection};
@@ -107,7 +107,7 @@ fn decrypts_to_inner_entity(env: &DnsEnv, msg: &Msg, out: &[u8]) {
     let der = check_smime_output(&msg.raw(), out, false);
     let plain = smime_decrypt(&Scratch::new(), &der, "DER", &id).unwrap();
     assert!(
-        plain == expected_inner_entity(&msg.raw()),
+        plain == expected_protected_entity(&msg.raw()),
         "decrypted entity differs from the inner entity sent"
     );
 }

@@ -38,7 +38,8 @@ use autoencrypt_milter::config::Config;
 use autoencrypt_milter::metrics::Metrics;
 use autoencrypt_milter::milter::{Engine, Shared};
 use common::{
-    CertSpec, KeyKind, Scratch, SmimeId, check_smime_output, expected_inner_entity, smime_decrypt,
+    CertSpec, KeyKind, Scratch, SmimeId, check_smime_output, expected_protected_entity,
+    smime_decrypt,
 };
 use indymilter::{MacroStage, ProtoOpts};
 use indymilter_test::{EomAction, EomActions, Status, TestConnection};
@@ -369,7 +370,7 @@ fn assert_decrypts(
     let der = check_smime_output(&input, &output, false);
     let plain = smime_decrypt(&Scratch::new(), &der, "DER", keys.id(rcpt)).unwrap();
     assert!(
-        plain == expected_inner_entity(&input),
+        plain == expected_protected_entity(&input),
         "decrypted message for {rcpt} differs from what was sent"
     );
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use autoencrypt_milter::config::Config;
 use common::{
     Gpg, Scratch, SmimeId, check_pgp_mime_output, check_smime_output, expected_inner_entity,
-    smime_decrypt,
+    expected_protected_entity, smime_decrypt,
 };
 use env::DnsEnv;
 use indymilter::{MacroStage, ProtoOpts};
@@ -273,7 +273,7 @@ async fn smime_round_trip(
     let out = msg.apply(&actions);
     assert_eq!(
         decrypt_smime(env, user, &msg.raw(), &out),
-        expected_inner_entity(&msg.raw())
+        expected_protected_entity(&msg.raw())
     );
 }
 
@@ -295,7 +295,7 @@ async fn encrypts_per_recipient_method_and_decrypts() {
     let out = msg.apply(&actions);
     assert_eq!(
         decrypt_pgp(&env, "pgp", &msg.raw(), &out),
-        expected_inner_entity(&msg.raw())
+        expected_protected_entity(&msg.raw())
     );
 
     // What Prometheus would see.
@@ -344,7 +344,7 @@ async fn rcpt_replies_never_downgrade() {
     let (actions, status) = eom.unwrap();
     assert_eq!(status, Status::Continue);
     let out = msg.apply(&actions);
-    let inner = expected_inner_entity(&msg.raw());
+    let inner = expected_protected_entity(&msg.raw());
     assert_eq!(decrypt_smime(&env, "smime", &msg.raw(), &out), inner);
     assert_eq!(decrypt_smime(&env, "both", &msg.raw(), &out), inner);
 }
@@ -388,7 +388,7 @@ async fn abort_folding_8bit_chunks_and_already_encrypted() {
     let out = msg.apply(&actions);
     assert_eq!(
         decrypt_smime(&env, "smime", &msg.raw(), &out),
-        expected_inner_entity(&msg.raw())
+        expected_protected_entity(&msg.raw())
     );
     assert!(!String::from_utf8_lossy(&out).contains("aborted"));
 
@@ -411,7 +411,7 @@ async fn abort_folding_8bit_chunks_and_already_encrypted() {
     let out = enc.apply(&actions);
     assert_eq!(
         decrypt_smime(&env, "smime", &enc.raw(), &out),
-        expected_inner_entity(&enc.raw())
+        expected_protected_entity(&enc.raw())
     );
 
     // Genuine gpg-made PGP/MIME (tests/fixtures/ciphertext): no actions at all.
@@ -454,7 +454,7 @@ async fn dry_run_and_large_body_spooled() {
     let out = big.apply(&actions);
     assert_eq!(
         decrypt_smime(&env, "both", &big.raw(), &out),
-        expected_inner_entity(&big.raw())
+        expected_protected_entity(&big.raw())
     );
 }
 
@@ -501,6 +501,7 @@ async fn inbound_and_outbound_in_one_instance() {
     let msg = Msg::simple("both@autoencrypt.test", "stored encrypted\r\n");
     let (_, eom) = transaction(&mut c, "Q9", &["both@autoencrypt.test"], &msg, 4096).await;
     let out = msg.apply(&eom.unwrap().0);
+    // At rest the header is not protected by default: the Subject stays.
     assert_eq!(
         decrypt_pgp(&env, "both", &msg.raw(), &out),
         expected_inner_entity(&msg.raw())
@@ -641,7 +642,7 @@ min_trust = "operator"
     let out = msg.apply(&actions);
     assert_eq!(
         decrypt_smime(&env, "smime", &msg.raw(), &out),
-        expected_inner_entity(&msg.raw())
+        expected_protected_entity(&msg.raw())
     );
     // DNS was never asked; the directory was, for both.
     let text = m.metrics.render();

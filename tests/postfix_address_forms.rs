@@ -24,7 +24,7 @@ mod postfix;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use milter::InProcessMilter;
 use postfix::{PostfixEnv, SmtpOutcome, header_and_body, lf, strip_delivery_headers};
@@ -136,7 +136,7 @@ fn assert_smime(id: &SmimeId, delivered: &[u8], sent: &[u8]) {
     let plain = smime_decrypt(&Scratch::new(), &der, "DER", id).unwrap();
     assert_eq!(
         plain,
-        expected_inner_entity(sent),
+        expected_protected_entity(sent),
         "decrypted entity differs"
     );
     assert!(

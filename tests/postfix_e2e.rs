@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use autoencrypt_milter::config::DnsMode;
-use common::{Gpg, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{Gpg, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use milter::InProcessMilter;
 use postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
@@ -100,7 +100,7 @@ fn assert_smime(env: &DnsEnv, user: &str, delivered: &[u8], sent: &[u8]) {
             let plain = smime_decrypt(&Scratch::new(), &der, "DER", &smime_id(env, user)).unwrap();
             assert_eq!(
                 plain,
-                expected_inner_entity(sent),
+                expected_protected_entity(sent),
                 "{user}: decrypted entity differs"
             );
         }
@@ -118,7 +118,7 @@ fn assert_pgp(env: &DnsEnv, user: &str, delivered: &[u8], sent: &[u8]) {
             gpg.import(&std::fs::read(env.user(user).pgp_secret.as_ref().unwrap()).unwrap());
             assert_eq!(
                 gpg.decrypt(&armored).unwrap(),
-                expected_inner_entity(sent),
+                expected_protected_entity(sent),
                 "{user}: decrypted entity differs"
             );
         }

@@ -27,7 +27,7 @@ mod milter;
 #[path = "env/postfix.rs"]
 mod postfix;
 
-use common::{Gpg, PgpKind, assert_bytes_eq, expected_inner_entity};
+use common::{Gpg, PgpKind, assert_bytes_eq, expected_protected_entity};
 use harvest_e2e::mail::{
     self, AUTHSERV_ID, autocrypt_field, dkim_pass, dmarc_pass, plain_with, smime_signed, unix_now,
 };
@@ -120,7 +120,7 @@ fn signed_mail_and_autocrypt_teach_keys_that_encrypt_the_replies() {
     assert_eq!(site.learned_for(&ac), vec![fpr.clone()]);
     let (got, raw) = reply_to(&mx, &ac);
     let plain = open_pgp(&gpg, &got).unwrap_or_else(|e| panic!("{ac}: gpg: {e}"));
-    assert_bytes_eq(&plain, &expected_inner_entity(&raw), "PGP/MIME");
+    assert_bytes_eq(&plain, &expected_protected_entity(&raw), "PGP/MIME");
 
     // What the operator sees.
     let list = site.keys_ok(&["list"]);
@@ -361,7 +361,7 @@ fn an_unsigned_autocrypt_header_teaches_only_when_the_operator_accepts_it() {
     assert_eq!(site.learned_for(&from), vec![fpr.clone()]);
     let (got, raw) = reply_to(&mx, &from);
     let plain = open_pgp(&gpg, &got).unwrap_or_else(|e| panic!("{from}: gpg: {e}"));
-    assert_bytes_eq(&plain, &expected_inner_entity(&raw), "PGP/MIME");
+    assert_bytes_eq(&plain, &expected_protected_entity(&raw), "PGP/MIME");
 }
 
 #[test]
@@ -384,7 +384,7 @@ fn an_older_message_does_not_replace_a_newer_key() {
     let reply_opens = |gpg: &Gpg, other: &Gpg| {
         let (got, raw) = reply_to(&mx, &from);
         let plain = open_pgp(gpg, &got).unwrap_or_else(|e| panic!("{from}: gpg: {e}"));
-        assert_bytes_eq(&plain, &expected_inner_entity(&raw), "PGP/MIME");
+        assert_bytes_eq(&plain, &expected_protected_entity(&raw), "PGP/MIME");
         assert!(open_pgp(other, &got).is_err(), "the other key opens it");
     };
 

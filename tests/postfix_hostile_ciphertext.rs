@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use autoencrypt_milter::config::Config;
-use common::{Gpg, Scratch, SmimeId, expected_inner_entity, find, smime_decrypt, to_crlf};
+use common::{Gpg, Scratch, SmimeId, expected_payload, find, smime_decrypt, to_crlf};
 use env::DnsEnv;
 use milter::InProcessMilter;
 use postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
@@ -142,7 +142,7 @@ fn look_alikes_are_delivered_encrypted_and_genuine_ciphertext_unchanged() {
             );
             assert_eq!(
                 decrypt(&env, user, &got),
-                expected_inner_entity(&sent),
+                expected_payload(&sent),
                 "{name} to {to}: decrypted entity differs"
             );
         }

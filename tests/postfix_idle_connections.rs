@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use autoencrypt_milter::config::Config;
 use autoencrypt_milter::metrics::{self, Metrics};
 use autoencrypt_milter::milter::{Engine, Shared, TcpMilterListener, UnixMilterListener, run_on};
-use common::{Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use milter::{free_port, trust_ad_config};
 use postfix::{PostfixEnv, header_and_body, strip_delivery_headers};
@@ -214,7 +214,7 @@ fn assert_delivered_encrypted(env: &DnsEnv, pf: &PostfixEnv, n: usize, sent: &[u
     let u = env.user("smime");
     let id = SmimeId::from_files(u.cert.as_ref().unwrap(), u.key.as_ref().unwrap());
     let plain = smime_decrypt(&Scratch::new(), &der, "DER", &id).unwrap();
-    assert_eq!(plain, expected_inner_entity(sent));
+    assert_eq!(plain, expected_protected_entity(sent));
 }
 
 /// Whether the peer closed `s` (EOF or reset) within `within`.

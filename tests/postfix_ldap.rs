@@ -28,7 +28,7 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use autoencrypt_milter::config::{DnsMode, LdapConfig};
-use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use ldap::{LdapEnv, cert_der_b64};
 use milter::InProcessMilter;
@@ -238,7 +238,7 @@ fn directory_keys_through_postfix() {
                 .unwrap_or_else(|e| panic!("{to}: {}: {e}", who.cert_path.display()));
             assert_eq!(
                 plain,
-                expected_inner_entity(&raw),
+                expected_protected_entity(&raw),
                 "{to}: decrypted entity differs"
             );
         }
@@ -256,7 +256,7 @@ fn directory_keys_through_postfix() {
     assert!(out.accepted(), "{to}: {out}");
     let got = pf.expect_mail(to, 1, WAIT);
     let plain = gpg_open(&l.gnupghome(), &got[0]).unwrap_or_else(|e| panic!("{to}: gpg: {e}"));
-    assert_eq!(plain, expected_inner_entity(&raw));
+    assert_eq!(plain, expected_protected_entity(&raw));
 
     // The operator's directory beats DNSSEC; DNSSEC beats the mirror.
     let dns_smime = dns.user("smime");
@@ -277,7 +277,7 @@ fn directory_keys_through_postfix() {
         assert!(out.accepted(), "{to}: {out}");
         let got = pf.expect_mail(to, 1, WAIT);
         let plain = smime_open(&scratch, &got[0], opens).unwrap_or_else(|e| panic!("{to}: {e}"));
-        assert_eq!(plain, expected_inner_entity(&raw));
+        assert_eq!(plain, expected_protected_entity(&raw));
         assert!(
             smime_open(&scratch, &got[0], cannot).is_err(),
             "{to}: the lower key opens it"
@@ -313,7 +313,7 @@ fn directory_keys_through_postfix() {
     let got = pf.expect_mail(to, 1, WAIT);
     let plain =
         smime_open(&scratch, &got[0], &id("both", 0)).unwrap_or_else(|e| panic!("{to}: {e}"));
-    assert_eq!(plain, expected_inner_entity(&raw));
+    assert_eq!(plain, expected_protected_entity(&raw));
     assert!(
         pf.wait_queue_empty(Duration::from_secs(10)),
         "{}",

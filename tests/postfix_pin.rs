@@ -24,7 +24,7 @@ use std::time::Duration;
 use autoencrypt_milter::Method;
 use autoencrypt_milter::backend::key_fingerprint;
 use autoencrypt_milter::config::DnsMode;
-use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use milter::InProcessMilter;
 use postfix::{PostfixEnv, strip_delivery_headers};
@@ -112,5 +112,5 @@ pin = ["{}"]
     let got = pf.expect_mail(to, 1, Duration::from_secs(30));
     let plain = smime_decrypt(&scratch, strip_delivery_headers(&got[0]), "SMIME", &both)
         .unwrap_or_else(|e| panic!("{to}: {e}"));
-    assert_eq!(plain, expected_inner_entity(&raw));
+    assert_eq!(plain, expected_protected_entity(&raw));
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use autoencrypt_milter::Method;
 use autoencrypt_milter::backend::key_fingerprint;
 use autoencrypt_milter::harvest::PAUSE;
-use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use common::{CertSpec, KeyKind, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use env::DnsEnv;
 use fleet::{Host, HostSpec, LOCAL_DOMAIN, REFRESH, flush, plain_message, signed_message};
 use pg::PgEnv;
@@ -174,7 +174,11 @@ impl Site {
         );
         let plain = smime_decrypt(scratch, msg, "SMIME", id)
             .unwrap_or_else(|e| panic!("{tag}: {e}{}", self.logs()));
-        assert_eq!(plain, expected_inner_entity(raw), "{tag}: decrypted entity");
+        assert_eq!(
+            plain,
+            expected_protected_entity(raw),
+            "{tag}: decrypted entity"
+        );
     }
 
     /// Sends `tag` to `to` and checks it is delivered as sent.

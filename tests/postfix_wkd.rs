@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoencrypt_milter::config::DnsMode;
-use common::{Gpg, expected_inner_entity};
+use common::{Gpg, expected_protected_entity};
 use env::DnsEnv;
 use milter::InProcessMilter;
 use postfix::{PostfixEnv, header_and_body, strip_delivery_headers};
@@ -130,7 +130,7 @@ fn web_keys_through_postfix() {
             .unwrap_or_else(|e| panic!("{to} ({id}): gpg: {e}"));
         assert_eq!(
             plain,
-            expected_inner_entity(&raw),
+            expected_protected_entity(&raw),
             "{to}: decrypted entity differs"
         );
     }
@@ -148,7 +148,10 @@ fn web_keys_through_postfix() {
     );
     let gpg = Gpg::new();
     gpg.import(&std::fs::read(dns.user("pgp").pgp_secret.as_ref().unwrap()).unwrap());
-    assert_eq!(gpg.decrypt(&armored).unwrap(), expected_inner_entity(&raw));
+    assert_eq!(
+        gpg.decrypt(&armored).unwrap(),
+        expected_protected_entity(&raw)
+    );
 
     // A web server that never answers: the opportunistic default lets the
     // mail through unencrypted (logged), it does not defer it.

@@ -31,6 +31,12 @@ pub struct EncryptOptions {
     /// Ciphertext beyond this many bytes goes to an anonymous temporary
     /// file instead of memory (`limits.spool_threshold_bytes`).
     pub spool_threshold: usize,
+    /// Protect the header (RFC 9788, `protect_headers`): the pipeline's
+    /// choice, not the backend's, which encrypts whatever entity it gets.
+    pub protect_headers: bool,
+    /// Mark blind recipients [`Recipient::hidden`]
+    /// (`openpgp.hide_blind_recipients`; the pipeline's choice too).
+    pub hide_blind: bool,
 }
 
 impl Default for EncryptOptions {
@@ -38,6 +44,8 @@ impl Default for EncryptOptions {
         EncryptOptions {
             smime_cipher: SmimeCipher::default(),
             spool_threshold: crate::spool::DEFAULT_THRESHOLD,
+            protect_headers: false,
+            hide_blind: true,
         }
     }
 }
@@ -54,6 +62,11 @@ pub struct Recipient {
     pub origin: String,
     /// Which source found it, what vouched for it, when.
     pub provenance: crate::material::Provenance,
+    /// A blind recipient of this message (named in no `To:` or `Cc:`):
+    /// OpenPGP writes its key IDs as the anonymous ID, so the others
+    /// cannot tell it received the message. Set per message by the
+    /// pipeline; S/MIME has no such form.
+    pub hidden: bool,
     pub(crate) key: RecipientKey,
 }
 
@@ -75,6 +88,7 @@ impl fmt::Debug for Recipient {
             .field("fingerprint", &self.fingerprint)
             .field("origin", &self.origin)
             .field("provenance", &self.provenance)
+            .field("hidden", &self.hidden)
             .finish()
     }
 }

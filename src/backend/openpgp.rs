@@ -253,6 +253,7 @@ impl EncryptionBackend for OpenPgpBackend {
             fingerprint: cert.fingerprint().to_hex(),
             origin: key.origin.clone(),
             provenance: key.provenance,
+            hidden: false,
             key: RecipientKey::OpenPgp {
                 cert: std::sync::Arc::new(cert),
                 subkeys,
@@ -288,10 +289,13 @@ impl EncryptionBackend for OpenPgpBackend {
                 .filter(|ka| subkeys.contains(&ka.key().fingerprint()))
             {
                 // Announce only SEIPD v1 so that Sequoia never writes v2
-                // packets, which GnuPG 2.2 cannot read.
+                // packets, which GnuPG 2.2 cannot read. A blind recipient's
+                // PKESK names no key (the anonymous key ID of RFC 9580
+                // §5.1.8): every reader tries its secret keys on it.
+                let handle = (!r.hidden).then(|| openpgp::KeyHandle::from(ka.key().keyid()));
                 recipients.push(PgpRecipient::new(
                     Features::empty().set_seipdv1(),
-                    Some(openpgp::KeyHandle::from(ka.key().keyid())),
+                    handle,
                     ka.key(),
                 ));
             }

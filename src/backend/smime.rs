@@ -163,6 +163,7 @@ impl EncryptionBackend for SmimeBackend {
             fingerprint: fingerprint(&cert),
             origin: key.origin.clone(),
             provenance: key.provenance,
+            hidden: false,
             key: RecipientKey::Smime(cert),
         })
     }

@@ -11,10 +11,10 @@ use crate::address::Address;
 use crate::backend::{EncryptOptions, Method, Recipient, Registry, SmimeCipher};
 use crate::keys::directory::DirectorySource;
 use crate::keys::{KeyChoice, KeyService};
-use crate::message::Message;
 use crate::message::classify::classify;
-use crate::message::rewrite::{apply_edits, inner_reader, write_header};
-use crate::pipeline::{Check, Encrypted, check_ciphertext, encrypt_entity};
+use crate::message::rewrite::{apply_edits, write_header};
+use crate::message::{CrlfReader, Message};
+use crate::pipeline::{Check, Encrypted, check_ciphertext, compose, encrypt_entity, mark_blind};
 use crate::policy::KeyOutcome;
 
 /// Arguments of `encrypt`.
@@ -33,6 +33,11 @@ pub struct EncryptArgs {
     /// S/MIME content cipher.
     #[arg(long, value_name = "CIPHER", default_value = "aes-256-cbc")]
     pub cipher: SmimeCipher,
+    /// Protect the header (RFC 9788): the original fields inside, the
+    /// Subject outside replaced by `[...]`, as a rule with
+    /// `protect_headers = true` does.
+    #[arg(long)]
+    pub protect_headers: bool,
 }
 
 /// Runs `encrypt`.
@@ -90,19 +95,32 @@ fn encrypt(args: &EncryptArgs) -> Result<ExitCode, EncryptError> {
         registry.clone(),
         None,
     );
-    let (method, recipients) = choose(&keys, &addrs, args.method)?;
+    let (method, mut recipients) = choose(&keys, &addrs, args.method)?;
+    // A --to address no To: or Cc: names is blind, as in the milter.
+    mark_blind(&msg.headers, &mut recipients, true);
 
     let eol = msg.eol;
     let opts = EncryptOptions {
         smime_cipher: args.cipher,
+        protect_headers: args.protect_headers,
         ..EncryptOptions::default()
     };
     let backend = registry.get(method);
+    let composed = compose(&msg.headers, opts.protect_headers);
+    if let Some(why) = composed.unprotected {
+        eprintln!("autoencrypt-milter: header not protected: {why}");
+    }
     // The inner entity is streamed from the input and the ciphertext
     // spooled, so the message is held in memory once.
-    let mut inner = inner_reader(&msg.headers, body);
-    let Encrypted { edits, entity } =
-        encrypt_entity(&msg.headers, &mut inner, backend, &recipients, &opts)?;
+    let mut inner = composed.inner_header.chain(CrlfReader::new(body));
+    let Encrypted { edits, entity } = encrypt_entity(
+        &msg.headers,
+        composed.edits,
+        &mut inner,
+        backend,
+        &recipients,
+        &opts,
+    )?;
     drop(inner);
     let mut headers = msg.headers;
     apply_edits(&mut headers, &edits, eol);

@@ -113,6 +113,8 @@ pub struct Config {
     pub harvest: HarvestConfig,
     /// S/MIME output.
     pub smime: SmimeConfig,
+    /// OpenPGP output.
+    pub openpgp: OpenPgpConfig,
     /// Size limits.
     pub limits: LimitsConfig,
 }
@@ -139,6 +141,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             harvest: HarvestConfig::default(),
             smime: SmimeConfig::default(),
+            openpgp: OpenPgpConfig::default(),
             limits: LimitsConfig::default(),
         }
     }
@@ -205,6 +208,26 @@ pub struct SmimeConfig {
     /// Content cipher, unless a rule names its own.
     #[serde(with = "via_str")]
     pub cipher: SmimeCipher,
+}
+
+/// `[openpgp]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenPgpConfig {
+    /// Blind (Bcc) recipients get the anonymous key ID in their PKESK
+    /// (RFC 9580 §5.1.8), so the other recipients cannot tell they
+    /// received the message. Their software must then try its secret keys
+    /// on it: GnuPG and Sequoia do; RNP only from 0.17 and when its caller
+    /// allows it (Debian 12's 0.16.3 cannot).
+    pub hide_blind_recipients: bool,
+}
+
+impl Default for OpenPgpConfig {
+    fn default() -> Self {
+        OpenPgpConfig {
+            hide_blind_recipients: true,
+        }
+    }
 }
 
 /// `[limits]`.

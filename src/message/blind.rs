@@ -17,7 +17,10 @@ const VISIBLE: [&str; 2] = ["To", "Cc"];
 /// do; an address the header spells so that it cannot be read counts as
 /// not named (blind), which only hides more. Linear in the header and
 /// the recipients.
-pub fn blind(headers: &[HeaderField], recipients: &[Address]) -> Vec<bool> {
+pub fn blind<'a>(
+    headers: &[HeaderField],
+    recipients: impl IntoIterator<Item = &'a Address>,
+) -> Vec<bool> {
     let named: HashSet<(String, String)> = headers
         .iter()
         .filter(|h| VISIBLE.iter().any(|v| h.is(v)))
@@ -25,7 +28,7 @@ pub fn blind(headers: &[HeaderField], recipients: &[Address]) -> Vec<bool> {
         .map(|a| key(&a))
         .collect();
     recipients
-        .iter()
+        .into_iter()
         .map(|r| !named.contains(&key(r)))
         .collect()
 }

@@ -5,6 +5,7 @@
 pub(crate) mod blind;
 pub(crate) mod classify;
 pub(crate) mod mime;
+pub(crate) mod protect;
 pub(crate) mod rewrite;
 pub(crate) mod verify;
 

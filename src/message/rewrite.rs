@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use super::{Eol, HeaderField, append_crlf};
 
@@ -60,12 +60,6 @@ pub fn inner_header(headers: &[HeaderField]) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-/// The inner entity as a stream: the header section, then the body with
-/// its line endings canonicalised while it is read. Nothing is copied.
-pub fn inner_reader<'a, R: io::Read + 'a>(headers: &[HeaderField], body: R) -> impl io::Read + 'a {
-    io::Cursor::new(inner_header(headers)).chain(super::CrlfReader::new(body))
 }
 
 /// The whole inner entity (header section and canonical body).

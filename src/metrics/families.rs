@@ -24,6 +24,9 @@ use crate::policy::Direction;
 pub const MESSAGES_TOTAL: &str = "autoencrypt_messages_total";
 /// Messages encrypted, by method (a counter).
 pub const ENCRYPTED_TOTAL: &str = "autoencrypt_encrypted_total";
+/// Blind (Bcc) recipients of encrypted messages, by method and what the
+/// ciphertext shows of them (a counter).
+pub const BLIND_RECIPIENTS_TOTAL: &str = "autoencrypt_blind_recipients_total";
 /// Key lookups, by source, record type and result (a counter).
 pub const KEY_LOOKUPS_TOTAL: &str = "autoencrypt_key_lookups_total";
 /// Time a key lookup took, by record type (a histogram).
@@ -49,6 +52,40 @@ pub const CONNECTIONS_DROPPED_TOTAL: &str = "autoencrypt_connections_dropped_tot
 // are exactly the constants above (checked by a test).
 pub(super) const MESSAGES: &str = "autoencrypt_messages";
 pub(super) const ENCRYPTED: &str = "autoencrypt_encrypted";
+pub(super) const BLIND_RECIPIENTS: &str = "autoencrypt_blind_recipients";
+
+/// What the ciphertext shows of a blind recipient (the `result` label of
+/// [`BLIND_RECIPIENTS_TOTAL`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Blindness {
+    /// OpenPGP: its key IDs are written as the anonymous (all-zero) ID.
+    Hidden,
+    /// S/MIME with other recipients: its RecipientInfo names its
+    /// certificate to every other recipient.
+    Exposed,
+    /// The message's only recipient: there is no one to hide it from.
+    Alone,
+}
+
+impl Blindness {
+    /// Every value, in exposition order.
+    pub const ALL: [Blindness; 3] = [Blindness::Hidden, Blindness::Exposed, Blindness::Alone];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blindness::Hidden => "hidden",
+            Blindness::Exposed => "exposed",
+            Blindness::Alone => "alone",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct BlindLabels {
+    pub(super) method: Method,
+    pub(super) result: Blindness,
+}
 pub(super) const KEY_LOOKUPS: &str = "autoencrypt_key_lookups";
 pub(super) const KEY_LOOKUP_DURATION: &str = "autoencrypt_key_lookup_duration";
 pub(super) const ENCRYPTION_DURATION: &str = "autoencrypt_encryption_duration";
@@ -243,6 +280,7 @@ label_value! {
     Direction => direction_str,
     ConnectionDrop => ConnectionDrop::as_str,
     SourceKind => SourceKind::as_str,
+    Blindness => Blindness::as_str,
 }
 
 pub(super) fn direction_str(d: Direction) -> &'static str {
@@ -301,6 +339,7 @@ fn encryption_histogram() -> Histogram {
 pub(super) struct Families {
     pub(super) messages: Family<MessageLabels, Counter>,
     pub(super) encrypted: Family<MethodLabels, Counter>,
+    pub(super) blind: Family<BlindLabels, Counter>,
     pub(super) lookups: Family<LookupLabels, Counter>,
     pub(super) lookup_duration: HistogramFamily<SourceRecordLabels>,
     pub(super) encryption_duration: HistogramFamily<MethodLabels>,
@@ -368,6 +407,20 @@ impl Families {
             "Messages encrypted, by method (smime, openpgp)",
             encrypted.clone(),
         );
+        let blind = Family::<BlindLabels, Counter>::default();
+        for method in Method::ALL {
+            for result in Blindness::ALL {
+                let _ = blind.get_or_create(&BlindLabels { method, result });
+            }
+        }
+        registry.register(
+            BLIND_RECIPIENTS,
+            "Blind (Bcc) recipients of encrypted messages: envelope recipients no To: or Cc: \
+             names, by method and result (hidden: OpenPGP anonymous key IDs; exposed: S/MIME, \
+             the other recipients can read its RecipientInfo; alone: the message's only \
+             recipient)",
+            blind.clone(),
+        );
         registry.register(
             KEY_LOOKUPS,
             "Recipient key lookups, by key source (directory, dane, wkd, keyserver), record type \
@@ -430,6 +483,7 @@ impl Families {
             store,
             messages,
             encrypted,
+            blind,
             lookups,
             lookup_duration,
             encryption_duration,

@@ -38,10 +38,10 @@ use crate::material::{Method, SourceKind};
 use crate::policy::Direction;
 
 pub use families::{
-    CONNECTIONS_ACTIVE, CONNECTIONS_DROPPED_TOTAL, CONNECTIONS_LIMIT, CONNECTIONS_UNNEGOTIATED,
-    ConnectionDrop, ENCRYPTED_TOTAL, ENCRYPTION_DURATION_SECONDS, KEY_LOOKUP_DURATION_SECONDS,
-    KEY_LOOKUPS_TOTAL, LookupResult, MEMORY_BODIES_BYTES, MESSAGE_SIZE_BYTES, MESSAGES_TOTAL,
-    Outcome, Record,
+    BLIND_RECIPIENTS_TOTAL, Blindness, CONNECTIONS_ACTIVE, CONNECTIONS_DROPPED_TOTAL,
+    CONNECTIONS_LIMIT, CONNECTIONS_UNNEGOTIATED, ConnectionDrop, ENCRYPTED_TOTAL,
+    ENCRYPTION_DURATION_SECONDS, KEY_LOOKUP_DURATION_SECONDS, KEY_LOOKUPS_TOTAL, LookupResult,
+    MEMORY_BODIES_BYTES, MESSAGE_SIZE_BYTES, MESSAGES_TOTAL, Outcome, Record,
 };
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use http::{MAX_HTTP_CONNECTIONS, bind, serve};
@@ -51,7 +51,8 @@ pub use store_families::{
 };
 
 use families::{
-    DropLabels, Families, LookupLabels, MessageLabels, MethodLabels, SourceRecordLabels,
+    BlindLabels, DropLabels, Families, LookupLabels, MessageLabels, MethodLabels,
+    SourceRecordLabels,
 };
 use format::openmetrics_to_prometheus_text;
 
@@ -218,6 +219,15 @@ impl Metrics {
         self.inner.families.connections.set(g(open));
         self.inner.families.unnegotiated.set(g(unnegotiated));
         self.inner.families.limit.set(g(limit));
+    }
+
+    /// Counts `n` blind recipients of a message encrypted with `method`.
+    pub fn blind_recipients(&self, method: Method, result: Blindness, n: usize) {
+        self.inner
+            .families
+            .blind
+            .get_or_create(&BlindLabels { method, result })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// Counts a key change `source` returned (once per fleet).

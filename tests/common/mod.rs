@@ -369,6 +369,121 @@ pub fn expected_inner_entity(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The entity decryption must give back when the header is protected
+/// (RFC 9788, `protect_headers`), written from the contract and not from
+/// the milter's code: every field of the input in order with its original
+/// bytes (CRLF), except `Bcc`, `HP-Outer` and the fields added in transit;
+/// the `Content-Type` (trailing white space and `;` cut) followed by
+/// `;CRLF hp="cipher";CRLF protected-headers="v1"` — or, without one, the
+/// MIME default with those parameters; then one `HP-Outer: Name: value`
+/// per copied field that is not `Content-*`, `MIME-Version`, `Comments`
+/// or `Keywords`, the Subject as `[...]`; an empty line; the body (CRLF).
+pub fn expected_protected_entity(input: &[u8]) -> Vec<u8> {
+    const NOT_COPIED: [&str; 13] = [
+        "bcc",
+        "hp-outer",
+        "received",
+        "return-path",
+        "delivered-to",
+        "x-original-to",
+        "received-spf",
+        "authentication-results",
+        "dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+        "x-original-recipient",
+    ];
+    let (fields, body) = split_message(input);
+    let mut out = Vec::new();
+    let mut records = Vec::new();
+    let mut typed = false;
+    for f in fields
+        .iter()
+        .filter(|f| !NOT_COPIED.contains(&f.name.as_str()))
+    {
+        let raw = to_crlf(&f.raw);
+        if f.name == "content-type" {
+            typed = true;
+            let mut v = raw[..raw.len() - 2].to_vec();
+            while matches!(v.last(), Some(b' ' | b'\t' | b'\r' | b'\n' | b';')) {
+                v.pop();
+            }
+            out.extend_from_slice(&v);
+            out.extend_from_slice(b";\r\n hp=\"cipher\";\r\n protected-headers=\"v1\"\r\n");
+            continue;
+        }
+        out.extend_from_slice(&raw);
+        if f.name.starts_with("content-")
+            || ["mime-version", "comments", "keywords"].contains(&f.name.as_str())
+        {
+            continue;
+        }
+        let colon = raw.iter().position(|&b| b == b':').unwrap();
+        records.extend_from_slice(b"HP-Outer: ");
+        records.extend_from_slice(&raw[..colon]);
+        records.extend_from_slice(b": ");
+        if f.name == "subject" {
+            records.extend_from_slice(b"[...]\r\n");
+        } else {
+            let value = &raw[colon + 1..];
+            let start = value
+                .iter()
+                .position(|b| !b" \t\r\n".contains(b))
+                .unwrap_or(value.len());
+            if start == value.len() {
+                records.extend_from_slice(b"\r\n");
+            } else {
+                records.extend_from_slice(&value[start..]);
+            }
+        }
+    }
+    if !typed {
+        out.extend_from_slice(
+            b"Content-Type: text/plain; charset=us-ascii;\r\n hp=\"cipher\"; protected-headers=\"v1\"\r\n",
+        );
+    }
+    out.extend_from_slice(&records);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&to_crlf(body));
+    out
+}
+
+/// What a message with header protection asked for decrypts to: the
+/// protected entity ([`expected_protected_entity`]) unless the message
+/// cannot carry one — its root is a signature (`multipart/signed`, or
+/// `application/(x-)pkcs7-mime` that is not `smime-type=enveloped-data`),
+/// it has several `Content-Type` fields or one that already has an `hp`,
+/// `protected-headers` or `hp-legacy-display` parameter, or one without
+/// `type/subtype` — then the plain inner entity ([`expected_inner_entity`]).
+pub fn expected_payload(input: &[u8]) -> Vec<u8> {
+    let (fields, _) = split_message(input);
+    let types: Vec<&Field> = fields.iter().filter(|f| f.name == "content-type").collect();
+    let protectable = match types.as_slice() {
+        [] => true,
+        [one] => {
+            let ct = ContentType::parse(&one.value());
+            let pkcs7 =
+                ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime";
+            let enveloped = ct
+                .param("smime-type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("enveloped-data"));
+            ct.mime.contains('/')
+                && ct.mime != "multipart/signed"
+                && (!pkcs7 || enveloped)
+                && ["hp", "protected-headers", "hp-legacy-display"]
+                    .iter()
+                    .all(|p| ct.param(p).is_none())
+        }
+        _ => false,
+    };
+    if protectable {
+        expected_protected_entity(input)
+    } else {
+        expected_inner_entity(input)
+    }
+}
+
 /// A MIME type with lower-cased parameter names and unquoted values.
 #[derive(Debug)]
 pub struct ContentType {
@@ -566,6 +681,14 @@ pub fn check_outer_headers<'a>(input: &[u8], output: &'a [u8], kind: Outer) -> &
     let smime = matches!(kind, Outer::Smime { .. });
     let (in_fields, _) = split_message(input);
     let (out_fields, out_body) = split_message(output);
+    // Header protection (RFC 9788) shows itself as the Subject replaced by
+    // `[...]`: then every Subject is replaced and Comments and Keywords go.
+    let protected = out_fields
+        .iter()
+        .any(|f| f.name == "subject" && f.value() == "[...]")
+        && in_fields
+            .iter()
+            .any(|f| f.name == "subject" && f.value() != "[...]");
 
     let mut expected: Vec<Slot> = Vec::new();
     let (mut ct, mut cte, mut cd) = (false, false, false);
@@ -591,6 +714,8 @@ pub fn check_outer_headers<'a>(input: &[u8], output: &'a [u8], kind: Outer) -> &
             }
             // Every other content field moves inside the encryption.
             n if n.starts_with("content-") => {}
+            "subject" if protected => expected.push(Slot::Replaced("subject")),
+            "comments" | "keywords" if protected => {}
             _ => expected.push(Slot::Keep(f.raw.clone())),
         }
     }
@@ -648,6 +773,9 @@ pub fn check_outer_headers<'a>(input: &[u8], output: &'a [u8], kind: Outer) -> &
                     got.show(),
                     listing()
                 );
+                if *name == "subject" {
+                    assert_eq!(got.value(), "[...]", "protected Subject");
+                }
                 check_added(got);
             }
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use autoencrypt_milter::config::{Config, DnsMode};
 use tempfile::TempDir;
 
-use crate::common::{Gpg, Scratch, SmimeId, expected_inner_entity, smime_decrypt};
+use crate::common::{Gpg, Scratch, SmimeId, expected_protected_entity, smime_decrypt};
 use crate::env::DnsEnv;
 use crate::milter::{InProcessMilter, trust_ad_config};
 use crate::postfix::{PostfixEnv, header_and_body, lf, strip_delivery_headers};
@@ -289,7 +289,7 @@ pub fn assert_smime_to(
 ) {
     let plain = open_smime(scratch, delivered, id)
         .unwrap_or_else(|e| panic!("{}: {e}", id.cert_path.display()));
-    crate::common::assert_bytes_eq(&plain, &expected_inner_entity(sent), "S/MIME");
+    crate::common::assert_bytes_eq(&plain, &expected_protected_entity(sent), "S/MIME");
     for other in not {
         assert!(
             open_smime(scratch, delivered, other).is_err(),

@@ -8,10 +8,11 @@ use std::time::{Instant, SystemTime};
 
 use super::{EomVerdict, MAX_HEADER_FIELDS, MessageState, Overflow, Session};
 use crate::backend::EncryptOptions;
+use crate::backend::Method;
 use crate::harvest::{Job, Screen, judge, material};
 use crate::message::classify::{SCAN_LIMIT, classify};
-use crate::metrics::Outcome;
-use crate::pipeline::{Check, Received, Sealed, check_ciphertext, keys_for, seal};
+use crate::metrics::{Blindness, Outcome};
+use crate::pipeline::{Blind, Check, Received, Sealed, check_ciphertext, keys_for, seal};
 use crate::policy::{Action, Direction, Reply};
 use crate::spool::Spool;
 
@@ -223,6 +224,8 @@ impl Session {
             smime_cipher: msg.txn.smime_cipher().unwrap_or_default(),
             spool_threshold: usize::try_from(engine.config.limits.spool_threshold_bytes)
                 .unwrap_or(usize::MAX),
+            protect_headers: msg.txn.protect_headers(),
+            hide_blind: engine.config.openpgp.hide_blind_recipients,
         };
         let headers = std::mem::take(&mut msg.headers);
         let body = std::mem::replace(&mut msg.body, Spool::new(0));
@@ -245,7 +248,7 @@ impl Session {
                 class: &class,
                 body: &body,
             };
-            let sealed = seal(received, registry.get(method), &to, &opts, budget, |note| {
+            let sealed = seal(received, registry.get(method), to, &opts, budget, |note| {
                 tracing::info!("{task_qid}: {note}")
             });
             (sealed, headers, body)
@@ -264,12 +267,15 @@ impl Session {
                 format!("already encrypted (verified {kind})"),
                 Outcome::AlreadyEncrypted,
             ),
-            Ok(Ok(Sealed::Encrypted { edits, body, .. })) => EomVerdict::Encrypt {
-                edits,
-                body,
-                method,
-                recipients,
-            },
+            Ok(Ok(Sealed::Encrypted { edits, body, blind })) => {
+                count_blind(&engine.metrics, &qid, method, blind);
+                EomVerdict::Encrypt {
+                    edits,
+                    body,
+                    method,
+                    recipients,
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!("{qid}: encryption failed: {e}");
                 EomVerdict::Refuse(Reply::internal_error())
@@ -279,5 +285,38 @@ impl Session {
                 EomVerdict::Refuse(Reply::internal_error())
             }
         }
+    }
+}
+
+/// Counts a message's blind recipients by what its ciphertext shows of
+/// them, and logs the S/MIME exposure, so the operator can see it.
+fn count_blind(metrics: &crate::metrics::Metrics, qid: &str, method: Method, b: Blind) {
+    if b.blind == 0 {
+        return;
+    }
+    let result = match method {
+        _ if b.addresses == 1 => Blindness::Alone,
+        Method::OpenPgp if b.hidden => Blindness::Hidden,
+        Method::OpenPgp | Method::Smime => Blindness::Exposed,
+    };
+    metrics.blind_recipients(method, result, b.blind);
+    match result {
+        Blindness::Exposed => tracing::warn!(
+            "{qid}: {method} to {} recipients, {} of them blind (Bcc): the ciphertext names \
+             each recipient's key to the others ({}; one transaction per recipient avoids it: \
+             README, \"One copy per recipient\")",
+            b.addresses,
+            b.blind,
+            match method {
+                Method::Smime => "S/MIME has no anonymous RecipientInfo",
+                Method::OpenPgp => "openpgp.hide_blind_recipients = false",
+            }
+        ),
+        _ => tracing::info!(
+            "{qid}: {} blind recipient(s) ({}) of {}",
+            b.blind,
+            result.as_str(),
+            b.addresses
+        ),
     }
 }
