@@ -17,6 +17,12 @@
 //! per recipient ([`PostfixEnv::wait_for_mail`]): virtual(8) heads each copy
 //! with `Delivered-To: <recipient>`.
 //!
+//! [`PostfixEnv::start_relay`] starts the other kind of instance: the front
+//! hop of a two-hop set-up, which delivers nothing and relays every
+//! recipient, one per SMTP transaction, to a given address (typically
+//! another instance's [`PostfixEnv::smtp_addr`], whose smtpd runs the
+//! milter).
+//!
 //! Only std and `tempfile`. See `tests/env/README.md`.
 
 #![allow(dead_code)]
@@ -30,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,6 +56,15 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The hostname the instance calls itself (`myhostname`).
 pub const MYHOSTNAME: &str = "mx.autoencrypt.test";
+
+/// The hostname of an instance in relay mode ([`PostfixEnv::start_relay`]):
+/// not [`MYHOSTNAME`], so that a delivered copy's `Received:` headers tell
+/// the two hops apart (`by front.autoencrypt.test (Postfix) with ESMTP id
+/// …` below the second instance's own).
+pub const FRONT_MYHOSTNAME: &str = "front.autoencrypt.test";
+
+/// The environment variable that puts `postfix-up` in relay mode.
+const RELAY_TO_VAR: &str = "POSTFIX_ENV_RELAY_TO";
 
 /// A running second Postfix instance; stopped on drop.
 #[derive(Debug)]
@@ -78,14 +93,49 @@ impl PostfixEnv {
     /// Starts an instance with a milter given as Postfix takes it
     /// (`inet:127.0.0.1:PORT`, `unix:/path/to/socket`) or `none`.
     pub fn start_with(milter_spec: &str) -> PostfixEnv {
+        PostfixEnv::start_mode(milter_spec, None)
+    }
+
+    /// Starts an instance in relay mode (`POSTFIX_ENV_RELAY_TO`, see
+    /// tests/env/README.md): the front hop of the two-hop set-up. It has no
+    /// milter and delivers nothing itself; every recipient of every domain
+    /// is relayed by the `onebyone` smtp(8) transport to `[IP]:PORT` of
+    /// `to`, with `onebyone_destination_recipient_limit = 1`, so each SMTP
+    /// transaction there carries exactly one recipient. No DNS, no TLS. It
+    /// calls itself [`FRONT_MYHOSTNAME`].
+    ///
+    /// Sending to it works as with [`PostfixEnv::start`]; the mail arrives
+    /// wherever `to` delivers it (its Maildir here stays empty). What `to`
+    /// does not accept is deferred in this instance's queue (retried after
+    /// 10–60 s) or bounced by it, as by any Postfix.
+    ///
+    /// Panics, with `postfix-up`'s output, when it cannot start; `to` must
+    /// be IPv4 (the instance speaks IPv4 only).
+    pub fn start_relay(to: SocketAddr) -> PostfixEnv {
+        let SocketAddr::V4(to) = to else {
+            panic!(
+                "PostfixEnv::start_relay({to}): the test instance speaks IPv4 only (inet_protocols = ipv4); use 127.0.0.1"
+            );
+        };
+        PostfixEnv::start_mode("none", Some(to))
+    }
+
+    fn start_mode(milter_spec: &str, relay_to: Option<SocketAddrV4>) -> PostfixEnv {
         let dir = tempfile::Builder::new()
             .prefix("postfixenv.")
             .tempdir()
             .unwrap_or_else(|e| panic!("PostfixEnv: cannot create a temporary directory: {e}"));
         let up = script("postfix-up");
-        let out = Command::new(&up)
-            .arg(dir.path())
-            .arg(milter_spec)
+        let mut cmd = Command::new(&up);
+        cmd.arg(dir.path()).arg(milter_spec);
+        // The mode is the caller's choice, never inherited from the shell
+        // that runs the tests.
+        match relay_to {
+            Some(to) => cmd.env(RELAY_TO_VAR, to.to_string()),
+            None => cmd.env_remove(RELAY_TO_VAR),
+        };
+        let relay_note = relay_to.map_or(String::new(), |to| format!(" ({RELAY_TO_VAR}={to})"));
+        let out = cmd
             .output()
             .unwrap_or_else(|e| {
                 panic!(
@@ -99,7 +149,7 @@ impl PostfixEnv {
                 .output();
             let maillog = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
             panic!(
-                "PostfixEnv: {} {} {milter_spec} failed ({}). It needs root and the postfix package: run `tests/env/install-deps` as root.\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- maillog ---\n{}",
+                "PostfixEnv: {} {} {milter_spec}{relay_note} failed ({}). It needs root and the postfix package: run `tests/env/install-deps` as root.\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- maillog ---\n{}",
                 up.display(),
                 dir.path().display(),
                 out.status,
@@ -136,6 +186,15 @@ impl PostfixEnv {
         let v = self.var("SMTP_ADDR");
         v.parse()
             .unwrap_or_else(|e| panic!("PostfixEnv: SMTP_ADDR={v:?} is no socket address: {e}"))
+    }
+
+    /// Where an instance in relay mode relays every recipient to (None:
+    /// the default mode, delivering to its Maildir).
+    pub fn relay_to(&self) -> Option<SocketAddr> {
+        self.vars.get("RELAY_TO").map(|v| {
+            v.parse()
+                .unwrap_or_else(|e| panic!("PostfixEnv: RELAY_TO={v:?} is no socket address: {e}"))
+        })
     }
 
     /// The config directory (`postfix -c`, `postconf -c`, `postqueue -c`).
