@@ -633,3 +633,23 @@ fn explain_shows_pins_and_refuses_an_unpinned_key() {
     );
     assert!(out.contains("550 5.7.1"), "{out}");
 }
+
+#[test]
+fn explain_says_whether_the_header_is_protected() {
+    let (code, out, err) = explain(&["--to", "bob@elsewhere.example", "--no-lookup"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("direction: outbound"), "{out}");
+    assert!(
+        out.contains("if a usable key for every method: encrypt with smime")
+            && out.contains("header protected (RFC 9788"),
+        "{out}"
+    );
+    // At rest (the shipped inbound rule says protect_headers = false).
+    let (_, out, _) = explain(&["--to", "bob@example.org", "--no-lookup"]);
+    assert!(out.contains("direction: inbound"), "{out}");
+    assert!(out.contains("headers not protected"), "{out}");
+    assert!(
+        out.contains("header not protected (the Subject stays readable)"),
+        "{out}"
+    );
+}

@@ -587,6 +587,42 @@ fn pgp_roundtrip(build: fn(&Scratch) -> Case, kind: PgpKind) {
     pgp_check_case(&s, &gpg, ALICE, &build(&s));
 }
 
+/// `encrypt --protect-headers`: the corpus message decrypts to the RFC
+/// 9788 payload (or, signed or already marked, to the plain entity: the
+/// header then stays as it came) and the outer header is the contract's,
+/// with the Subject as `[...]` where protected.
+fn smime_protected_roundtrip(build: fn(&Scratch) -> Case) {
+    let s = Scratch::new();
+    let id = SmimeId::generate(&s.work, "alice", &CertSpec::good(ALICE, KeyKind::Rsa));
+    id.install_pem(&s.keys, ALICE);
+    let case = build(&s);
+    let run = run_encrypt(
+        &case.input,
+        &[ALICE],
+        &s.keys,
+        &["--method", "smime", "--protect-headers"],
+    );
+    run.assert_success(case.name);
+    let der = check_smime_output(&case.input, &run.stdout, false);
+    let plain =
+        smime_decrypt(&s, &der, "DER", &id).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let want = common::expected_payload(&case.input);
+    assert_bytes_eq(&plain, &want, case.name);
+    let protected = want != expected_inner_entity(&case.input);
+    let (out_fields, _) = common::split_message(&run.stdout);
+    let (in_fields, _) = common::split_message(&case.input);
+    if protected && in_fields.iter().any(|f| f.name == "subject") {
+        assert!(
+            out_fields
+                .iter()
+                .filter(|f| f.name == "subject")
+                .all(|f| f.value() == "[...]"),
+            "{}: Subject outside",
+            case.name
+        );
+    }
+}
+
 /// One test per corpus message and method: S/MIME to an RSA certificate
 /// with the default cipher, OpenPGP to a Cv25519 key.
 macro_rules! corpus_matrix {
@@ -598,6 +634,10 @@ macro_rules! corpus_matrix {
         mod corpus_openpgp_cv25519 {
             use super::*;
             $( #[test] fn $name() { pgp_roundtrip(corpus::$name, PgpKind::Cv25519) } )*
+        }
+        mod corpus_smime_protected {
+            use super::*;
+            $( #[test] fn $name() { smime_protected_roundtrip(corpus::$name) } )*
         }
     };
 }

@@ -13,6 +13,7 @@
 
 mod harvest;
 mod ldap;
+mod protect;
 mod rdata;
 pub(crate) mod session;
 mod verify;
@@ -20,6 +21,7 @@ mod web;
 
 pub use harvest::{harvest_auth_results, harvest_autocrypt, harvest_examine};
 pub use ldap::ldap;
+pub use protect::protect_header;
 pub use rdata::rdata;
 pub use session::{session, session_outcomes};
 pub use verify::verify;
@@ -48,6 +50,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("harvest_auth_results", harvest_auth_results),
     ("harvest_autocrypt", harvest_autocrypt),
     ("harvest_examine", harvest_examine),
+    ("protect_header", protect_header),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,
