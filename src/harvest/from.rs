@@ -168,15 +168,26 @@ fn mailbox(toks: &[Token]) -> Result<Address, FromError> {
 /// The mailboxes of one `From:` value.
 pub fn mailboxes(value: &[u8]) -> Result<Vec<Address>, FromError> {
     let toks = tokens(value)?;
-    // Split at the commas outside angle brackets (a route has commas).
+    members(&toks, false)?
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .map(mailbox)
+        .collect()
+}
+
+/// Splits a list's tokens at the commas outside angle brackets (a route
+/// has commas). With `groups`, a group's display name (up to its colon)
+/// is dropped and its `;` ends a member; without, either is an error.
+fn members(toks: &[Token], groups: bool) -> Result<Vec<&[Token]>, FromError> {
     let mut members: Vec<&[Token]> = Vec::new();
     let (mut start, mut depth) = (0, 0usize);
     for (i, t) in toks.iter().enumerate() {
         match t {
             Token::Special(b'<') => depth += 1,
             Token::Special(b'>') => depth = depth.saturating_sub(1),
-            Token::Special(b':' | b';') if depth == 0 => return Err(FromError::Group),
-            Token::Special(b',') if depth == 0 => {
+            Token::Special(b':' | b';') if depth == 0 && !groups => return Err(FromError::Group),
+            Token::Special(b':') if depth == 0 => start = i + 1,
+            Token::Special(b',' | b';') if depth == 0 => {
                 members.push(&toks[start..i]);
                 start = i + 1;
             }
@@ -184,11 +195,7 @@ pub fn mailboxes(value: &[u8]) -> Result<Vec<Address>, FromError> {
         }
     }
     members.push(&toks[start..]);
-    members
-        .into_iter()
-        .filter(|m| !m.is_empty())
-        .map(mailbox)
-        .collect()
+    Ok(members)
 }
 
 /// The addresses of one `address-list` value (`To:`, `Cc:`; RFC 5322
@@ -202,23 +209,8 @@ pub fn address_list(value: &[u8]) -> Vec<Address> {
     let Ok(toks) = tokens(value) else {
         return Vec::new();
     };
-    let mut members: Vec<&[Token]> = Vec::new();
-    let (mut start, mut depth) = (0, 0usize);
-    for (i, t) in toks.iter().enumerate() {
-        match t {
-            Token::Special(b'<') => depth += 1,
-            Token::Special(b'>') => depth = depth.saturating_sub(1),
-            // A group's display name ends at its colon: not a member.
-            Token::Special(b':') if depth == 0 => start = i + 1,
-            Token::Special(b',' | b';') if depth == 0 => {
-                members.push(&toks[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    members.push(&toks[start..]);
-    members
+    members(&toks, true)
+        .unwrap_or_default()
         .into_iter()
         .filter(|m| !m.is_empty())
         .filter_map(|m| mailbox(m).ok())
