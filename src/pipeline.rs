@@ -132,27 +132,20 @@ pub(crate) struct Composed {
 /// when `protect` asks and the message allows it, else the `Content-*`
 /// fields alone, as before.
 pub(crate) fn compose(headers: &[HeaderField], protect: bool) -> Composed {
-    let unprotected = if protect {
-        match protect_header(headers) {
-            Ok(Protection {
-                inner_header,
-                edits,
-            }) => {
-                return Composed {
-                    inner_header: io::Cursor::new(inner_header),
-                    edits,
-                    unprotected: None,
-                };
-            }
-            Err(why) => Some(why),
-        }
-    } else {
-        None
-    };
-    Composed {
-        inner_header: io::Cursor::new(inner_header(headers)),
-        edits: Vec::new(),
-        unprotected,
+    match protect.then(|| protect_header(headers)) {
+        Some(Ok(Protection {
+            inner_header,
+            edits,
+        })) => Composed {
+            inner_header: io::Cursor::new(inner_header),
+            edits,
+            unprotected: None,
+        },
+        refused => Composed {
+            inner_header: io::Cursor::new(inner_header(headers)),
+            edits: Vec::new(),
+            unprotected: refused.and_then(Result::err),
+        },
     }
 }
 
@@ -197,12 +190,11 @@ pub(crate) struct Blind {
 /// `hide` says so, and counts the blind ones by address.
 pub(crate) fn mark_blind(headers: &[HeaderField], to: &mut [Recipient], hide: bool) -> Blind {
     let flags = blind(headers, to.iter().map(|r| &r.address));
-    // An address with several keys counts once.
-    let mut seen = std::collections::HashMap::new();
-    for (r, is_blind) in to.iter_mut().zip(flags) {
-        r.hidden = is_blind && hide;
-        seen.insert(r.address.clone(), is_blind);
+    for (r, is_blind) in to.iter_mut().zip(&flags) {
+        r.hidden = *is_blind && hide;
     }
+    // An address with several keys counts once.
+    let seen: std::collections::HashMap<_, _> = to.iter().map(|r| &r.address).zip(flags).collect();
     Blind {
         blind: seen.values().filter(|b| **b).count(),
         addresses: seen.len(),

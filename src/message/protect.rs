@@ -156,16 +156,13 @@ fn check_root(ct: &ContentType) -> Result<(), Unprotectable> {
         // it gets here only as a candidate that failed, see pipeline).
         return Err(Unprotectable::Signed("application/pkcs7-mime"));
     }
-    for name in ["hp", "protected-headers", "hp-legacy-display"] {
-        if ct.param(name).is_some() {
-            return Err(Unprotectable::AlreadyMarked(match name {
-                "hp" => "hp",
-                "protected-headers" => "protected-headers",
-                _ => "hp-legacy-display",
-            }));
-        }
+    match ["hp", "protected-headers", "hp-legacy-display"]
+        .into_iter()
+        .find(|name| ct.param(name).is_some())
+    {
+        Some(name) => Err(Unprotectable::AlreadyMarked(name)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `hcp_baseline` on the outer header: every `Subject` becomes the
