@@ -35,6 +35,8 @@ pub mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod policy;
+pub mod signatures;
+pub mod signing;
 mod spool;
 pub mod store;
 

@@ -1,0 +1,1 @@
+//! Login map (to be written).
