@@ -23,6 +23,7 @@ use crate::message::rewrite::{HeaderEdit, inner_header, outer_edits};
 use crate::message::verify::{Verification, verify};
 use crate::message::{CrlfReader, Eol, HeaderField};
 use crate::policy::{Action, RecipientDecision};
+use crate::signing::{SignError, Signer, sign};
 use crate::spool::Spool;
 
 /// The result of [`prepare`].
@@ -241,7 +242,101 @@ pub(crate) enum Sealed {
         body: Spool,
         /// Its blind recipients.
         blind: Blind,
+        /// Whether it was signed inside the encryption.
+        signed: Signed,
     },
+    /// A rule requires a signature and the message cannot be signed
+    /// (why): refuse it, nothing was encrypted.
+    Unsignable(String),
+}
+
+/// The signing step of [`seal`] and [`sign_only`]: the sender's key, and
+/// whether a rule requires the signature.
+#[derive(Clone, Copy)]
+pub(crate) struct SignStep<'a> {
+    /// The key.
+    pub(crate) signer: &'a Signer,
+    /// `sign_required`.
+    pub(crate) required: bool,
+}
+
+/// Whether the message was signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Signed {
+    /// No signature was asked for.
+    NotAsked,
+    /// Signed with this method.
+    With(Method),
+    /// Asked for (not required) but the entity cannot be made safe for
+    /// transport: sent unsigned, why.
+    Unsafe(String),
+}
+
+/// Signs the entity `inner` yields with `step`: the signed entity, or —
+/// when it cannot be made safe for transport — the entity unchanged and
+/// why (`Err` of the outer result only for a library failure, or for a
+/// required signature: `Ok(Err(why))`).
+fn sign_entity(
+    inner: &mut dyn io::Read,
+    step: SignStep<'_>,
+) -> Result<Result<(Vec<u8>, Signed), String>, BackendError> {
+    let mut entity = Vec::new();
+    inner.read_to_end(&mut entity)?;
+    match sign(&entity, step.signer) {
+        Ok(s) => Ok(Ok((s.to_entity(), Signed::With(step.signer.method())))),
+        Err(SignError::Unsafe(why)) if step.required => Ok(Err(why)),
+        Err(SignError::Unsafe(why)) => Ok(Ok((entity, Signed::Unsafe(why)))),
+        Err(e @ SignError::Crypto { .. }) => Err(BackendError::Crypto {
+            method: step.signer.method(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// A message signed and not encrypted ([`sign_only`]).
+pub(crate) enum SignedOnly {
+    /// Signed: the edits and the new body.
+    Signed {
+        /// Edits turning the original content fields into the
+        /// `multipart/signed` ones.
+        edits: Vec<HeaderEdit>,
+        /// The new body, CRLF line endings.
+        body: Spool,
+    },
+    /// It cannot be made safe for transport (why): unchanged.
+    Unsafe(String),
+}
+
+/// The milter's blocking work for a message that is signed and not
+/// encrypted: the entity (the `Content-*` fields and the body) signed
+/// with `signer`, the outer header keeping everything else.
+pub(crate) fn sign_only(
+    headers: &[HeaderField],
+    body: &Spool,
+    signer: &Signer,
+    spool_threshold: usize,
+    budget: MemoryBudget,
+) -> Result<SignedOnly, BackendError> {
+    let mut inner = io::Cursor::new(inner_header(headers)).chain(CrlfReader::new(body.reader()));
+    let mut entity = Vec::new();
+    inner.read_to_end(&mut entity)?;
+    let signed = match sign(&entity, signer) {
+        Ok(s) => s,
+        Err(SignError::Unsafe(why)) => return Ok(SignedOnly::Unsafe(why)),
+        Err(e @ SignError::Crypto { .. }) => {
+            return Err(BackendError::Crypto {
+                method: signer.method(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    drop(entity);
+    let mut out = Spool::with_budget(spool_threshold, budget);
+    io::Write::write_all(&mut out, &signed.body)?;
+    Ok(SignedOnly::Signed {
+        edits: outer_edits(headers, &signed.fields),
+        body: out,
+    })
 }
 
 /// The milter's blocking end-of-message work, in one place: verify a
@@ -263,6 +358,7 @@ pub(crate) fn seal(
     mut to: Vec<Recipient>,
     opts: &EncryptOptions,
     budget: MemoryBudget,
+    sign_step: Option<SignStep<'_>>,
     mut note: impl FnMut(&str),
 ) -> Result<Sealed, BackendError> {
     let check = check_ciphertext(headers, class, &mut body.reader())?;
@@ -278,13 +374,32 @@ pub(crate) fn seal(
         note(&format!("header not protected: {why}"));
     }
     let mut inner = composed.inner_header.chain(CrlfReader::new(body.reader()));
-    let Encrypted { edits, entity } =
-        encrypt_entity(headers, composed.edits, &mut inner, backend, &to, opts)?;
+    // Signed first, so the signature travels inside the encryption (the
+    // header protection's fields inside the signature too, RFC 9788).
+    let (signed_entity, signed) = match sign_step {
+        None => (None, Signed::NotAsked),
+        Some(step) => match sign_entity(&mut inner, step)? {
+            Ok((entity, signed)) => (Some(entity), signed),
+            Err(why) => return Ok(Sealed::Unsignable(why)),
+        },
+    };
+    let Encrypted { edits, entity } = match signed_entity {
+        Some(e) => encrypt_entity(
+            headers,
+            composed.edits,
+            &mut io::Cursor::new(e),
+            backend,
+            &to,
+            opts,
+        )?,
+        None => encrypt_entity(headers, composed.edits, &mut inner, backend, &to, opts)?,
+    };
     let mut rendered = Spool::with_budget(opts.spool_threshold, budget);
     entity.body.write_to(Eol::Crlf, &mut rendered)?;
     Ok(Sealed::Encrypted {
         edits,
         body: rendered,
         blind,
+        signed,
     })
 }

@@ -89,6 +89,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                 daemon_name: None,
                 authenticated,
                 treatment,
+                signing: Default::default(),
             },
         )
 }
@@ -208,6 +209,7 @@ fn arb_idn_rule() -> impl Strategy<Value = Rule> {
             daemon_name: None,
             authenticated: None,
             treatment,
+            signing: Default::default(),
         })
 }
 

@@ -247,6 +247,9 @@ pub fn check_config(config: &Path) -> ExitCode {
         println!("{}. {:?} ({})", i + 1, r.name, r.origin);
         println!("   when: {}", r.conditions_summary());
         println!("   then: {}", r.treatment_summary());
+        if !r.signing.methods.is_empty() {
+            println!("   sign: {}", r.signing_summary());
+        }
         if let Some(choice) = r.treatment.key_choice() {
             // What it asks here, in the order asked, with this configuration.
             let plan = choice.plan_with_trust(&configured);
@@ -344,6 +347,10 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
         println!("  {w}");
     }
     println!("  then: {}", m.rule.treatment_summary());
+    println!("  sign: {}", m.rule.signing_summary());
+    if !m.rule.signing.methods.is_empty() {
+        println!("  {}", signing_keys_line(&loaded.config, from.as_ref()));
+    }
 
     let methods = match &m.rule.treatment {
         Treatment::NeverEncrypt => Vec::new(),
@@ -428,6 +435,25 @@ fn explain(config: &Path, args: &ExplainArgs) -> ExitCode {
     }
     print_decision(&d);
     ExitCode::SUCCESS
+}
+
+/// Whether the sender has signing keys (`signing.key_dir`), for explain.
+fn signing_keys_line(config: &crate::config::Config, from: Option<&Address>) -> String {
+    let Some(from) = from else {
+        return "signing keys: no --from given (the From: address decides)".to_owned();
+    };
+    match crate::milter::SigningSetup::load(&config.signing) {
+        Ok(None) => "signing keys: none (signing.key_dir is not set): not signed".to_owned(),
+        Ok(Some(setup)) => {
+            let methods: Vec<&str> = setup.keys.methods(from).iter().map(|m| m.as_str()).collect();
+            if methods.is_empty() {
+                format!("signing keys of {from}: none in signing.key_dir: not signed")
+            } else {
+                format!("signing keys of {from}: [{}]", methods.join(", "))
+            }
+        }
+        Err(e) => format!("signing keys: cannot be loaded: {e}"),
+    }
 }
 
 /// The sources a rule's lookup asks, in order, with the trust each can

@@ -145,6 +145,17 @@ impl Config {
             {
                 *d = base.join(&*d);
             }
+            for key in ["signing.key_dir", "signing.login_map"] {
+                let file = match key {
+                    "signing.key_dir" => &mut config.signing.key_dir,
+                    _ => &mut config.signing.login_map,
+                };
+                if in_file(key)
+                    && let Some(p) = file.as_mut().filter(|p| p.is_relative())
+                {
+                    *p = base.join(&*p);
+                }
+            }
             if in_file("wkd.ca_file")
                 && let Some(d) = config.wkd.ca_file.as_mut().filter(|d| d.is_relative())
             {

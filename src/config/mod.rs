@@ -19,6 +19,7 @@
 //! | `ldap.rs` | `[[ldap]]`: the LDAP directories, how to reach and bind to each, their checks |
 //! | `store.rs` | `[store]`, `[harvest]` and `authserv_id`: the key store and learning keys from mail |
 //! | `web.rs` | `[wkd]` and `[keyserver]`: the web sources and the limits of every HTTPS fetch |
+//! | `signing.rs` | `[signing]` and `[verify]`: signing keys, the login map, size bounds |
 //! | `socket.rs` | [`Socket`]: the `inet:`/`inet6:`/`unix:` specification |
 //! | `forms.rs` | how values are written (serde adapters: strings, `""` for none, lists) |
 //! | `load.rs` | the figment layers (defaults, file, environment), [`FileRequirement`], [`LoadedConfig`] |
@@ -31,6 +32,7 @@ mod ldap;
 mod load;
 mod model;
 mod position;
+mod signing;
 mod socket;
 mod store;
 mod web;
@@ -43,6 +45,7 @@ pub use model::{
     SmimeConfig,
 };
 pub(crate) use position::TomlIndex;
+pub use signing::{SigningConfig, VerifyConfig};
 pub use socket::{Socket, SocketError};
 pub use store::{DEFAULT_STATE_DIR, DEFAULT_STORE_FILE, HarvestConfig, StoreConfig};
 pub use web::{KeyserverConfig, WkdConfig};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ConfigError, Location};
 use super::forms::{opt_path, opt_socket_addr, resolver_list, string_list, via_str};
 use super::ldap::LdapConfig;
+use super::signing::{SigningConfig, VerifyConfig};
 use super::socket::Socket;
 use super::store::{HarvestConfig, StoreConfig};
 use super::web::{KeyserverConfig, WkdConfig};
@@ -61,6 +62,12 @@ pub const KEYS: &[&str] = &[
     "harvest.recheck_secs",
     "harvest.max_per_second",
     "smime.cipher",
+    "openpgp.hide_blind_recipients",
+    "signing.key_dir",
+    "signing.login_map",
+    "signing.max_message_bytes",
+    "verify.enabled",
+    "verify.max_message_bytes",
     "limits.max_message_bytes",
     "limits.spool_threshold_bytes",
     "limits.max_header_bytes",
@@ -115,6 +122,10 @@ pub struct Config {
     pub smime: SmimeConfig,
     /// OpenPGP output.
     pub openpgp: OpenPgpConfig,
+    /// Signing the mail of authenticated senders.
+    pub signing: SigningConfig,
+    /// Verifying the signatures of inbound mail.
+    pub verify: VerifyConfig,
     /// Size limits.
     pub limits: LimitsConfig,
 }
@@ -142,6 +153,8 @@ impl Default for Config {
             harvest: HarvestConfig::default(),
             smime: SmimeConfig::default(),
             openpgp: OpenPgpConfig::default(),
+            signing: SigningConfig::default(),
+            verify: VerifyConfig::default(),
             limits: LimitsConfig::default(),
         }
     }

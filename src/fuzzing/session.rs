@@ -131,6 +131,7 @@ fn build() -> Result<Harness, Box<dyn std::error::Error>> {
         keys,
         metrics,
         harvester: None,
+        signing: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,7 +213,7 @@ async fn run(h: &Harness, mut data: &[u8]) -> Vec<String> {
             }
             1 => s.set_queue_id(&text),
             2 => {
-                s.mail(&text, flag);
+                s.mail(&text, flag.then_some("fuzz@example.org"));
                 m = Mirror {
                     open: true,
                     ..Mirror::default()
@@ -292,6 +293,7 @@ fn check_eom(m: &Mirror, verdict: EomVerdict) -> String {
             ..
         } => "verified",
         EomVerdict::Unchanged { .. } => "passed",
+        EomVerdict::Signed { .. } => "signed",
         EomVerdict::Encrypt { .. } => "encrypted",
     };
     let what = if required {
@@ -304,7 +306,11 @@ fn check_eom(m: &Mirror, verdict: EomVerdict) -> String {
     }
     match verdict {
         EomVerdict::Refuse(_) => {}
-        EomVerdict::Unchanged { reason, outcome } => {
+        // The fuzz engine has no signing keys: nothing is signed.
+        EomVerdict::Signed { .. } => panic!("required recipient, signed and not encrypted"),
+        EomVerdict::Unchanged {
+            reason, outcome, ..
+        } => {
             assert!(
                 matches!(outcome, Outcome::AlreadyEncrypted),
                 "required recipient, passed unchanged: {reason}"

@@ -46,6 +46,14 @@ pub enum HeaderEdit {
         /// Value, without the leading space; folds as `"\n "`.
         value: String,
     },
+    /// Insert a field at the top of the header section (where trace and
+    /// `Authentication-Results` fields go, RFC 8601 §5).
+    Prepend {
+        /// Field name.
+        name: String,
+        /// Value, without the leading space; folds as `"\n "`.
+        value: String,
+    },
 }
 
 /// The header section of the inner entity: every `Content-*` field as
@@ -167,6 +175,9 @@ pub fn apply_edits(headers: &mut Vec<HeaderField>, edits: &[HeaderEdit], eol: Eo
             }
             HeaderEdit::Add { name, value } => {
                 headers.push(HeaderField::new(name.clone(), render_value(value, eol)));
+            }
+            HeaderEdit::Prepend { name, value } => {
+                headers.insert(0, HeaderField::new(name.clone(), render_value(value, eol)));
             }
         }
     }

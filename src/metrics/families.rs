@@ -350,6 +350,7 @@ pub(super) struct Families {
     pub(super) limit: Gauge,
     pub(super) dropped: Family<DropLabels, Counter>,
     pub(super) store: super::store_families::StoreFamilies,
+    pub(super) signing: super::signing_families::SigningFamilies,
 }
 
 impl Families {
@@ -479,8 +480,10 @@ impl Families {
         );
 
         let store = super::store_families::StoreFamilies::register(registry, &SOURCES);
+        let signing = super::signing_families::SigningFamilies::register(registry);
         Families {
             store,
+            signing,
             messages,
             encrypted,
             blind,

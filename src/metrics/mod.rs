@@ -21,6 +21,7 @@
 mod families;
 mod format;
 mod http;
+mod signing_families;
 mod store_families;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,9 @@ pub use families::{
 };
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use http::{MAX_HTTP_CONNECTIONS, bind, serve};
+pub use signing_families::{
+    FORGED_RESULTS_REMOVED_TOTAL, SIGNED_TOTAL, UNSIGNED_TOTAL, VERIFIED_TOTAL, VERIFY_RESULTS,
+};
 pub use store_families::{
     HARVEST_MESSAGES_TOTAL, HARVEST_PAUSED, HARVEST_RESULTS, KEY_CHANGES_PENDING,
     KEY_CHANGES_TOTAL, KEYS_LEARNED_TOTAL,
@@ -227,6 +231,48 @@ impl Metrics {
             .families
             .blind
             .get_or_create(&BlindLabels { method, result })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Counts a message signed with `method`.
+    pub fn signed(&self, method: Method) {
+        self.inner
+            .families
+            .signing
+            .signed
+            .get_or_create(&MethodLabels { method })
+            .inc();
+    }
+
+    /// Counts a message a rule asked to sign that was not signed.
+    pub fn unsigned(&self, reason: crate::policy::Unsigned) {
+        self.inner
+            .families
+            .signing
+            .unsigned
+            .get_or_create(&signing_families::ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a verified inbound signature (`result`: one of
+    /// [`VERIFY_RESULTS`]).
+    pub fn verified(&self, method: Method, result: &'static str) {
+        self.inner
+            .families
+            .signing
+            .verified
+            .get_or_create(&signing_families::VerifyLabels { method, result })
+            .inc();
+    }
+
+    /// Counts `n` forged `Authentication-Results` fields removed.
+    pub fn forged_results_removed(&self, n: usize) {
+        self.inner
+            .families
+            .signing
+            .forged
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 

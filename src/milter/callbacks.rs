@@ -150,9 +150,9 @@ fn first_arg(args: &[std::ffi::CString]) -> String {
 /// is refused.
 async fn mail(cx: &mut Context<Conn>, args: Vec<std::ffi::CString>) -> Status {
     note_queue_id(cx);
-    let authenticated = macro_str(cx, c"{auth_authen}").is_some_and(|a| !a.is_empty());
+    let login = macro_str(cx, c"{auth_authen}");
     if let Some(s) = session(&mut cx.data) {
-        s.mail(&first_arg(&args), authenticated);
+        s.mail(&first_arg(&args), login.as_deref());
     }
     answer(&cx.data, ProtoOpts::NOREPLY_MAIL)
 }
@@ -216,11 +216,47 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
     let qid = s.queue_id().to_owned();
     let verdict = s.eom().await;
     match verdict {
-        EomVerdict::Unchanged { reason, outcome } => {
+        EomVerdict::Unchanged {
+            reason,
+            outcome,
+            edits,
+        } => {
             tracing::info!("{qid}: not encrypted: {reason}");
-            s.count(outcome);
+            if let Err(e) = apply(cx, &edits, None).await {
+                // Only header fields of ours (Authentication-Results):
+                // tempfail so that the forged ones never stay.
+                tracing::error!("{qid}: applying the header edits: {e}");
+                if let Some(s) = session(&mut cx.data) {
+                    s.count(Outcome::Tempfailed);
+                }
+                return refuse(&mut cx.reply, &Reply::internal_error(), &qid);
+            }
+            if let Some(s) = session(&mut cx.data) {
+                s.count(outcome);
+            }
             Status::Continue
         }
+        EomVerdict::Signed {
+            edits,
+            body,
+            method,
+        } => match apply(cx, &edits, Some(&body)).await {
+            Ok(()) => {
+                tracing::info!("{qid}: not encrypted: no recipient needs encryption; signed with {method}");
+                if let Some(s) = session(&mut cx.data) {
+                    s.count(Outcome::Passed);
+                    s.engine().metrics.signed(method);
+                }
+                Status::Continue
+            }
+            Err(e) => {
+                tracing::error!("{qid}: applying the signed message: {e}");
+                if let Some(s) = session(&mut cx.data) {
+                    s.count(Outcome::Tempfailed);
+                }
+                refuse(&mut cx.reply, &Reply::internal_error(), &qid)
+            }
+        },
         EomVerdict::Refuse(r) => {
             tracing::info!("{qid}: refused: {} {} {}", r.code(), r.enhanced(), r.text());
             s.count(if r.is_permanent() {
@@ -235,12 +271,21 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
             body,
             method,
             recipients,
-        } => match apply(cx, &edits, &body).await {
+            signed,
+        } => match apply(cx, &edits, Some(&body)).await {
             Ok(()) => {
-                tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)");
+                match signed {
+                    Some(m) => tracing::info!(
+                        "{qid}: encrypted with {method} to {recipients} key(s), signed with {m} inside"
+                    ),
+                    None => tracing::info!("{qid}: encrypted with {method} to {recipients} key(s)"),
+                }
                 if let Some(s) = session(&mut cx.data) {
                     s.count(Outcome::Encrypted);
                     s.engine().metrics.encrypted(method);
+                    if let Some(m) = signed {
+                        s.engine().metrics.signed(m);
+                    }
                 }
                 Status::Continue
             }
@@ -257,11 +302,11 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
     }
 }
 
-/// Sends the header edits, then the new body in chunks.
+/// Sends the header edits, then the new body (if any) in chunks.
 async fn apply(
     cx: &EomContext<Conn>,
     edits: &[HeaderEdit],
-    body: &crate::spool::Spool,
+    body: Option<&crate::spool::Spool>,
 ) -> Result<(), String> {
     let a = &cx.actions;
     for edit in edits {
@@ -283,8 +328,16 @@ async fn apply(
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            HeaderEdit::Prepend { name, value } => {
+                a.insert_header(0, name.as_str(), format!(" {value}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
     }
+    let Some(body) = body else {
+        return Ok(());
+    };
     let mut reader = body.reader();
     // The milter protocol carries at most 64 KiB per message.
     let chunk = usize::try_from(body.len()).map_or(65_535, |n| n.clamp(1, 65_535));

@@ -27,6 +27,8 @@ use crate::keys::SourceSetupError;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
+use crate::signing::keys::{KeyDirError, SigningKeys};
+use crate::signing::logins::{LoginMap, LoginMapError};
 
 /// How long messages in progress may take to finish once shutdown starts
 /// (the default of [`Shared::with_shutdown_deadline`]).
@@ -47,6 +49,42 @@ pub struct Engine {
     /// Learning keys from inbound mail: `None` when `harvest.enabled` is
     /// off or no `authserv_id` is set.
     pub harvester: Option<Harvester>,
+    /// Signing keys of local senders and who may use them: `None` when
+    /// `signing.key_dir` is not set.
+    pub signing: Option<SigningSetup>,
+}
+
+/// The signing keys and the login map of one load.
+pub struct SigningSetup {
+    /// The keys, by address.
+    pub keys: SigningKeys,
+    /// Which login may sign as which address.
+    pub logins: LoginMap,
+}
+
+impl SigningSetup {
+    /// Reads `signing.key_dir` and `signing.login_map`; `None` when no key
+    /// directory is set.
+    pub fn load(config: &crate::config::SigningConfig) -> Result<Option<SigningSetup>, EngineError> {
+        let Some(dir) = &config.key_dir else {
+            return Ok(None);
+        };
+        let keys = SigningKeys::load(dir)?;
+        let logins = match &config.login_map {
+            Some(p) => LoginMap::load(p)?,
+            None => LoginMap::identity(),
+        };
+        tracing::info!(
+            "signing: {} key(s) in {}{}",
+            keys.len(),
+            dir.display(),
+            match &config.login_map {
+                Some(p) => format!(", logins from {}", p.display()),
+                None => ", each login signs as its own address only".to_owned(),
+            }
+        );
+        Ok(Some(SigningSetup { keys, logins }))
+    }
 }
 
 /// How many encryptions run at once: one per CPU. More only time-slice
@@ -68,6 +106,12 @@ pub enum EngineError {
     /// A key source (DNS, the web sources' HTTP client) cannot be set up.
     #[error(transparent)]
     Sources(#[from] SourceSetupError),
+    /// The signing key directory cannot be loaded.
+    #[error("signing.key_dir: {0}")]
+    SigningKeys(#[from] KeyDirError),
+    /// The login map cannot be read.
+    #[error("signing.login_map: {0}")]
+    LoginMap(#[from] LoginMapError),
 }
 
 impl Engine {
@@ -106,12 +150,14 @@ impl Engine {
                 None
             }
         };
+        let signing = SigningSetup::load(&config.signing)?;
         Ok(Engine {
             config,
             policy,
             keys,
             metrics,
             harvester,
+            signing,
         })
     }
 }

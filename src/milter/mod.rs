@@ -22,7 +22,7 @@ mod slots;
 mod transport;
 
 pub(crate) use engine::encryption_slots;
-pub use engine::{Engine, EngineError, Process, SHUTDOWN_DEADLINE, Shared};
+pub use engine::{Engine, EngineError, Process, SHUTDOWN_DEADLINE, Shared, SigningSetup};
 pub(crate) use server::start_metrics;
 pub use server::{Listening, ServeError, run_on, serve};
 pub use session::MAX_HEADER_FIELDS;

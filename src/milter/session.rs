@@ -13,14 +13,15 @@ use crate::message::HeaderField;
 use crate::message::rewrite::HeaderEdit;
 use crate::metrics::Outcome;
 use crate::policy::{
-    Action, Admission, ConnectionFacts, Direction, Query, RecipientDecision, Reply, Transaction,
-    Treatment,
+    Action, Admission, ConnectionFacts, Direction, Query, RecipientDecision, Reply, SignWish,
+    Transaction, Treatment,
 };
 use crate::spool::Spool;
 
 use super::{Engine, Shared};
 
 mod eom;
+mod sign;
 
 /// What to answer at RCPT.
 #[derive(Debug)]
@@ -39,6 +40,19 @@ pub enum EomVerdict {
         reason: String,
         /// How it counts in `messages_total`.
         outcome: Outcome,
+        /// Header edits all the same (the verification's
+        /// `Authentication-Results`), in order.
+        edits: Vec<HeaderEdit>,
+    },
+    /// Signed, not encrypted: apply these header edits and replace the
+    /// body.
+    Signed {
+        /// Header edits, in order.
+        edits: Vec<HeaderEdit>,
+        /// The new body (`multipart/signed`), CRLF line endings.
+        body: Spool,
+        /// Method signed with.
+        method: Method,
     },
     /// Apply these header edits and replace the body.
     Encrypt {
@@ -50,6 +64,8 @@ pub enum EomVerdict {
         method: Method,
         /// Number of recipients it is encrypted to.
         recipients: usize,
+        /// Method it was signed with inside the encryption, if any.
+        signed: Option<Method>,
     },
     /// Refuse the message.
     Refuse(Reply),
@@ -77,6 +93,11 @@ struct MessageState {
     _in_flight: InFlight,
     directions: Vec<Direction>,
     sender: Option<Address>,
+    /// `{auth_authen}`: the SMTP AUTH login, when the session
+    /// authenticated.
+    login: Option<String>,
+    /// What the accepted recipients' rules ask of signing.
+    sign: SignWish,
     txn: Transaction,
     accepted: Vec<RecipientDecision<Recipient>>,
     headers: Vec<HeaderField>,
@@ -175,10 +196,11 @@ impl Session {
         }
     }
 
-    /// Starts a transaction (MAIL FROM). `authenticated` is whether
-    /// `{auth_authen}` is set.
-    pub fn mail(&mut self, sender: &str, authenticated: bool) {
-        self.conn.authenticated = authenticated;
+    /// Starts a transaction (MAIL FROM). `login` is `{auth_authen}`, when
+    /// set and not empty.
+    pub fn mail(&mut self, sender: &str, login: Option<&str>) {
+        let login = login.filter(|l| !l.is_empty());
+        self.conn.authenticated = login.is_some();
         let sender = sender.trim();
         let sender = if sender.is_empty() || sender == "<>" {
             None
@@ -204,6 +226,8 @@ impl Session {
             _in_flight: InFlight::new(self.in_flight.clone()),
             directions: Vec::new(),
             sender,
+            login: login.map(str::to_owned),
+            sign: SignWish::default(),
             txn: Transaction::new(),
             accepted: Vec::new(),
             headers: Vec::new(),
@@ -252,6 +276,7 @@ impl Session {
             conn: &self.conn,
         };
         let rule = engine.policy.select(&q).rule;
+        let signing = rule.signing.clone();
         let methods: Vec<Method> = match &rule.treatment {
             Treatment::NeverEncrypt => Vec::new(),
             Treatment::Encrypt { methods, .. } => methods.clone(),
@@ -271,6 +296,7 @@ impl Session {
                     decision.rule,
                     action_summary(&decision.action)
                 );
+                msg.sign.add(&decision.rule, &signing);
                 msg.accepted.push(decision);
                 if !msg.directions.contains(&direction) {
                     msg.directions.push(direction);

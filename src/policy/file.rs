@@ -17,6 +17,7 @@ use toml::Spanned;
 use crate::config::{Location, TomlIndex};
 use crate::material::{Method, OnKeyChange, SmimeCipher, SourceKind, TrustLevel};
 use crate::policy::PolicyError;
+use crate::policy::Signing;
 use crate::policy::glob::{AddressGlob, SenderGlob};
 use crate::policy::rule::{DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment};
 
@@ -48,6 +49,8 @@ struct RawRule {
     pin: Option<Spanned<Vec<Spanned<String>>>>,
     on_key_change: Option<Spanned<String>>,
     protect_headers: Option<Spanned<bool>>,
+    sign: Option<Spanned<Vec<MethodName>>>,
+    sign_required: Option<Spanned<bool>>,
 }
 
 /// A list of source names (`sources`, `tolerate_failures`): each known,
@@ -230,6 +233,7 @@ fn build_rule(
             "key `name`: must not be empty".to_owned(),
         ));
     }
+    let signing = signing(&r, &err)?;
     let globs = |list: Option<Spanned<GlobList>>| -> Vec<(String, Range<usize>)> {
         match list {
             None => Vec::new(),
@@ -516,6 +520,41 @@ fn build_rule(
         daemon_name,
         authenticated: r.authenticated,
         treatment,
+        signing,
+    })
+}
+
+/// `sign` and `sign_required`: a list of known methods, none twice, not
+/// empty; `sign_required` only beside a `sign`.
+fn signing(
+    r: &RawRule,
+    err: &dyn Fn(Range<usize>, String) -> PolicyError,
+) -> Result<Signing, PolicyError> {
+    let required = r.sign_required.as_ref().map(|v| (*v.get_ref(), v.span()));
+    let Some(list) = &r.sign else {
+        if let Some((true, span)) = required {
+            return Err(err(
+                span,
+                "key `sign_required`: needs `sign` (the methods to sign with)".to_owned(),
+            ));
+        }
+        return Ok(Signing::default());
+    };
+    let methods: Vec<Method> = list.get_ref().iter().map(|m| m.0).collect();
+    if methods.is_empty() {
+        return Err(err(
+            list.span(),
+            "key `sign`: an empty list signs nothing; leave the key out".to_owned(),
+        ));
+    }
+    for (i, m) in methods.iter().enumerate() {
+        if methods[..i].contains(m) {
+            return Err(err(list.span(), format!("key `sign`: {m} is listed twice")));
+        }
+    }
+    Ok(Signing {
+        methods,
+        required: required.is_some_and(|(v, _)| v),
     })
 }
 

@@ -329,3 +329,55 @@ fn protect_headers_is_read_and_refused_where_it_means_nothing() {
         .to_string();
     assert!(e.contains("protect_headers"), "{e}");
 }
+
+#[test]
+fn sign_and_sign_required_are_read_with_or_without_encryption() {
+    let r = parse(
+        "[[rule]]\nname = \"both\"\nsender = \"*@x.example\"\nsign = [\"openpgp\", \"smime\"]\n\
+         sign_required = true\n[[rule]]\nname = \"only\"\nrecipient = \"*@y\"\nmethods = []\n\
+         sign = [\"smime\"]\n[[rule]]\nname = \"unset\"\nrecipient = \"*@z\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        r[0].signing,
+        Signing {
+            methods: vec![Method::OpenPgp, Method::Smime],
+            required: true
+        }
+    );
+    assert_eq!(
+        r[1].signing,
+        Signing {
+            methods: vec![Method::Smime],
+            required: false
+        }
+    );
+    assert_eq!(r[1].treatment, Treatment::NeverEncrypt);
+    assert_eq!(r[2].signing, Signing::default());
+    assert!(r[0].signing_summary().contains("required: refused (550 5.7.1)"));
+    assert!(r[2].signing_summary().starts_with("not asked"));
+}
+
+#[test]
+fn bad_sign_keys_are_refused_with_their_line() {
+    for (text, want) in [
+        (
+            "[[rule]]\nname = \"e\"\nsign = []\n",
+            "key `sign`: an empty list signs nothing",
+        ),
+        (
+            "[[rule]]\nname = \"t\"\nsign = [\"smime\", \"smime\"]\n",
+            "key `sign`: smime is listed twice",
+        ),
+        (
+            "[[rule]]\nname = \"r\"\n\nsign_required = true\n",
+            "t.toml:4: rule \"r\": key `sign_required`: needs `sign`",
+        ),
+        ("[[rule]]\nname = \"u\"\nsign = [\"pgp\"]\n", "pgp"),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+    // `sign_required = false` alone says nothing and is allowed.
+    assert!(parse("[[rule]]\nname = \"f\"\nsign_required = false\n").is_ok());
+}

@@ -7,6 +7,8 @@
 //! * `glob.rs`: address patterns ([`AddressGlob`], [`SenderGlob`]);
 //! * `decision.rs`: per-recipient decisions ([`decide`]) and
 //!   per-transaction grouping ([`group`], [`Transaction`]);
+//! * `signing.rs`: a rule's `sign` / `sign_required`, the message's
+//!   [`SignWish`] and the choice of the signing method;
 //! * `reply.rs`: the one place SMTP reply texts are written ([`Reply`];
 //!   the milter uses it as it is).
 
@@ -15,6 +17,7 @@ mod file;
 mod glob;
 mod reply;
 mod rule;
+mod signing;
 
 use std::fmt;
 use std::io;
@@ -30,6 +33,7 @@ pub use decision::{
 };
 pub use file::{load_dir, parse_file};
 pub use glob::{AddressGlob, SenderGlob};
+pub use signing::{SignWish, Signing, Unsigned};
 pub use reply::Reply;
 pub use rule::{
     DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment, protects_headers_by_default,

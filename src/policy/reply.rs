@@ -96,6 +96,17 @@ impl Reply {
         }
     }
 
+    /// `550 5.7.1`: a rule requires the server to sign the message and it
+    /// cannot (`why`: one of the fixed reasons of
+    /// [`crate::policy::Unsigned`], never text from the message).
+    pub fn signature_required(why: &str) -> Reply {
+        Reply::new(
+            550,
+            "5.7.1",
+            format!("Message must be signed by the server, but {why}"),
+        )
+    }
+
     /// `550 5.1.3`: the recipient address has no canonical form (a domain
     /// UTS #46 refuses, a malformed literal or local part); retrying the
     /// same text cannot help, so the sender learns at once.

@@ -204,6 +204,8 @@ pub struct Rule {
     pub authenticated: Option<bool>,
     /// What to do.
     pub treatment: Treatment,
+    /// `sign` and `sign_required`.
+    pub signing: super::Signing,
 }
 
 /// Name of the built-in rule applied when no rule matches.
@@ -234,6 +236,7 @@ impl Rule {
                 on_key_change: OnKeyChange::Accept,
                 protect_headers: None,
             },
+            signing: super::Signing::default(),
         }
     }
 
@@ -401,6 +404,25 @@ impl Rule {
                 )
             }
         }
+    }
+
+    /// What the rule asks of signing, as one line.
+    pub fn signing_summary(&self) -> String {
+        if self.signing.methods.is_empty() {
+            return "not asked (no `sign`)".to_owned();
+        }
+        let m: Vec<&str> = self.signing.methods.iter().map(|m| m.as_str()).collect();
+        format!(
+            "sign with [{}] (the encryption's method first when the sender has its key) if \
+             the SMTP session authenticated as a login that may use the From: address and \
+             signing.key_dir has its key; {}",
+            m.join(", "),
+            if self.signing.required {
+                "required: refused (550 5.7.1) when it cannot be signed"
+            } else {
+                "sent unsigned when it cannot be"
+            }
+        )
     }
 
     /// The conditions as one line.

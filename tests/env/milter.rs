@@ -196,6 +196,13 @@ pub fn apply_actions<N: AsRef<str>>(
                     nth(&headers, name.to_str().unwrap(), *index).expect("deleted header exists");
                 headers.remove(i);
             }
+            EomAction::InsertHeader { index, name, value } => headers.insert(
+                usize::try_from(*index).unwrap().min(headers.len()),
+                (
+                    name.to_str().unwrap().to_owned(),
+                    value.to_str().unwrap().to_owned(),
+                ),
+            ),
             EomAction::ReplaceBody { chunk } => new_body
                 .get_or_insert_with(Vec::new)
                 .extend_from_slice(chunk),

@@ -12,8 +12,10 @@ use crate::backend::Method;
 use crate::harvest::{Job, Screen, judge, material};
 use crate::message::classify::{SCAN_LIMIT, classify};
 use crate::metrics::{Blindness, Outcome};
-use crate::pipeline::{Blind, Check, Received, Sealed, check_ciphertext, keys_for, seal};
-use crate::policy::{Action, Direction, Reply};
+use crate::pipeline::{
+    Blind, Check, Received, Sealed, SignStep, Signed, check_ciphertext, keys_for, seal,
+};
+use crate::policy::{Action, Direction, Reply, Unsigned};
 use crate::spool::Spool;
 
 impl Overflow {
@@ -52,10 +54,15 @@ impl Overflow {
             .any(|d| matches!(d.action, Action::Encrypt { required: true, .. }));
         if required {
             EomVerdict::Refuse(Reply::too_big_to_encrypt())
+        } else if msg.sign.required {
+            EomVerdict::Refuse(Reply::signature_required(
+                &crate::policy::Unsigned::TooLarge.to_string(),
+            ))
         } else {
             EomVerdict::Unchanged {
                 reason: format!("{}; opportunistic, passed", self.describe(msg, limits)),
                 outcome: Outcome::Passed,
+                edits: Vec::new(),
             }
         }
     }
@@ -143,14 +150,37 @@ impl Session {
         let engine = self.engine.clone();
         let size = msg.body_bytes;
         engine.metrics.message_size(size);
-        let unchanged = |reason: String, outcome| EomVerdict::Unchanged { reason, outcome };
-        let Some(method) = msg.txn.method() else {
-            return unchanged("no recipient needs encryption".into(), Outcome::Passed);
-        };
+        let encryption = msg.txn.method();
+        let inbound = self.finished.contains(&Direction::Inbound);
+        let verifying = inbound
+            && engine.config.verify.enabled
+            && !engine.config.authserv_id.is_empty()
+            && !engine.config.dry_run;
+        if encryption.is_none() && !msg.sign.wanted() && !verifying {
+            return EomVerdict::Unchanged {
+                reason: "no recipient needs encryption".into(),
+                outcome: Outcome::Passed,
+                edits: Vec::new(),
+            };
+        }
         // Before classification: what was not kept cannot be verified.
         if let Some(over) = msg.overflow {
             return over.verdict(msg, &engine.config.limits);
         }
+        // On the message as received, before it is signed or encrypted.
+        let first = if verifying {
+            match self.verify_inbound(msg, &qid).await {
+                Ok(edits) => edits,
+                Err(refusal) => return refusal,
+            }
+        } else {
+            Vec::new()
+        };
+        let unchanged = |reason: String, outcome, edits| EomVerdict::Unchanged {
+            reason,
+            outcome,
+            edits,
+        };
         let mut prefix = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(SCAN_LIMIT));
         if let Err(e) = msg
             .body
@@ -165,6 +195,29 @@ impl Session {
         // whole body and runs on the blocking pool.
         let class = classify(&msg.headers, &prefix);
         drop(prefix);
+        let signer = if msg.sign.wanted() && !engine.config.dry_run {
+            match self.signer_for(msg, encryption, &class) {
+                Ok(signer) => Some(signer),
+                Err(why) => {
+                    if let Some(refusal) = self.not_signed(msg, &qid, why) {
+                        return refusal;
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(method) = encryption else {
+            return match signer {
+                Some(signer) => self.sign_unencrypted(msg, signer, first, &qid).await,
+                None => unchanged(
+                    "no recipient needs encryption".into(),
+                    Outcome::Passed,
+                    first,
+                ),
+            };
+        };
         // (A body past limits.max_message_bytes was not kept: answered above.)
         if class.candidate().is_some() && engine.config.dry_run {
             // Nothing will be encrypted here: only verify.
@@ -190,6 +243,7 @@ impl Session {
                     return unchanged(
                         format!("already encrypted (verified {kind})"),
                         Outcome::AlreadyEncrypted,
+                        Vec::new(),
                     );
                 }
                 Ok(Ok(check)) => {
@@ -218,6 +272,7 @@ impl Session {
             return unchanged(
                 format!("dry run: would encrypt with {method} to {recipients} key(s)"),
                 Outcome::Passed,
+                Vec::new(),
             );
         }
         let opts = EncryptOptions {
@@ -239,6 +294,7 @@ impl Session {
             return EomVerdict::Refuse(Reply::internal_error());
         };
         let task_qid = qid.clone();
+        let required = msg.sign.required;
         // CPU-bound: off the thread that serves the milter connections.
         let result = tokio::task::spawn_blocking(move || {
             // Held while the work runs, even if the connection goes away.
@@ -248,9 +304,16 @@ impl Session {
                 class: &class,
                 body: &body,
             };
-            let sealed = seal(received, registry.get(method), to, &opts, budget, |note| {
-                tracing::info!("{task_qid}: {note}")
-            });
+            let step = signer.as_ref().map(|signer| SignStep { signer, required });
+            let sealed = seal(
+                received,
+                registry.get(method),
+                to,
+                &opts,
+                budget,
+                step,
+                |note| tracing::info!("{task_qid}: {note}"),
+            );
             (sealed, headers, body)
         })
         .await
@@ -266,15 +329,39 @@ impl Session {
             Ok(Ok(Sealed::Verified(kind))) => unchanged(
                 format!("already encrypted (verified {kind})"),
                 Outcome::AlreadyEncrypted,
+                first,
             ),
-            Ok(Ok(Sealed::Encrypted { edits, body, blind })) => {
+            Ok(Ok(Sealed::Encrypted {
+                edits,
+                body,
+                blind,
+                signed,
+            })) => {
                 count_blind(&engine.metrics, &qid, method, blind);
+                let signed = match signed {
+                    Signed::With(m) => Some(m),
+                    Signed::NotAsked => None,
+                    Signed::Unsafe(why) => {
+                        tracing::info!("{qid}: {why}");
+                        // Not required (seal refuses then): counted only.
+                        let _ = self.not_signed(msg, &qid, Unsigned::Unsafe);
+                        None
+                    }
+                };
+                let mut all = first;
+                all.extend(edits);
                 EomVerdict::Encrypt {
-                    edits,
+                    edits: all,
                     body,
                     method,
                     recipients,
+                    signed,
                 }
+            }
+            Ok(Ok(Sealed::Unsignable(why))) => {
+                tracing::info!("{qid}: {why}");
+                self.not_signed(msg, &qid, Unsigned::Unsafe)
+                    .unwrap_or_else(|| EomVerdict::Refuse(Reply::internal_error()))
             }
             Ok(Err(e)) => {
                 tracing::error!("{qid}: encryption failed: {e}");
