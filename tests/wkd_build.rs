@@ -199,3 +199,79 @@ fn without_local_domains_or_a_key_directory_it_refuses() {
     assert!(stderr.contains("exists and is not a directory"), "{stderr}");
     assert_eq!(std::fs::read(d.path().join("out")).unwrap(), b"mine");
 }
+
+/// The signing key directory (`signing.key_dir`) holds `<address>.sec.asc`
+/// secret keys: `wkd build --key-dir` on it publishes their public halves
+/// only, and `record --openpgpkey` prints no secret either.
+#[test]
+fn a_signing_key_directory_publishes_public_halves_only() {
+    common::require_tools();
+    let gpg = Gpg::new();
+    let d = tempfile::tempdir().unwrap();
+    let keys = d.path().join("signing");
+    std::fs::create_dir(&keys).unwrap();
+    let erin = gpg.generate("erin@example.org", PgpKind::Cv25519, "0", None);
+    let secret = gpg
+        .cmd()
+        .args(["--armor", "--export-secret-keys", &erin])
+        .output()
+        .unwrap();
+    assert!(secret.status.success());
+    assert!(String::from_utf8_lossy(&secret.stdout).contains("PRIVATE KEY BLOCK"));
+    let file = keys.join("erin@example.org.sec.asc");
+    std::fs::write(&file, &secret.stdout).unwrap();
+
+    let cfg = d.path().join("c.toml");
+    std::fs::write(&cfg, "local_domains = [\"example.org\"]\n").unwrap();
+    let out = d.path().join("wkd");
+    let (code, stdout, stderr) = build(&cfg, &keys, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let published = out
+        .join("advanced/.well-known/openpgpkey/example.org/hu")
+        .join(hash("erin"));
+    assert!(published.is_file(), "{stdout}");
+    let packets = gpg
+        .cmd()
+        .args(["--list-packets"])
+        .arg(&published)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&packets.stdout);
+    assert!(text.contains(":public key packet:"), "{text}");
+    assert!(!text.contains("secret"), "secret key material published: {text}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
+        .args(["record", "--openpgpkey"])
+        .arg(&file)
+        .arg("erin@example.org")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let b64 = text
+        .lines()
+        .find_map(|l| l.split(" IN OPENPGPKEY ").nth(1))
+        .expect("an OPENPGPKEY line");
+    let der = base64_decode(b64.trim());
+    let rdata = d.path().join("rdata.pgp");
+    std::fs::write(&rdata, der).unwrap();
+    let packets = gpg.cmd().arg("--list-packets").arg(&rdata).output().unwrap();
+    let text = String::from_utf8_lossy(&packets.stdout);
+    assert!(text.contains(":public key packet:"), "{text}");
+    assert!(!text.contains("secret"), "secret key material in the record: {text}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let o = Command::new("openssl")
+        .args(["base64", "-d", "-A"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    o.stdout
+}

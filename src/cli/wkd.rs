@@ -109,6 +109,13 @@ fn build(config: &Config, key_dir: &Path, out: &Path) -> Result<Vec<String>, Str
         if !DirectorySource::extensions(Method::OpenPgp).contains(&ext) {
             continue;
         }
+        // A signing key directory's `<address>.sec.asc`: its public half
+        // is published (wkd_key serializes no secret key material).
+        let stem = if ext == "asc" {
+            stem.strip_suffix(".sec").unwrap_or(stem)
+        } else {
+            stem
+        };
         let Ok(addr) = Address::parse(stem) else {
             report.push(format!("skipped {}: not an address", path.display()));
             continue;
