@@ -187,3 +187,69 @@ async fn a_rule_that_requires_signing_refuses_what_cannot_be_signed() {
     assert_eq!(status, Status::Continue);
     assert!(header_of(&out).contains("multipart/signed"));
 }
+
+/// A key the group may read stops a reload with the file's name; the
+/// running keys stay in force (the next message is still signed). Fixed,
+/// the reload applies (a login map added takes effect without restart).
+#[test]
+fn a_bad_key_directory_is_refused_at_reload_and_the_old_keys_stay() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = DnsEnv::start();
+    let keys = signing::key_dir(&env);
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("10.toml"), signing::POLICY).unwrap();
+    let cfg = policy.path().join("c.toml");
+    let map = policy.path().join("logins");
+    std::fs::write(&map, "alias: smime@autoencrypt.test\n").unwrap();
+    let write_cfg = |login_map: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "policy_dir = {:?}\nlocal_domains = [\"local.test\"]\nauthserv_id = \"{}\"\n\
+                 [dns]\nmode = \"trust-ad\"\nresolvers = [\"{}\"]\n[signing]\nkey_dir = {:?}\n\
+                 login_map = {:?}\n",
+                policy.path(),
+                signing::AUTHSERV,
+                env.resolver(),
+                keys.path(),
+                login_map,
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg("");
+    let loaded = autoencrypt_milter::config::Config::load(
+        &cfg,
+        autoencrypt_milter::config::FileRequirement::Required,
+    )
+    .unwrap();
+    let m = milter::InProcessMilter::on_thread_reloading(loaded.config, cfg.clone(), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let msg = Sent::plain("smime@autoencrypt.test", "rcpt@example.net");
+    let from = "smime@autoencrypt.test";
+    let signed_as = |login: &str| {
+        let (_, out) = rt.block_on(send(&m, Some(login), from, &["rcpt@example.net"], &msg));
+        header_of(&out).contains("multipart/signed")
+    };
+    // No login map: the login is the address.
+    assert!(signed_as(from));
+    assert!(!signed_as("alias"));
+
+    let key = keys.path().join("smime@autoencrypt.test.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    write_cfg(map.to_str().unwrap());
+    let e = m.shared.reload().expect_err("a group-readable key must stop the reload");
+    let text = e.to_string();
+    assert!(
+        text.contains("signing.key_dir") && text.contains("smime@autoencrypt.test.key"),
+        "{text}"
+    );
+    // The running configuration: the key, and no login map.
+    assert!(signed_as(from));
+    assert!(!signed_as("alias"));
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    m.shared.reload().expect("fixed, the reload applies");
+    assert!(signed_as("alias"), "the new login map is in force");
+    assert!(!signed_as(from), "and the login is no longer its own address");
+}

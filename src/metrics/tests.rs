@@ -331,3 +331,58 @@ fn negotiation_prefers_openmetrics_only_when_asked() {
         Format::PrometheusText
     );
 }
+
+/// The signing families: exposed names, HELP and TYPE, every series at
+/// zero, and each event under its labels.
+#[test]
+fn signing_and_verification_are_counted_under_their_labels() {
+    use super::signing_families::{FORGED_RESULTS_REMOVED, SIGNED, UNSIGNED, VERIFIED};
+    use crate::policy::Unsigned;
+    assert_eq!(format!("{SIGNED}_total"), SIGNED_TOTAL);
+    assert_eq!(format!("{UNSIGNED}_total"), UNSIGNED_TOTAL);
+    assert_eq!(format!("{VERIFIED}_total"), VERIFIED_TOTAL);
+    assert_eq!(
+        format!("{FORGED_RESULTS_REMOVED}_total"),
+        FORGED_RESULTS_REMOVED_TOTAL
+    );
+    let m = Metrics::new();
+    let text = m.render_as(Format::PrometheusText);
+    for name in [
+        SIGNED_TOTAL,
+        UNSIGNED_TOTAL,
+        VERIFIED_TOTAL,
+        FORGED_RESULTS_REMOVED_TOTAL,
+    ] {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
+    }
+    for method in Method::ALL {
+        let s = format!("{SIGNED_TOTAL}{{method=\"{method}\"}}");
+        assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+        for result in VERIFY_RESULTS {
+            let s = format!("{VERIFIED_TOTAL}{{method=\"{method}\",result=\"{result}\"}}");
+            assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+        }
+    }
+    for reason in Unsigned::ALL {
+        let s = format!("{UNSIGNED_TOTAL}{{reason=\"{}\"}}", reason.as_str());
+        assert_eq!(sample(&text, &s).as_deref(), Some("0"), "{s}");
+    }
+    m.signed(Method::OpenPgp);
+    m.unsigned(Unsigned::LoginNotAllowed);
+    m.verified(Method::Smime, "policy");
+    m.forged_results_removed(2);
+    let text = m.render_as(Format::PrometheusText);
+    for (s, v) in [
+        (format!("{SIGNED_TOTAL}{{method=\"openpgp\"}}"), "1"),
+        (format!("{SIGNED_TOTAL}{{method=\"smime\"}}"), "0"),
+        (format!("{UNSIGNED_TOTAL}{{reason=\"login_not_allowed\"}}"), "1"),
+        (
+            format!("{VERIFIED_TOTAL}{{method=\"smime\",result=\"policy\"}}"),
+            "1",
+        ),
+        (FORGED_RESULTS_REMOVED_TOTAL.to_owned(), "2"),
+    ] {
+        assert_eq!(sample(&text, &s).as_deref(), Some(v), "{s}");
+    }
+}
