@@ -15,6 +15,7 @@ mod harvest;
 mod ldap;
 mod protect;
 mod rdata;
+pub(crate) mod safe;
 pub(crate) mod session;
 mod verify;
 mod web;
@@ -23,6 +24,7 @@ pub use harvest::{harvest_auth_results, harvest_autocrypt, harvest_examine};
 pub use ldap::ldap;
 pub use protect::protect_header;
 pub use rdata::rdata;
+pub use safe::transport_safe;
 pub use session::{session, session_outcomes};
 pub use verify::verify;
 pub use web::web;
@@ -51,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("harvest_autocrypt", harvest_autocrypt),
     ("harvest_examine", harvest_examine),
     ("protect_header", protect_header),
+    ("transport_safe", transport_safe),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,

@@ -7,6 +7,7 @@
 //! pool, before encryption when the message is encrypted too (the
 //! signature then travels inside the encryption).
 
+mod frame;
 pub mod keys;
 pub mod logins;
 pub(crate) mod openpgp;
