@@ -198,15 +198,17 @@ fn a_bad_key_directory_is_refused_at_reload_and_the_old_keys_stay() {
     let keys = signing::key_dir(&env);
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("10.toml"), signing::POLICY).unwrap();
-    let cfg = policy.path().join("c.toml");
-    let map = policy.path().join("logins");
+    // Beside the policy directory, not in it (it reads every *.toml).
+    let etc = tempfile::tempdir().unwrap();
+    let cfg = etc.path().join("c.toml");
+    let map = etc.path().join("logins");
     std::fs::write(&map, "alias: smime@autoencrypt.test\n").unwrap();
     let write_cfg = |login_map: &str| {
         std::fs::write(
             &cfg,
             format!(
                 "policy_dir = {:?}\nlocal_domains = [\"local.test\"]\nauthserv_id = \"{}\"\n\
-                 [dns]\nmode = \"trust-ad\"\nresolvers = [\"{}\"]\n[signing]\nkey_dir = {:?}\n\
+                 [dns]\nmode = \"trust-ad\"\nresolvers = [\"{}\"]\n[harvest]\nenabled = false\n[signing]\nkey_dir = {:?}\n\
                  login_map = {:?}\n",
                 policy.path(),
                 signing::AUTHSERV,

@@ -252,7 +252,9 @@ pub fn openssl_verify(scratch: &Scratch, msg: &[u8], cert: &Path) -> Result<Vec<
     let out = scratch.file(&format!("v-{}.out", common::unique_tag()));
     std::fs::write(&input, msg).unwrap();
     let o = Command::new("openssl")
-        .args(["cms", "-verify", "-binary", "-inform", "SMIME", "-CAfile"])
+        // No -binary: with it, openssl's MIME reader hands the part over
+        // with LF line ends and the digest cannot match.
+        .args(["cms", "-verify", "-inform", "SMIME", "-CAfile"])
         .arg(cert)
         .arg("-in")
         .arg(&input)
