@@ -23,6 +23,11 @@
 //! another instance's [`PostfixEnv::smtp_addr`], whose smtpd runs the
 //! milter).
 //!
+//! [`PostfixEnv::start_sasl`] gives the submission smtpd SASL
+//! authentication (Cyrus sasldb, PLAIN and LOGIN) for given users;
+//! [`PostfixEnv::send_authenticated`] submits after `AUTH PLAIN`, so the
+//! milter sees `{auth_authen}` = the login.
+//!
 //! Only std and `tempfile`. See `tests/env/README.md`.
 
 #![allow(dead_code)]
@@ -66,6 +71,21 @@ pub const FRONT_MYHOSTNAME: &str = "front.autoencrypt.test";
 /// The environment variable that puts `postfix-up` in relay mode.
 const RELAY_TO_VAR: &str = "POSTFIX_ENV_RELAY_TO";
 
+/// The environment variable that gives `postfix-up`'s submission smtpd SASL
+/// users (`login:password login2:password2`).
+const SASL_USERS_VAR: &str = "POSTFIX_ENV_SASL_USERS";
+
+/// `inet:IP:PORT` for a milter on an IPv4 address, `none` for no milter.
+fn milter_spec(milter: Option<SocketAddr>) -> String {
+    match milter {
+        None => "none".to_string(),
+        Some(SocketAddr::V4(a)) => format!("inet:{}:{}", a.ip(), a.port()),
+        Some(SocketAddr::V6(a)) => panic!(
+            "PostfixEnv: milter {a}: the test instance speaks IPv4 only (inet_protocols = ipv4); use 127.0.0.1"
+        ),
+    }
+}
+
 /// A running second Postfix instance; stopped on drop.
 #[derive(Debug)]
 pub struct PostfixEnv {
@@ -80,20 +100,52 @@ impl PostfixEnv {
     ///
     /// Panics, with `postfix-up`'s output, when it cannot.
     pub fn start(milter: Option<SocketAddr>) -> PostfixEnv {
-        let spec = match milter {
-            None => "none".to_string(),
-            Some(SocketAddr::V4(a)) => format!("inet:{}:{}", a.ip(), a.port()),
-            Some(SocketAddr::V6(a)) => panic!(
-                "PostfixEnv: milter {a}: the test instance speaks IPv4 only (inet_protocols = ipv4); use 127.0.0.1"
-            ),
-        };
-        PostfixEnv::start_with(&spec)
+        PostfixEnv::start_with(&milter_spec(milter))
     }
 
     /// Starts an instance with a milter given as Postfix takes it
     /// (`inet:127.0.0.1:PORT`, `unix:/path/to/socket`) or `none`.
     pub fn start_with(milter_spec: &str) -> PostfixEnv {
-        PostfixEnv::start_mode(milter_spec, None)
+        PostfixEnv::start_mode(milter_spec, None, &[])
+    }
+
+    /// Starts an instance like [`PostfixEnv::start`] whose submission smtpd
+    /// ([`PostfixEnv::submission_addr`]) offers SASL authentication
+    /// (`POSTFIX_ENV_SASL_USERS`, see tests/env/README.md) for `users`,
+    /// `(login, password)` pairs: Cyrus SASL with the users in a sasldb,
+    /// mechanisms PLAIN and LOGIN, no TLS required. A login `alice`
+    /// authenticates as `alice` (Postfix logs `sasl_username=alice`, the
+    /// milter gets `{auth_authen}` = `alice`). Unauthenticated clients on
+    /// loopback may still submit (mynetworks), as without SASL; the port-25
+    /// smtpd has no SASL.
+    ///
+    /// Logins are letters, digits, `.`, `_`, `-`; passwords hold no blanks.
+    /// Panics, with `postfix-up`'s output, when it cannot start (e.g.
+    /// `saslpasswd2` missing: `tests/env/install-deps`).
+    pub fn start_sasl(milter: Option<SocketAddr>, users: &[(&str, &str)]) -> PostfixEnv {
+        PostfixEnv::start_sasl_with(&milter_spec(milter), users)
+    }
+
+    /// [`PostfixEnv::start_sasl`] with a milter given as Postfix takes it
+    /// (`inet:127.0.0.1:PORT`, `unix:/path/to/socket`) or `none`.
+    pub fn start_sasl_with(milter_spec: &str, users: &[(&str, &str)]) -> PostfixEnv {
+        assert!(
+            !users.is_empty(),
+            "PostfixEnv::start_sasl: no users (use PostfixEnv::start for an instance without SASL)"
+        );
+        for &(login, password) in users {
+            assert!(
+                !login.is_empty()
+                    && !login.contains([':', '@'])
+                    && !login.contains(char::is_whitespace),
+                "PostfixEnv::start_sasl: login {login:?}: no ':', '@' or blanks"
+            );
+            assert!(
+                !password.is_empty() && !password.contains(char::is_whitespace),
+                "PostfixEnv::start_sasl: the password of {login:?} must be non-empty, without blanks"
+            );
+        }
+        PostfixEnv::start_mode(milter_spec, None, users)
     }
 
     /// Starts an instance in relay mode (`POSTFIX_ENV_RELAY_TO`, see
@@ -117,10 +169,14 @@ impl PostfixEnv {
                 "PostfixEnv::start_relay({to}): the test instance speaks IPv4 only (inet_protocols = ipv4); use 127.0.0.1"
             );
         };
-        PostfixEnv::start_mode("none", Some(to))
+        PostfixEnv::start_mode("none", Some(to), &[])
     }
 
-    fn start_mode(milter_spec: &str, relay_to: Option<SocketAddrV4>) -> PostfixEnv {
+    fn start_mode(
+        milter_spec: &str,
+        relay_to: Option<SocketAddrV4>,
+        sasl_users: &[(&str, &str)],
+    ) -> PostfixEnv {
         let dir = tempfile::Builder::new()
             .prefix("postfixenv.")
             .tempdir()
@@ -134,7 +190,20 @@ impl PostfixEnv {
             Some(to) => cmd.env(RELAY_TO_VAR, to.to_string()),
             None => cmd.env_remove(RELAY_TO_VAR),
         };
-        let relay_note = relay_to.map_or(String::new(), |to| format!(" ({RELAY_TO_VAR}={to})"));
+        let sasl = sasl_users
+            .iter()
+            .map(|(login, password)| format!("{login}:{password}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if sasl.is_empty() {
+            cmd.env_remove(SASL_USERS_VAR);
+        } else {
+            cmd.env(SASL_USERS_VAR, &sasl);
+        }
+        let mut mode_note = relay_to.map_or(String::new(), |to| format!(" ({RELAY_TO_VAR}={to})"));
+        if !sasl.is_empty() {
+            mode_note.push_str(&format!(" ({SASL_USERS_VAR}={sasl:?})"));
+        }
         let out = cmd
             .output()
             .unwrap_or_else(|e| {
@@ -149,7 +218,7 @@ impl PostfixEnv {
                 .output();
             let maillog = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
             panic!(
-                "PostfixEnv: {} {} {milter_spec}{relay_note} failed ({}). It needs root and the postfix package: run `tests/env/install-deps` as root.\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- maillog ---\n{}",
+                "PostfixEnv: {} {} {milter_spec}{mode_note} failed ({}). It needs root and the postfix package (with SASL also sasl2-bin, libsasl2-modules, libsasl2-modules-db): run `tests/env/install-deps` as root.\n--- stderr ---\n{}\n--- stdout ---\n{}\n--- maillog ---\n{}",
                 up.display(),
                 dir.path().display(),
                 out.status,
@@ -248,7 +317,8 @@ impl PostfixEnv {
 
     /// The second smtpd: the same as [`PostfixEnv::smtp_addr`] except that
     /// the milter macro `{daemon_name}` is `ORIGINATING` there (it is
-    /// `mx.autoencrypt.test` on the first). Neither asks for authentication.
+    /// `mx.autoencrypt.test` on the first). Neither requires authentication;
+    /// in an instance from [`PostfixEnv::start_sasl`] this one offers it.
     pub fn submission_addr(&self) -> SocketAddr {
         let v = self.var("SUBMISSION_ADDR");
         v.parse().unwrap_or_else(|e| {
@@ -267,6 +337,41 @@ impl PostfixEnv {
         let outcome = s.send(from, to, message);
         s.quit();
         outcome
+    }
+
+    /// [`PostfixEnv::send_submission`] after authenticating: EHLO, `AUTH
+    /// PLAIN` with `login` and `password` ([`Session::auth_plain`]), then
+    /// MAIL, RCPT, DATA as [`Session::send`], then QUIT. The AUTH reply is
+    /// [`SmtpOutcome::auth`]; when it is not `235`, no MAIL FROM is sent and
+    /// the outcome says so ([`SmtpOutcome::authenticated`] false,
+    /// [`SmtpOutcome::last`] = the AUTH reply, nothing accepted). Needs
+    /// [`PostfixEnv::start_sasl`] (else smtpd answers AUTH with 503).
+    pub fn send_authenticated(
+        &self,
+        login: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> SmtpOutcome {
+        let mut s = self.submission_session();
+        let outcome = s.send_authenticated(login, password, from, to, message);
+        s.quit();
+        outcome
+    }
+
+    /// The SASL logins of an instance from [`PostfixEnv::start_sasl`]
+    /// (empty without SASL).
+    pub fn sasl_logins(&self) -> Vec<&str> {
+        self.vars
+            .get("SASL_LOGINS")
+            .map_or_else(Vec::new, |v| v.split_whitespace().collect())
+    }
+
+    /// The Cyrus SASL realm the users are stored under (`myhostname`; the
+    /// authenticated name is the login without it), None without SASL.
+    pub fn sasl_realm(&self) -> Option<&str> {
+        self.vars.get("SASL_REALM").map(String::as_str)
     }
 
     /// Submits a message with Postfix's `sendmail -C DIR/etc` (pickup →
@@ -667,9 +772,36 @@ impl fmt::Display for Reply {
     }
 }
 
+/// The base64 of `bytes` (RFC 4648, padded), for `AUTH PLAIN`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Every reply of one mail transaction.
 #[derive(Debug, Clone)]
 pub struct SmtpOutcome {
+    /// The reply to `AUTH` (`235 2.7.0 Authentication successful`, `535
+    /// 5.7.8 …`); None when the transaction did not authenticate
+    /// ([`Session::send`]). When it is not 235, nothing else was sent:
+    /// `mail` is a placeholder with code 0.
+    pub auth: Option<Reply>,
     /// The reply to `MAIL FROM`.
     pub mail: Reply,
     /// Per recipient, in order: the address and the reply to its `RCPT TO`
@@ -709,9 +841,18 @@ impl SmtpOutcome {
         self.data.as_ref().is_some_and(Reply::is_positive)
     }
 
-    /// The reply that decided the transaction: the final DATA reply, or the
-    /// DATA refusal, or the last RCPT reply, or the MAIL reply.
+    /// True when AUTH was sent and answered 235.
+    pub fn authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.code == 235)
+    }
+
+    /// The reply that decided the transaction: a refused AUTH, or the final
+    /// DATA reply, or the DATA refusal, or the last RCPT reply, or the MAIL
+    /// reply.
     pub fn last(&self) -> &Reply {
+        if let Some(auth) = self.auth.as_ref().filter(|a| a.code != 235) {
+            return auth;
+        }
         self.data
             .as_ref()
             .or(self.data_start.as_ref())
@@ -731,6 +872,9 @@ impl SmtpOutcome {
 
 impl fmt::Display for SmtpOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(a) = &self.auth {
+            write!(f, "AUTH: {a}; ")?;
+        }
         write!(f, "MAIL: {}", self.mail)?;
         for (a, r) in &self.rcpts {
             write!(f, "; RCPT {a}: {r}")?;
@@ -854,6 +998,7 @@ impl Session {
         let size = message.len() + message.len() / 16;
         let mail = self.command(&format!("MAIL FROM:<{from}> SIZE={size}{params}"));
         let mut outcome = SmtpOutcome {
+            auth: None,
             mail,
             rcpts: Vec::new(),
             data_start: None,
@@ -879,6 +1024,45 @@ impl Session {
         self.write_data(message)
             .unwrap_or_else(|e| panic!("SMTP: sending the message ({} bytes): {e}", message.len()));
         outcome.data = Some(self.read_reply());
+        outcome
+    }
+
+    /// Sends `AUTH PLAIN` with the initial response (base64 of
+    /// `\0login\0password`: no authorization identity) and returns the
+    /// reply: `235 2.7.0 Authentication successful`, `535 5.7.8 Error:
+    /// authentication failed: …`, `503 5.5.1 Error: authentication not
+    /// enabled` on an smtpd without SASL.
+    pub fn auth_plain(&mut self, login: &str, password: &str) -> Reply {
+        let token = base64(format!("\0{login}\0{password}").as_bytes());
+        self.command(&format!("AUTH PLAIN {token}"))
+    }
+
+    /// [`Session::auth_plain`], then, if it was answered 235,
+    /// [`Session::send`]. When AUTH is refused, no MAIL FROM is sent: the
+    /// outcome holds the AUTH reply and a placeholder `mail` (code 0).
+    pub fn send_authenticated(
+        &mut self,
+        login: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> SmtpOutcome {
+        let auth = self.auth_plain(login, password);
+        if auth.code != 235 {
+            return SmtpOutcome {
+                auth: Some(auth),
+                mail: Reply {
+                    code: 0,
+                    lines: vec!["(MAIL FROM not sent: AUTH was refused)".to_string()],
+                },
+                rcpts: Vec::new(),
+                data_start: None,
+                data: None,
+            };
+        }
+        let mut outcome = self.send(from, to, message);
+        outcome.auth = Some(auth);
         outcome
     }
 
