@@ -297,6 +297,18 @@ pub fn parse(value: &[u8]) -> Result<AuthResults, AuthResultsError> {
     Ok(out)
 }
 
+/// The authserv-id a field value starts with, when it has one, whether
+/// or not the rest parses: `signatures` removes a broken field under its
+/// own id as well, since a laxer reader might still find a result in it.
+pub fn authserv_id_of(value: &[u8]) -> Option<String> {
+    let mut p = Parser {
+        c: Cursor::new(value),
+    };
+    p.c.cfws().ok()?;
+    let id = p.value(is_token).ok()?;
+    Some(String::from_utf8_lossy(&id).into_owned())
+}
+
 impl Parser<'_> {
     /// `none` followed by CFWS or the end (not `none=…`, a method).
     fn is_none_keyword(&mut self) -> bool {

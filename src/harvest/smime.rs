@@ -111,8 +111,9 @@ fn transfer_encoding(headers: &[HeaderField]) -> Result<String, SmimeError> {
     Ok(cte)
 }
 
-/// The DER of a body in its transfer encoding.
-fn der_body(headers: &[HeaderField], body: &[u8]) -> Result<Vec<u8>, SmimeError> {
+/// The DER of a body in its transfer encoding (also read for the armored
+/// signature of PGP/MIME by `signatures`).
+pub(crate) fn der_body(headers: &[HeaderField], body: &[u8]) -> Result<Vec<u8>, SmimeError> {
     match transfer_encoding(headers)?.as_str() {
         "base64" => decode_base64(body).ok_or_else(|| malformed("a signature that is not base64")),
         "" | "binary" | "7bit" | "8bit" => Ok(body.to_vec()),
@@ -139,7 +140,11 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 
 /// The two parts of a `multipart/signed` body: (signed entity, signature
 /// entity), each without the CRLF that belongs to the next delimiter.
-fn two_parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<(&'a [u8], &'a [u8]), SmimeError> {
+/// Shared with `signatures`, which splits PGP/MIME the same way.
+pub(crate) fn two_parts<'a>(
+    body: &'a [u8],
+    boundary: &[u8],
+) -> Result<(&'a [u8], &'a [u8]), SmimeError> {
     // (offset of the line, offset after its line end, close?)
     let mut delimiters: Vec<(usize, usize, bool)> = Vec::new();
     for (at, line) in lines(body) {
@@ -189,7 +194,17 @@ fn two_parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<(&'a [u8], &'a [u8])
 /// The signer's certificate (DER) of a verified signature over the
 /// message with `headers` and `body` (as received, CRLF).
 pub fn signer(headers: &[HeaderField], body: &[u8]) -> Result<Vec<u8>, SmimeError> {
-    let (der, content): (Vec<u8>, Option<&[u8]>) = match signed_form(headers) {
+    let (der, content) = signed_data(headers, body)?;
+    verify(&der, content)
+}
+
+/// The SignedData (DER) of an S/MIME signed message and, when detached,
+/// the signed bytes it is over; nothing verified yet.
+pub(crate) fn signed_data<'a>(
+    headers: &[HeaderField],
+    body: &'a [u8],
+) -> Result<(Vec<u8>, Option<&'a [u8]>), SmimeError> {
+    Ok(match signed_form(headers) {
         None => return Err(malformed("not an S/MIME signed message")),
         Some(SignedForm::Opaque) => (der_body(headers, body)?, None),
         Some(SignedForm::Detached) => {
@@ -212,8 +227,7 @@ pub fn signer(headers: &[HeaderField], body: &[u8]) -> Result<Vec<u8>, SmimeErro
             let sig_body = signature.get(part.body_offset..).unwrap_or_default();
             (der_body(&part.headers, sig_body)?, Some(signed))
         }
-    };
-    verify(&der, content)
+    })
 }
 
 /// Verifies SignedData `der` (over `content` when detached) and returns
