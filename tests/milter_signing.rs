@@ -3,7 +3,7 @@
 //! from the real DNSSEC test environment: who is signed and who is not
 //! (each refusal counted and, under `sign_required`, answered with
 //! `550 5.7.1`), sign + encrypt decrypted and then verified by openssl and
-//! gpg, and inbound verification — `smime=pass` / `x-openpgp=pass` for a
+//! gpg, and inbound verification — `smime=pass` / `openpgp=pass` for a
 //! sender whose key is in the signed zone, `fail` for a changed body,
 //! `policy` for a key the zone does not have, `temperror` when the lookup
 //! fails — with forged `Authentication-Results` fields removed.

@@ -27,7 +27,7 @@ use indymilter_test::Status;
 use signing::{AUTHSERV, Sent, counter, header_and_body, header_of, send, start};
 
 /// The method name OpenPGP results are written under.
-const PGP: &str = "x-openpgp";
+const PGP: &str = "openpgp";
 
 const OUTSIDE_HEADER: &str = "From: <{from}>\r\nTo: <user@local.test>\r\n\
      Subject: signed elsewhere\r\nDate: Wed, 02 Dec 2026 10:00:00 +0000\r\n\
@@ -194,7 +194,7 @@ async fn forged_results_under_our_authserv_id_are_removed() {
     let s = start(&env).await;
     let forged = format!(
         "Authentication-Results: {AUTHSERV}; smime=pass header.from=ceo@local.test\r\n\
-         Authentication-Results: MX.Local.Test (comment) ; x-openpgp=pass\r\n\
+         Authentication-Results: MX.Local.Test (comment) ; openpgp=pass\r\n\
          Authentication-Results: {AUTHSERV}; dkim=pass header.d=elsewhere.test\r\n\
          Authentication-Results: other.test; smime=pass\r\n"
     );

@@ -6,8 +6,8 @@
 //! (Thunderbird's OpenPGP engine). Signed + encrypted mail decrypts, then
 //! verifies. An unauthenticated submission, and a login the map does not
 //! allow for the `From:` address, arrive unsigned; a rule that requires
-//! signing refuses them (`550 5.7.1`). The delivered signed message,
-//! handed back to the milter as inbound mail, gets `smime=pass`.
+//! signing refuses them (`550 5.7.1`). The delivered signed messages,
+//! sent on to a local recipient, get `smime=pass` and `openpgp=pass`.
 
 #![allow(
     clippy::unwrap_used,
@@ -178,6 +178,7 @@ fn an_authenticated_users_mail_arrives_signed_and_verifies_in_every_engine() {
     );
     assert!(sent.authenticated() && sent.accepted(), "{sent:?}");
     let out = delivered(&w, "rcpt@example.net");
+    let smime_out = out.clone();
     let cert = w.env.user("smime").cert.clone().unwrap();
     let content = openssl_verify(&Scratch::new(), &out, &cert).expect("openssl verifies");
     let (part, _) = signed_parts(&out);
@@ -213,6 +214,24 @@ fn an_authenticated_users_mail_arrives_signed_and_verifies_in_every_engine() {
     assert!(!rnp_verifies(tampered.as_bytes(), &public));
     let (part, _) = signed_parts(tampered.as_bytes());
     assert!(gpg.verify_detached(armored, &part).is_err());
+
+    // Both signed messages, sent on to a local recipient on port 25 (the
+    // way mail from another server arrives): verified against the zone.
+    for (signed, method) in [(&smime_out, "smime"), (&out, "openpgp")] {
+        let to = format!("user-{method}@local.test");
+        let sent = w.pf.send("someone@elsewhere.test", &[&to], signed);
+        assert!(sent.accepted(), "{sent:?}");
+        let arrived = delivered(&w, &to);
+        let h = header_of(&arrived);
+        let ar = h
+            .lines()
+            .find(|l| l.starts_with("Authentication-Results:"))
+            .unwrap_or_else(|| panic!("no Authentication-Results:\n{h}"));
+        assert!(
+            ar.starts_with(&format!("Authentication-Results: {AUTHSERV}; {method}=pass")),
+            "{h}"
+        );
+    }
 }
 
 /// Signed + encrypted (both@ to smime@, S/MIME both ways): the delivered
