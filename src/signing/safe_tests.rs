@@ -138,7 +138,7 @@ fn binary_attachment_becomes_base64() {
     assert_eq!(fields(&out)[1].1, "base64");
     let lines: Vec<&[u8]> = body(&out).split(|&b| b == b'\n').collect();
     assert!(lines.iter().all(|l| l.len() <= 77), "76 characters + CR");
-    assert_eq!(python_payloads(&out), [data.clone()]);
+    assert_eq!(python_payloads(&out), [data]);
     // Text with NUL or a bare LF is base64 too (quoted-printable would
     // lose the bare line break).
     let out = safe(b"Content-Type: text/plain\r\n\r\nunix\nline\r\n");
