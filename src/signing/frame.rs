@@ -32,13 +32,36 @@ fn boundary(entity: &[u8], method: Method) -> Result<String, SignError> {
     })
 }
 
+/// The longest header line we write (RFC 5322 §2.1.1 "SHOULD").
+const LINE: usize = 78;
+
+/// `value; p1; p2` as a `Content-Type` value, folded with `"\r\n "`
+/// before a parameter that would make its line (counted from
+/// `Content-Type: `) longer than 78 characters.
+fn fold(value: &str, params: &[&str]) -> String {
+    let mut out = String::from(value);
+    let mut line = "Content-Type: ".len() + value.len();
+    for (i, p) in params.iter().enumerate() {
+        let semi = usize::from(i + 1 < params.len());
+        out.push(';');
+        line += 1;
+        if line + 1 + p.len() + semi > LINE {
+            out.push_str("\r\n");
+            line = 0;
+        }
+        out.push(' ');
+        out.push_str(p);
+        line += 1 + p.len();
+    }
+    out
+}
+
 /// What a format puts around its signature.
 pub(super) struct Format<'a> {
     /// Which method signs.
     pub method: Method,
-    /// The `Content-Type` parameters before `boundary`, which follows
-    /// folded onto a line of its own.
-    pub params: &'a str,
+    /// The `Content-Type` parameters before `boundary`, in order.
+    pub params: &'a [&'a str],
     /// The preamble line, for readers that do not know MIME.
     pub preamble: &'a str,
     /// The signature part's header fields (CRLF-ended lines).
@@ -54,10 +77,10 @@ pub(super) fn signed(
     signature: &[u8],
 ) -> Result<SignedEntity, SignError> {
     let boundary = boundary(entity, format.method)?;
-    let content_type = format!(
-        "multipart/signed; {};\r\n boundary=\"{boundary}\"",
-        format.params
-    );
+    let boundary_param = format!("boundary=\"{boundary}\"");
+    let mut params: Vec<&str> = format.params.to_vec();
+    params.push(&boundary_param);
+    let content_type = fold("multipart/signed", &params);
     let signature = signature.strip_suffix(b"\r\n").unwrap_or(signature);
     let mut body = Vec::with_capacity(entity.len() + signature.len() + 512);
     body.extend_from_slice(format.preamble.as_bytes());

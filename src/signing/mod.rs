@@ -1,7 +1,7 @@
 //! Signing the mail of authenticated senders: the signing keys
 //! ([`keys`]), who may sign as whom ([`logins`]), the transport-safe form
 //! of the entity ([`safe`]), and the two signature formats
-//! ([`smime`]: RFC 8551 `multipart/signed`; [`openpgp`]: RFC 3156).
+//! (`smime`: RFC 8551 `multipart/signed`; `openpgp`: RFC 3156).
 //!
 //! [`sign`] is pure and CPU-bound: the milter calls it on the blocking
 //! pool, before encryption when the message is encrypted too (the

@@ -32,7 +32,10 @@ use crate::material::Method;
 
 const FORMAT: Format<'static> = Format {
     method: Method::OpenPgp,
-    params: "micalg=pgp-sha256; protocol=\"application/pgp-signature\"",
+    params: &[
+        "micalg=pgp-sha256",
+        "protocol=\"application/pgp-signature\"",
+    ],
     preamble: "This is an OpenPGP/MIME signed message (RFC 4880 and 3156)",
     signature_fields: "Content-Type: application/pgp-signature; name=\"signature.asc\"\r\n\
         Content-Description: OpenPGP digital signature\r\n\

@@ -57,7 +57,7 @@ fn the_frame_holds_the_entity_exactly() {
         .unwrap()
         .trim_end_matches('"');
     assert!(value.starts_with(
-        "multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\";\r\n boundary=\"=_ae_"
+        "multipart/signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\";\r\n boundary=\"=_ae_"
     ));
     let head = format!("--{boundary}\r\n");
     let body = String::from_utf8(signed.body.clone()).unwrap();

@@ -48,7 +48,7 @@ unsafe extern "C" {
 
 const FORMAT: Format<'static> = Format {
     method: Method::Smime,
-    params: "protocol=\"application/pkcs7-signature\"; micalg=sha-256",
+    params: &["protocol=\"application/pkcs7-signature\"", "micalg=sha-256"],
     preamble: "This is an S/MIME signed message",
     signature_fields: "Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
         Content-Transfer-Encoding: base64\r\n\

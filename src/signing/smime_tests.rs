@@ -61,10 +61,12 @@ fn the_frame_carries_the_base64_signature() {
     let signed = sign(entity, &self_signed()).unwrap();
     let value = &signed.fields[0].1;
     assert!(value.starts_with(
-        "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256;\r\n boundary=\"=_ae_"
+        "multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg=sha-256; boundary=\"=_ae_"
     ));
     let body = String::from_utf8(signed.body).unwrap();
     assert!(body.starts_with("This is an S/MIME signed message\r\n--=_ae_"));
     assert!(body.contains("\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMI"));
     assert!(body.lines().all(|l| l.len() <= 77));
+    let widths: Vec<usize> = value.split("\r\n").map(str::len).collect();
+    assert!(widths[0] + "Content-Type: ".len() <= 78 && widths.iter().all(|&w| w <= 78));
 }
