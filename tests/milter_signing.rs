@@ -42,13 +42,23 @@ async fn an_authenticated_senders_mail_is_signed_with_smime() {
     let env = DnsEnv::start();
     let s = start(&env).await;
     let msg = Sent::plain("smime@autoencrypt.test", "rcpt@example.net");
-    let (status, out) = send(&s.m, Some("smime"), "smime@autoencrypt.test", &["rcpt@example.net"], &msg).await;
+    let (status, out) = send(
+        &s.m,
+        Some("smime"),
+        "smime@autoencrypt.test",
+        &["rcpt@example.net"],
+        &msg,
+    )
+    .await;
     assert_eq!(status, Status::Continue);
     let scratch = Scratch::new();
     let signed = openssl_verify(&scratch, &out, env.user("smime").cert.as_ref().unwrap())
         .expect("openssl verifies");
     let (part, _sig) = signed_parts(&out);
-    assert_eq!(signed, part, "openssl's content is the first part, byte for byte");
+    assert_eq!(
+        signed, part,
+        "openssl's content is the first part, byte for byte"
+    );
     assert_eq!(
         decoded_body(&part),
         decoded_body(&content_entity(&msg.raw())),
@@ -57,7 +67,10 @@ async fn an_authenticated_senders_mail_is_signed_with_smime() {
     let h = header_of(&out);
     assert!(h.contains("Subject: signed by the server"), "{h}");
     assert!(!h.contains("Content-Transfer-Encoding: 8bit"), "{h}");
-    assert!(counter(&s.m, "autoencrypt_signed_total{method=\"smime\"} 1"));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_signed_total{method=\"smime\"} 1"
+    ));
 }
 
 /// `sign = ["openpgp", "smime"]`: pgp@ signs with OpenPGP (RFC 3156);
@@ -67,11 +80,21 @@ async fn an_openpgp_key_signs_pgp_mime() {
     let env = DnsEnv::start();
     let s = start(&env).await;
     let msg = Sent::plain("pgp@autoencrypt.test", "rcpt@example.net");
-    let (status, out) = send(&s.m, Some("pgp"), "pgp@autoencrypt.test", &["rcpt@example.net"], &msg).await;
+    let (status, out) = send(
+        &s.m,
+        Some("pgp"),
+        "pgp@autoencrypt.test",
+        &["rcpt@example.net"],
+        &msg,
+    )
+    .await;
     assert_eq!(status, Status::Continue);
     let h = header_of(&out);
     assert!(h.contains("application/pgp-signature"), "{h}");
-    assert!(h.contains("micalg=pgp-sha256") || h.contains("micalg=\"pgp-sha256\""), "{h}");
+    assert!(
+        h.contains("micalg=pgp-sha256") || h.contains("micalg=\"pgp-sha256\""),
+        "{h}"
+    );
     let (part, sig) = signed_parts(&out);
     let (_, armored) = signing::header_and_body(&sig);
     let gpg = Gpg::new();
@@ -80,8 +103,14 @@ async fn an_openpgp_key_signs_pgp_mime() {
     let mut changed = part.clone();
     let last = changed.len() - 3;
     changed[last] ^= 1;
-    assert!(gpg.verify_detached(armored, &changed).is_err(), "a changed byte fails");
-    assert!(counter(&s.m, "autoencrypt_signed_total{method=\"openpgp\"} 1"));
+    assert!(
+        gpg.verify_detached(armored, &changed).is_err(),
+        "a changed byte fails"
+    );
+    assert!(counter(
+        &s.m,
+        "autoencrypt_signed_total{method=\"openpgp\"} 1"
+    ));
 }
 
 /// Sign + encrypt: both@ to smime@ is encrypted with S/MIME and signed
@@ -92,7 +121,14 @@ async fn signed_and_encrypted_decrypts_then_verifies() {
     let env = DnsEnv::start();
     let s = start(&env).await;
     let msg = Sent::plain("both@autoencrypt.test", "smime@autoencrypt.test");
-    let (status, out) = send(&s.m, Some("both"), "both@autoencrypt.test", &["smime@autoencrypt.test"], &msg).await;
+    let (status, out) = send(
+        &s.m,
+        Some("both"),
+        "both@autoencrypt.test",
+        &["smime@autoencrypt.test"],
+        &msg,
+    )
+    .await;
     assert_eq!(status, Status::Continue);
     let der = check_smime_output(&msg.raw(), &out, false);
     let u = env.user("smime");
@@ -105,14 +141,30 @@ async fn signed_and_encrypted_decrypts_then_verifies() {
     assert_eq!(signed, part);
     let part_header = header_of(&part);
     assert!(part_header.contains("hp=\"cipher\""), "{part_header}");
-    assert!(part_header.contains("Subject: signed by the server"), "{part_header}");
+    assert!(
+        part_header.contains("Subject: signed by the server"),
+        "{part_header}"
+    );
     assert!(header_of(&out).contains("Subject: [...]"));
-    assert!(counter(&s.m, "autoencrypt_signed_total{method=\"smime\"} 1"));
-    assert!(counter(&s.m, "autoencrypt_encrypted_total{method=\"smime\"} 1"));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_signed_total{method=\"smime\"} 1"
+    ));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_encrypted_total{method=\"smime\"} 1"
+    ));
 
     // The same with OpenPGP: both@ to pgp@ (pgp@ has no S/MIME key).
     let msg = Sent::plain("both@autoencrypt.test", "pgp@autoencrypt.test");
-    let (_, out) = send(&s.m, Some("both"), "both@autoencrypt.test", &["pgp@autoencrypt.test"], &msg).await;
+    let (_, out) = send(
+        &s.m,
+        Some("both"),
+        "both@autoencrypt.test",
+        &["pgp@autoencrypt.test"],
+        &msg,
+    )
+    .await;
     let armored = check_pgp_mime_output(&msg.raw(), &out);
     let gpg = Gpg::new();
     gpg.import(&std::fs::read(env.user("pgp").pgp_secret.as_ref().unwrap()).unwrap());
@@ -120,8 +172,12 @@ async fn signed_and_encrypted_decrypts_then_verifies() {
     let payload = gpg.decrypt(&armored).unwrap();
     let (part, sig) = signed_parts(&payload);
     let (_, sig) = signing::header_and_body(&sig);
-    gpg.verify_detached(sig, &part).expect("the decrypted payload verifies");
-    assert!(counter(&s.m, "autoencrypt_signed_total{method=\"openpgp\"} 1"));
+    gpg.verify_detached(sig, &part)
+        .expect("the decrypted payload verifies");
+    assert!(counter(
+        &s.m,
+        "autoencrypt_signed_total{method=\"openpgp\"} 1"
+    ));
 }
 
 /// Who is not signed, each counted: no AUTH, a login the map does not
@@ -136,29 +192,62 @@ async fn unauthenticated_or_not_allowed_mail_is_not_signed() {
     for (login, from, reason) in [
         (None, "smime@autoencrypt.test", "not_authenticated"),
         (Some("pgp"), "smime@autoencrypt.test", "login_not_allowed"),
-        (Some("smime@autoencrypt.test"), "smime@autoencrypt.test", "login_not_allowed"),
+        (
+            Some("smime@autoencrypt.test"),
+            "smime@autoencrypt.test",
+            "login_not_allowed",
+        ),
     ] {
         let (status, out) = send(&s.m, login, from, &["rcpt@example.net"], &msg).await;
         assert_eq!(status, Status::Continue, "{reason}");
         assert_eq!(out, raw, "{reason}: unchanged");
         assert!(
-            counter(&s.m, &format!("autoencrypt_unsigned_total{{reason=\"{reason}\"}} 1"))
-                || counter(&s.m, &format!("autoencrypt_unsigned_total{{reason=\"{reason}\"}} 2")),
+            counter(
+                &s.m,
+                &format!("autoencrypt_unsigned_total{{reason=\"{reason}\"}} 1")
+            ) || counter(
+                &s.m,
+                &format!("autoencrypt_unsigned_total{{reason=\"{reason}\"}} 2")
+            ),
             "{reason}"
         );
     }
     // A From: of another user than the login's (the map allows pgp@ only).
     let other = Sent::plain("both@autoencrypt.test", "rcpt@example.net");
-    let (_, out) = send(&s.m, Some("pgp"), "pgp@autoencrypt.test", &["rcpt@example.net"], &other).await;
+    let (_, out) = send(
+        &s.m,
+        Some("pgp"),
+        "pgp@autoencrypt.test",
+        &["rcpt@example.net"],
+        &other,
+    )
+    .await;
     assert_eq!(out, other.raw());
-    assert!(counter(&s.m, "autoencrypt_unsigned_total{reason=\"login_not_allowed\"} 3"));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_unsigned_total{reason=\"login_not_allowed\"} 3"
+    ));
     // Two From: fields.
     let mut two = Sent::plain("smime@autoencrypt.test", "rcpt@example.net");
-    two.headers.push(("From".into(), " <both@autoencrypt.test>".into()));
-    let (_, out) = send(&s.m, Some("smime"), "smime@autoencrypt.test", &["rcpt@example.net"], &two).await;
+    two.headers
+        .push(("From".into(), " <both@autoencrypt.test>".into()));
+    let (_, out) = send(
+        &s.m,
+        Some("smime"),
+        "smime@autoencrypt.test",
+        &["rcpt@example.net"],
+        &two,
+    )
+    .await;
     assert_eq!(out, two.raw());
-    assert!(counter(&s.m, "autoencrypt_unsigned_total{reason=\"no_author\"} 1"));
-    assert!(counter(&s.m, "autoencrypt_signed_total{method=\"smime\"} 0"));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_unsigned_total{reason=\"no_author\"} 1"
+    ));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_signed_total{method=\"smime\"} 0"
+    ));
 }
 
 /// `sign_required`: a message the server cannot sign is refused with
@@ -168,8 +257,18 @@ async fn a_rule_that_requires_signing_refuses_what_cannot_be_signed() {
     let env = DnsEnv::start();
     let s = start(&env).await;
     let msg = Sent::plain("smime@autoencrypt.test", "strict@example.net");
-    let (status, _) = send(&s.m, None, "smime@autoencrypt.test", &["strict@example.net"], &msg).await;
-    let Status::Reject { message: Some(text) } = status else {
+    let (status, _) = send(
+        &s.m,
+        None,
+        "smime@autoencrypt.test",
+        &["strict@example.net"],
+        &msg,
+    )
+    .await;
+    let Status::Reject {
+        message: Some(text),
+    } = status
+    else {
         panic!("not refused: {status:?}");
     };
     let text = text.to_string_lossy().into_owned();
@@ -179,11 +278,28 @@ async fn a_rule_that_requires_signing_refuses_what_cannot_be_signed() {
     );
     // pgp@ has no S/MIME key, and the rule signs with S/MIME only.
     let msg = Sent::plain("pgp@autoencrypt.test", "strict@example.net");
-    let (status, _) = send(&s.m, Some("pgp"), "pgp@autoencrypt.test", &["strict@example.net"], &msg).await;
+    let (status, _) = send(
+        &s.m,
+        Some("pgp"),
+        "pgp@autoencrypt.test",
+        &["strict@example.net"],
+        &msg,
+    )
+    .await;
     assert!(matches!(status, Status::Reject { .. }), "{status:?}");
-    assert!(counter(&s.m, "autoencrypt_unsigned_total{reason=\"no_key\"} 1"));
+    assert!(counter(
+        &s.m,
+        "autoencrypt_unsigned_total{reason=\"no_key\"} 1"
+    ));
     let msg = Sent::plain("smime@autoencrypt.test", "strict@example.net");
-    let (status, out) = send(&s.m, Some("smime"), "smime@autoencrypt.test", &["strict@example.net"], &msg).await;
+    let (status, out) = send(
+        &s.m,
+        Some("smime"),
+        "smime@autoencrypt.test",
+        &["strict@example.net"],
+        &msg,
+    )
+    .await;
     assert_eq!(status, Status::Continue);
     assert!(header_of(&out).contains("multipart/signed"));
 }
@@ -240,7 +356,10 @@ fn a_bad_key_directory_is_refused_at_reload_and_the_old_keys_stay() {
     let key = keys.path().join("smime@autoencrypt.test.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     write_cfg(map.to_str().unwrap());
-    let e = m.shared.reload().expect_err("a group-readable key must stop the reload");
+    let e = m
+        .shared
+        .reload()
+        .expect_err("a group-readable key must stop the reload");
     let text = e.to_string();
     assert!(
         text.contains("signing.key_dir") && text.contains("smime@autoencrypt.test.key"),
@@ -253,5 +372,8 @@ fn a_bad_key_directory_is_refused_at_reload_and_the_old_keys_stay() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     m.shared.reload().expect("fixed, the reload applies");
     assert!(signed_as("alias"), "the new login map is in force");
-    assert!(!signed_as(from), "and the login is no longer its own address");
+    assert!(
+        !signed_as(from),
+        "and the login is no longer its own address"
+    );
 }

@@ -99,8 +99,14 @@ fn cmsutil_verifies(msg: &[u8], anchor: &Path) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sql:{}", dir.path().display());
     let ok = |c: &mut Command, what: &str| {
-        let o = c.output().unwrap_or_else(|e| panic!("{what} (libnss3-tools): {e}"));
-        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = c
+            .output()
+            .unwrap_or_else(|e| panic!("{what} (libnss3-tools): {e}"));
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
     ok(
         Command::new("certutil").args(["-N", "--empty-password", "-d", &db]),
@@ -186,7 +192,10 @@ fn an_authenticated_users_mail_arrives_signed_and_verifies_in_every_engine() {
     assert!(cmsutil_verifies(&out, &cert), "NSS verifies");
     let text = String::from_utf8_lossy(&out).into_owned();
     let tampered = text.replacen("wie besprochen", "wie versprochen", 1);
-    assert_ne!(tampered, text, "the text part stays readable (quoted-printable)");
+    assert_ne!(
+        tampered, text,
+        "the text part stays readable (quoted-printable)"
+    );
     assert!(openssl_verify(&Scratch::new(), tampered.as_bytes(), &cert).is_err());
     assert!(!cmsutil_verifies(tampered.as_bytes(), &cert));
     assert!(w.pf.maillog().contains("sasl_username=smime"));
@@ -228,7 +237,9 @@ fn an_authenticated_users_mail_arrives_signed_and_verifies_in_every_engine() {
             .find(|l| l.starts_with("Authentication-Results:"))
             .unwrap_or_else(|| panic!("no Authentication-Results:\n{h}"));
         assert!(
-            ar.starts_with(&format!("Authentication-Results: {AUTHSERV}; {method}=pass")),
+            ar.starts_with(&format!(
+                "Authentication-Results: {AUTHSERV}; {method}=pass"
+            )),
             "{h}"
         );
     }
@@ -268,9 +279,8 @@ fn signed_and_encrypted_mail_decrypts_then_verifies() {
 fn unauthenticated_or_unallowed_mail_is_unsigned_or_refused() {
     let w = world();
     let input = message("smime@autoencrypt.test", "plain1@example.net", "u1");
-    let sent = w
-        .pf
-        .send_submission("smime@autoencrypt.test", &["plain1@example.net"], &input);
+    let sent =
+        w.pf.send_submission("smime@autoencrypt.test", &["plain1@example.net"], &input);
     assert!(sent.accepted(), "{sent:?}");
     let out = delivered(&w, "plain1@example.net");
     assert!(header_of(&out).contains("multipart/mixed"), "unsigned");
@@ -287,8 +297,14 @@ fn unauthenticated_or_unallowed_mail_is_unsigned_or_refused() {
     let out = delivered(&w, "plain2@example.net");
     assert!(header_of(&out).contains("multipart/mixed"), "unsigned");
     let m = w.m.metrics.render();
-    assert!(m.contains("autoencrypt_unsigned_total{reason=\"not_authenticated\"} 1"), "{m}");
-    assert!(m.contains("autoencrypt_unsigned_total{reason=\"login_not_allowed\"} 1"), "{m}");
+    assert!(
+        m.contains("autoencrypt_unsigned_total{reason=\"not_authenticated\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("autoencrypt_unsigned_total{reason=\"login_not_allowed\"} 1"),
+        "{m}"
+    );
 
     let input = message("smime@autoencrypt.test", "strict@example.net", "u3");
     let sent = w.pf.send_authenticated(
@@ -300,7 +316,10 @@ fn unauthenticated_or_unallowed_mail_is_unsigned_or_refused() {
     );
     let last = sent.last();
     assert!(
-        last.is("550") && last.text().contains("5.7.1 Message must be signed by the server"),
+        last.is("550")
+            && last
+                .text()
+                .contains("5.7.1 Message must be signed by the server"),
         "{sent:?}"
     );
     std::thread::sleep(Duration::from_secs(1));

@@ -238,7 +238,10 @@ fn a_signing_key_directory_publishes_public_halves_only() {
         .unwrap();
     let text = String::from_utf8_lossy(&packets.stdout);
     assert!(text.contains(":public key packet:"), "{text}");
-    assert!(!text.contains("secret"), "secret key material published: {text}");
+    assert!(
+        !text.contains("secret"),
+        "secret key material published: {text}"
+    );
 
     let o = Command::new(env!("CARGO_BIN_EXE_autoencrypt-milter"))
         .args(["record", "--openpgpkey"])
@@ -255,10 +258,18 @@ fn a_signing_key_directory_publishes_public_halves_only() {
     let der = base64_decode(b64.trim());
     let rdata = d.path().join("rdata.pgp");
     std::fs::write(&rdata, der).unwrap();
-    let packets = gpg.cmd().arg("--list-packets").arg(&rdata).output().unwrap();
+    let packets = gpg
+        .cmd()
+        .arg("--list-packets")
+        .arg(&rdata)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&packets.stdout);
     assert!(text.contains(":public key packet:"), "{text}");
-    assert!(!text.contains("secret"), "secret key material in the record: {text}");
+    assert!(
+        !text.contains("secret"),
+        "secret key material in the record: {text}"
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

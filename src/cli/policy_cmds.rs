@@ -445,7 +445,12 @@ fn signing_keys_line(config: &crate::config::Config, from: Option<&Address>) -> 
     match crate::milter::SigningSetup::load(&config.signing) {
         Ok(None) => "signing keys: none (signing.key_dir is not set): not signed".to_owned(),
         Ok(Some(setup)) => {
-            let methods: Vec<&str> = setup.keys.methods(from).iter().map(|m| m.as_str()).collect();
+            let methods: Vec<&str> = setup
+                .keys
+                .methods(from)
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
             if methods.is_empty() {
                 format!("signing keys of {from}: none in signing.key_dir: not signed")
             } else {

@@ -376,7 +376,10 @@ fn signing_and_verification_are_counted_under_their_labels() {
     for (s, v) in [
         (format!("{SIGNED_TOTAL}{{method=\"openpgp\"}}"), "1"),
         (format!("{SIGNED_TOTAL}{{method=\"smime\"}}"), "0"),
-        (format!("{UNSIGNED_TOTAL}{{reason=\"login_not_allowed\"}}"), "1"),
+        (
+            format!("{UNSIGNED_TOTAL}{{reason=\"login_not_allowed\"}}"),
+            "1",
+        ),
         (
             format!("{VERIFIED_TOTAL}{{method=\"smime\",result=\"policy\"}}"),
             "1",

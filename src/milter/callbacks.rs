@@ -242,7 +242,9 @@ async fn eom(cx: &mut EomContext<Conn>) -> Status {
             method,
         } => match apply(cx, &edits, Some(&body)).await {
             Ok(()) => {
-                tracing::info!("{qid}: not encrypted: no recipient needs encryption; signed with {method}");
+                tracing::info!(
+                    "{qid}: not encrypted: no recipient needs encryption; signed with {method}"
+                );
                 if let Some(s) = session(&mut cx.data) {
                     s.count(Outcome::Passed);
                     s.engine().metrics.signed(method);

@@ -65,7 +65,9 @@ pub struct SigningSetup {
 impl SigningSetup {
     /// Reads `signing.key_dir` and `signing.login_map`; `None` when no key
     /// directory is set.
-    pub fn load(config: &crate::config::SigningConfig) -> Result<Option<SigningSetup>, EngineError> {
+    pub fn load(
+        config: &crate::config::SigningConfig,
+    ) -> Result<Option<SigningSetup>, EngineError> {
         let Some(dir) = &config.key_dir else {
             return Ok(None);
         };

@@ -354,7 +354,10 @@ fn sign_and_sign_required_are_read_with_or_without_encryption() {
     );
     assert_eq!(r[1].treatment, Treatment::NeverEncrypt);
     assert_eq!(r[2].signing, Signing::default());
-    assert!(r[0].signing_summary().contains("required: refused (550 5.7.1)"));
+    assert!(
+        r[0].signing_summary()
+            .contains("required: refused (550 5.7.1)")
+    );
     assert!(r[2].signing_summary().starts_with("not asked"));
 }
 

@@ -33,11 +33,11 @@ pub use decision::{
 };
 pub use file::{load_dir, parse_file};
 pub use glob::{AddressGlob, SenderGlob};
-pub use signing::{SignWish, Signing, Unsigned};
 pub use reply::Reply;
 pub use rule::{
     DirectionMatch, Mode, OnLookupError, OnMissingKey, Rule, Treatment, protects_headers_by_default,
 };
+pub use signing::{SignWish, Signing, Unsigned};
 
 /// Direction of one recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

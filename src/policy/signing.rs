@@ -165,7 +165,10 @@ mod tests {
         let mut w = SignWish::default();
         w.add("r", &s(&[Method::Smime, Method::OpenPgp], false));
         let both = [Method::Smime, Method::OpenPgp];
-        assert_eq!(w.choose(Some(Method::OpenPgp), &both), Some(Method::OpenPgp));
+        assert_eq!(
+            w.choose(Some(Method::OpenPgp), &both),
+            Some(Method::OpenPgp)
+        );
         assert_eq!(w.choose(None, &both), Some(Method::Smime));
         assert_eq!(
             w.choose(Some(Method::OpenPgp), &[Method::Smime]),
@@ -174,6 +177,9 @@ mod tests {
         assert_eq!(w.choose(Some(Method::Smime), &[]), None);
         let mut only = SignWish::default();
         only.add("r", &s(&[Method::Smime], false));
-        assert_eq!(only.choose(Some(Method::OpenPgp), &both), Some(Method::Smime));
+        assert_eq!(
+            only.choose(Some(Method::OpenPgp), &both),
+            Some(Method::Smime)
+        );
     }
 }

@@ -119,7 +119,12 @@ fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
 fn load_smime(pem: &Path, key: &Path) -> Result<SmimeSigner, KeyDirError> {
     check_private(key)?;
     let mut certs = openssl::x509::X509::stack_from_pem(&read(pem)?)
-        .map_err(|e| refused(pem, format!("not a PEM certificate chain: {}", openssl_reason(&e))))?
+        .map_err(|e| {
+            refused(
+                pem,
+                format!("not a PEM certificate chain: {}", openssl_reason(&e)),
+            )
+        })?
         .into_iter();
     let cert = certs
         .next()
@@ -128,10 +133,7 @@ fn load_smime(pem: &Path, key: &Path) -> Result<SmimeSigner, KeyDirError> {
     let private = openssl::pkey::PKey::private_key_from_pem(&read(key)?).map_err(|e| {
         refused(
             key,
-            format!(
-                "not an unencrypted PEM private key: {}",
-                openssl_reason(&e)
-            ),
+            format!("not an unencrypted PEM private key: {}", openssl_reason(&e)),
         )
     })?;
     let matches = cert
@@ -223,7 +225,10 @@ impl SigningKeys {
                 Method::Smime => {
                     let key = dir.join(format!("{stem}.key"));
                     if !names.contains(&format!("{stem}.key")) {
-                        return Err(refused(&path, format!("no private key {stem}.key beside it")));
+                        return Err(refused(
+                            &path,
+                            format!("no private key {stem}.key beside it"),
+                        ));
                     }
                     Signer::Smime(Arc::new(load_smime(&path, &key)?))
                 }
@@ -231,10 +236,7 @@ impl SigningKeys {
             };
             let slot = keys.by_address.entry(key_of(&addr)).or_default();
             if slot.iter().any(|s| s.method() == method) {
-                return Err(refused(
-                    &path,
-                    format!("a second {method} key for {addr}"),
-                ));
+                return Err(refused(&path, format!("a second {method} key for {addr}")));
             }
             slot.push(signer);
         }

@@ -74,7 +74,10 @@ fn keys_load_by_address_and_method() {
     assert!(keys.get(&alice, Method::Smime).is_some());
     let bob = Address::parse("bob@example.org").unwrap();
     assert!(keys.get(&bob, Method::OpenPgp).is_none());
-    assert!(keys.get(&Address::parse("carol@example.org").unwrap(), Method::Smime).is_none());
+    assert!(
+        keys.get(&Address::parse("carol@example.org").unwrap(), Method::Smime)
+            .is_none()
+    );
 }
 
 #[test]

@@ -165,9 +165,19 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        assert_eq!(LoginMap::parse("ok: a@b.example\nno colon here\n").unwrap_err().0, 2);
+        assert_eq!(
+            LoginMap::parse("ok: a@b.example\nno colon here\n")
+                .unwrap_err()
+                .0,
+            2
+        );
         assert_eq!(LoginMap::parse("x:\n").unwrap_err().0, 1);
-        assert!(LoginMap::parse("x: not-an-address\n").unwrap_err().1.contains("not-an-address"));
+        assert!(
+            LoginMap::parse("x: not-an-address\n")
+                .unwrap_err()
+                .1
+                .contains("not-an-address")
+        );
         assert!(LoginMap::parse("x: @\n").is_err());
         assert!(LoginMap::parse("two words: a@b.example\n").is_err());
     }

@@ -59,8 +59,16 @@ pub fn key_dir(env: &DnsEnv) -> TempDir {
     };
     for id in ["smime", "both"] {
         let u = env.user(id);
-        put(&format!("{}.pem", u.address), u.cert.as_ref().unwrap(), 0o644);
-        put(&format!("{}.key", u.address), u.key.as_ref().unwrap(), 0o600);
+        put(
+            &format!("{}.pem", u.address),
+            u.cert.as_ref().unwrap(),
+            0o644,
+        );
+        put(
+            &format!("{}.key", u.address),
+            u.key.as_ref().unwrap(),
+            0o600,
+        );
     }
     for id in ["pgp", "both"] {
         let u = env.user(id);
@@ -294,4 +302,3 @@ pub fn decoded_body(entity: &[u8]) -> Vec<u8> {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o.stdout
 }
-

@@ -71,12 +71,19 @@ impl Session {
     /// requires the signature (a message the sender's client signed or
     /// encrypted itself satisfies it: it reaches the recipient protected,
     /// just not by us).
-    pub(super) fn not_signed(&self, msg: &MessageState, qid: &str, why: Unsigned) -> Option<EomVerdict> {
+    pub(super) fn not_signed(
+        &self,
+        msg: &MessageState,
+        qid: &str,
+        why: Unsigned,
+    ) -> Option<EomVerdict> {
         self.engine.metrics.unsigned(why);
         let rule = msg.sign.rule.as_deref().unwrap_or("?");
         if msg.sign.required && why != Unsigned::AlreadyProtected {
             tracing::warn!("{qid}: not signed: {why}; rule \"{rule}\" requires a signature");
-            return Some(EomVerdict::Refuse(Reply::signature_required(&why.to_string())));
+            return Some(EomVerdict::Refuse(Reply::signature_required(
+                &why.to_string(),
+            )));
         }
         tracing::info!("{qid}: not signed: {why} (rule \"{rule}\" asks for a signature)");
         None
@@ -208,7 +215,8 @@ impl Session {
         };
         let (result, note, verdict_text) = match keys {
             Err(why) => {
-                let value = field_value(authserv_id, method, &Reported::TempError(&why), &from, None);
+                let value =
+                    field_value(authserv_id, method, &Reported::TempError(&why), &from, None);
                 edits.push(HeaderEdit::Prepend {
                     name: AR.to_owned(),
                     value,
