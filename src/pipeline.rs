@@ -116,6 +116,43 @@ pub fn prepare(
     Ok(Prepared::Encrypted { edits, entity })
 }
 
+/// [`prepare`], signing the inner entity with `signer` first (the
+/// signature inside the encryption, as the milter does for an
+/// authenticated sender): tests and benchmarks.
+pub fn prepare_signed(
+    headers: &[HeaderField],
+    body: &[u8],
+    backend: &dyn EncryptionBackend,
+    to: &[Recipient],
+    opts: &EncryptOptions,
+    signer: &Signer,
+) -> Result<Prepared, BackendError> {
+    let composed = compose(headers, opts.protect_headers);
+    let mut inner = composed.inner_header.chain(CrlfReader::new(body));
+    let step = SignStep {
+        signer,
+        required: true,
+    };
+    let entity = match sign_entity(&mut inner, step)? {
+        Ok((entity, _)) => entity,
+        Err(why) => {
+            return Err(BackendError::Crypto {
+                method: signer.method(),
+                detail: why,
+            });
+        }
+    };
+    let Encrypted { edits, entity } = encrypt_entity(
+        headers,
+        composed.edits,
+        &mut io::Cursor::new(entity),
+        backend,
+        to,
+        opts,
+    )?;
+    Ok(Prepared::Encrypted { edits, entity })
+}
+
 /// The inner entity's header section and the outer header edits that go
 /// with it, from [`compose`].
 pub(crate) struct Composed {

@@ -653,3 +653,67 @@ fn explain_says_whether_the_header_is_protected() {
         "{out}"
     );
 }
+
+/// `policy explain` on the shipped `sign-users.toml`: the rule's signing
+/// line, and whether the sender has a signing key (or why the key
+/// directory cannot be loaded).
+#[test]
+fn explain_shows_signing_and_the_senders_signing_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let policies = d.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        shipped().join("optional/sign-users.toml"),
+        policies.join("05-sign-users.toml"),
+    )
+    .unwrap();
+    let keys = d.path().join("signing");
+    std::fs::create_dir(&keys).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-noenc", "-days", "30", "-subj", "/CN=alice@example.org", "-addext",
+            "subjectAltName=email:alice@example.org", "-keyout",
+        ])
+        .arg(keys.join("alice@example.org.key"))
+        .arg("-out")
+        .arg(keys.join("alice@example.org.pem"))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let key = keys.join("alice@example.org.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = config(
+        d.path(),
+        &policies,
+        &format!("[signing]\nkey_dir = {:?}\n", keys.display().to_string()),
+    );
+    let explain = |from: &str| {
+        run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["policy", "explain", "--no-lookup", "--authenticated"])
+            .args(["--from", from, "--to", "bob@partner.example"]))
+    };
+    let (code, out, err) = explain("alice@example.org");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("matched rule \"partner wants signed mail\""), "{out}");
+    assert!(
+        out.contains("  sign: sign with [smime]")
+            && out.contains("required: refused (550 5.7.1) when it cannot be signed"),
+        "{out}"
+    );
+    assert!(out.contains("signing keys of alice@example.org: [smime]"), "{out}");
+    let (_, out, _) = explain("carol@example.org");
+    assert!(
+        out.contains("signing keys of carol@example.org: none in signing.key_dir: not signed"),
+        "{out}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, out, _) = explain("alice@example.org");
+    assert!(
+        out.contains("signing keys: cannot be loaded:") && out.contains("alice@example.org.key"),
+        "{out}"
+    );
+}

@@ -297,7 +297,10 @@ fn every_shipped_policy_file_is_accepted() {
         optional.push(p.file_name().unwrap().to_string_lossy().into_owned());
     }
     optional.sort();
-    assert_eq!(optional, ["ldap-at-rest.toml", "learned-partners.toml"]);
+    assert_eq!(
+        optional,
+        ["ldap-at-rest.toml", "learned-partners.toml", "sign-users.toml"]
+    );
     names.sort();
     assert_eq!(
         names,

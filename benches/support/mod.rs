@@ -12,6 +12,12 @@ use sequoia_openpgp::cert::CertBuilder;
 /// A self-signed RSA 2048 S/MIME certificate for `addr`, valid 30 days.
 pub fn smime_cert(addr: &str) -> X509 {
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    smime_cert_for_key(&key, addr)
+}
+
+/// [`smime_cert`] for a given key.
+#[allow(dead_code, reason = "the signing bench alone brings its own key")]
+pub fn smime_cert_for_key(key: &PKey<openssl::pkey::Private>, addr: &str) -> X509 {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", "bench").unwrap();
     let name = name.build();
@@ -19,7 +25,7 @@ pub fn smime_cert(addr: &str) -> X509 {
     b.set_version(2).unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
+    b.set_pubkey(key).unwrap();
     b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
     b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
@@ -33,7 +39,7 @@ pub fn smime_cert(addr: &str) -> X509 {
         .unwrap();
     b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
         .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
+    b.sign(key, MessageDigest::sha256()).unwrap();
     b.build()
 }
 

@@ -145,9 +145,11 @@ async fn a_mute_postgres_gets_rcpt_answered_in_time_and_eom_never_waits() {
             held.push(s);
         }
     });
+    // Harvesting alone: verification (below) looks the signer's key up
+    // at end of message, which asks the store for pins.
     let m = start(
         &format!("postgres://aem@127.0.0.1:{port}/keys?sslmode=disable"),
-        |_| {},
+        |c| c.verify.enabled = false,
     )
     .await;
     let mut c = open(&m).await;
@@ -317,4 +319,37 @@ async fn known_senders_are_not_examined_again_and_examination_is_rate_limited() 
     assert_eq!(harvested(&m, "learned"), 1.0);
     assert!(harvested(&m, "learned") + harvested(&m, "known") <= 2.0);
     assert_eq!(harvested(&m, "recent"), 0.0);
+}
+
+/// With verification on, a mute store costs a signed inbound message's
+/// end of message at most the key lookup's bound (the store's timeout for
+/// the pins), like a RCPT; the message is delivered, its result
+/// `temperror` (a failure is never "no key").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_postgres_bounds_verification_and_gives_temperror() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let m = start(
+        &format!("postgres://aem@127.0.0.1:{port}/keys?sslmode=disable"),
+        |_| {},
+    )
+    .await;
+    let mut c = open(&m).await;
+    let alice = identity(&["alice@partner.example"]);
+    let (s, took) = deliver(&mut c, "Q9", &partner_signed(&alice)).await;
+    assert_eq!(s, Status::Continue);
+    assert!(took < Duration::from_secs(3), "EOM waited {took:?}");
+    assert_eq!(
+        metric(
+            &m,
+            "autoencrypt_verified_total{method=\"smime\",result=\"temperror\"}"
+        ),
+        1.0
+    );
 }

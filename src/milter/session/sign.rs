@@ -22,6 +22,26 @@ use crate::signatures::{Verdict, signed_form, verify};
 use crate::signing::Signer;
 use crate::spool::Spool;
 
+/// The sources a signature is verified against: every configured one but
+/// `learned`. A learned key came from the sender's own earlier mail, so
+/// a pass against it would say little more than "the same key as last
+/// time", and it would put the key store on the end-of-message path of
+/// every signed inbound message (harvesting learns the signer's key after
+/// the reply, as before).
+fn verification_choice() -> KeyChoice {
+    use crate::material::SourceKind;
+    KeyChoice {
+        sources: Some(vec![
+            SourceKind::Directory,
+            SourceKind::Ldap,
+            SourceKind::Dane,
+            SourceKind::Wkd,
+            SourceKind::Keyserver,
+        ]),
+        ..KeyChoice::any()
+    }
+}
+
 /// The `Authentication-Results` field name.
 const AR: &str = "Authentication-Results";
 
@@ -203,7 +223,7 @@ impl Session {
         }
         let outcome = engine
             .keys
-            .resolve(&from, method, &KeyChoice::any())
+            .resolve(&from, method, &verification_choice())
             .await
             .outcome;
         let keys = match outcome {
