@@ -16,6 +16,7 @@ mod ldap;
 mod protect;
 mod rdata;
 pub(crate) mod session;
+mod signatures;
 mod verify;
 mod web;
 
@@ -24,6 +25,7 @@ pub use ldap::ldap;
 pub use protect::protect_header;
 pub use rdata::rdata;
 pub use session::{session, session_outcomes};
+pub use signatures::signature_verify;
 pub use verify::verify;
 pub use web::web;
 
@@ -51,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("harvest_autocrypt", harvest_autocrypt),
     ("harvest_examine", harvest_examine),
     ("protect_header", protect_header),
+    ("signature_verify", signature_verify),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,
