@@ -17,6 +17,7 @@ mod protect;
 mod rdata;
 pub(crate) mod safe;
 pub(crate) mod session;
+mod signatures;
 mod verify;
 mod web;
 
@@ -26,6 +27,7 @@ pub use protect::protect_header;
 pub use rdata::rdata;
 pub use safe::transport_safe;
 pub use session::{session, session_outcomes};
+pub use signatures::signature_verify;
 pub use verify::verify;
 pub use web::web;
 
@@ -54,6 +56,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("harvest_examine", harvest_examine),
     ("protect_header", protect_header),
     ("transport_safe", transport_safe),
+    ("signature_verify", signature_verify),
 ];
 
 /// `Content-Type` and `Content-Disposition` values (RFC 2045 tokens,
