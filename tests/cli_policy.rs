@@ -672,16 +672,31 @@ fn explain_shows_signing_and_the_senders_signing_keys() {
     std::fs::create_dir(&keys).unwrap();
     let st = Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-noenc", "-days", "30", "-subj", "/CN=alice@example.org", "-addext",
-            "subjectAltName=email:alice@example.org", "-keyout",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-noenc",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=alice@example.org",
+            "-addext",
+            "subjectAltName=email:alice@example.org",
+            "-keyout",
         ])
         .arg(keys.join("alice@example.org.key"))
         .arg("-out")
         .arg(keys.join("alice@example.org.pem"))
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let key = keys.join("alice@example.org.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = config(
@@ -698,13 +713,19 @@ fn explain_shows_signing_and_the_senders_signing_keys() {
     };
     let (code, out, err) = explain("alice@example.org");
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("matched rule \"partner wants signed mail\""), "{out}");
+    assert!(
+        out.contains("matched rule \"partner wants signed mail\""),
+        "{out}"
+    );
     assert!(
         out.contains("  sign: sign with [smime]")
             && out.contains("required: refused (550 5.7.1) when it cannot be signed"),
         "{out}"
     );
-    assert!(out.contains("signing keys of alice@example.org: [smime]"), "{out}");
+    assert!(
+        out.contains("signing keys of alice@example.org: [smime]"),
+        "{out}"
+    );
     let (_, out, _) = explain("carol@example.org");
     assert!(
         out.contains("signing keys of carol@example.org: none in signing.key_dir: not signed"),

@@ -299,7 +299,11 @@ fn every_shipped_policy_file_is_accepted() {
     optional.sort();
     assert_eq!(
         optional,
-        ["ldap-at-rest.toml", "learned-partners.toml", "sign-users.toml"]
+        [
+            "ldap-at-rest.toml",
+            "learned-partners.toml",
+            "sign-users.toml"
+        ]
     );
     names.sort();
     assert_eq!(
