@@ -738,3 +738,69 @@ fn explain_shows_signing_and_the_senders_signing_keys() {
         "{out}"
     );
 }
+
+/// `check-config` reads the signing keys as a start would: a private key
+/// the group may read is an error naming the file (exit 1); a rule that
+/// asks to sign without `signing.key_dir` is a warning.
+#[test]
+fn check_config_refuses_readable_signing_keys_and_warns_on_unconfigured_signing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let policies = d.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        shipped().join("optional/sign-users.toml"),
+        policies.join("05-sign-users.toml"),
+    )
+    .unwrap();
+    let cfg = config(d.path(), &policies, "");
+    let (code, out, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        (out.clone() + &err).contains(
+            "asks to sign, but signing.key_dir is not set: nothing is signed, and its \
+             sign_required refuses the mail"
+        ),
+        "{out}{err}"
+    );
+    let keys = d.path().join("signing");
+    std::fs::create_dir(&keys).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-noenc",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=a@example.org",
+            "-keyout",
+        ])
+        .arg(keys.join("a@example.org.key"))
+        .arg("-out")
+        .arg(keys.join("a@example.org.pem"))
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let key = keys.join("a@example.org.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let cfg = config(
+        d.path(),
+        &policies,
+        &format!("[signing]\nkey_dir = {:?}\n", keys.display().to_string()),
+    );
+    let (code, _, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("a@example.org.key") && err.contains("mode 0640"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(!(out + &err).contains("asks to sign"));
+}

@@ -108,9 +108,32 @@ pub fn check_config(config: &Path) -> ExitCode {
     if let Err(e) = KeyService::from_config(cfg, Arc::new(Registry::new()), None) {
         return super::fail(1, e);
     }
+    // The signing keys as a start would read them: a key others may read
+    // stops it.
+    let signing = match crate::milter::SigningSetup::load(&cfg.signing) {
+        Ok(s) => s,
+        Err(e) => return super::fail(1, e),
+    };
     let mut warnings = Vec::new();
     if let Some(n) = note {
         warnings.push(n);
+    }
+    if signing.is_none()
+        && let Some(r) = policy
+            .rules()
+            .iter()
+            .find(|r| !r.signing.methods.is_empty())
+    {
+        warnings.push(format!(
+            "rule {:?} ({}) asks to sign, but signing.key_dir is not set: nothing is signed{}",
+            r.name,
+            r.origin,
+            if r.signing.required {
+                ", and its sign_required refuses the mail"
+            } else {
+                ""
+            }
+        ));
     }
     if cfg.dns.allow_insecure {
         warnings.push(format!(
