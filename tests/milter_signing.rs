@@ -244,6 +244,21 @@ async fn unauthenticated_or_not_allowed_mail_is_not_signed() {
         &s.m,
         "autoencrypt_unsigned_total{reason=\"no_author\"} 1"
     ));
+    // An expired certificate is in the key directory: not used.
+    let expired = Sent::plain("expired@autoencrypt.test", "rcpt@example.net");
+    let (_, out) = send(
+        &s.m,
+        Some("expired"),
+        "expired@autoencrypt.test",
+        &["rcpt@example.net"],
+        &expired,
+    )
+    .await;
+    assert_eq!(out, expired.raw());
+    assert!(counter(
+        &s.m,
+        "autoencrypt_unsigned_total{reason=\"key_expired\"} 1"
+    ));
     assert!(counter(
         &s.m,
         "autoencrypt_signed_total{method=\"smime\"} 0"

@@ -85,7 +85,7 @@ impl SigningFamilies {
         registry.register(
             UNSIGNED,
             "Messages a rule asked to sign that were not signed, by reason (not_authenticated, \
-             no_author, login_not_allowed, no_key, too_large, already_protected, \
+             no_author, login_not_allowed, no_key, key_expired, too_large, already_protected, \
              unsafe_content, not_configured)",
             unsigned.clone(),
         );

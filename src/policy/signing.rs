@@ -45,6 +45,9 @@ pub enum Unsigned {
     LoginNotAllowed,
     /// No signing key for the `From:` address and the rule's methods.
     NoKey,
+    /// The chosen key is expired or not yet valid (a signature by it
+    /// would not verify).
+    KeyExpired,
     /// Larger than `signing.max_message_bytes`.
     TooLarge,
     /// The sender's client signed or encrypted it already.
@@ -63,6 +66,7 @@ impl Unsigned {
             Unsigned::NoAuthor => "no_author",
             Unsigned::LoginNotAllowed => "login_not_allowed",
             Unsigned::NoKey => "no_key",
+            Unsigned::KeyExpired => "key_expired",
             Unsigned::TooLarge => "too_large",
             Unsigned::AlreadyProtected => "already_protected",
             Unsigned::Unsafe => "unsafe_content",
@@ -71,11 +75,12 @@ impl Unsigned {
     }
 
     /// Every reason, for the metric's zero series.
-    pub const ALL: [Unsigned; 8] = [
+    pub const ALL: [Unsigned; 9] = [
         Unsigned::NotAuthenticated,
         Unsigned::NoAuthor,
         Unsigned::LoginNotAllowed,
         Unsigned::NoKey,
+        Unsigned::KeyExpired,
         Unsigned::TooLarge,
         Unsigned::AlreadyProtected,
         Unsigned::Unsafe,
@@ -90,6 +95,7 @@ impl fmt::Display for Unsigned {
             Unsigned::NoAuthor => "not exactly one From: address",
             Unsigned::LoginNotAllowed => "the login may not send as the From: address",
             Unsigned::NoKey => "no signing key for the From: address",
+            Unsigned::KeyExpired => "the From: address's signing key is expired or not yet valid",
             Unsigned::TooLarge => "larger than signing.max_message_bytes",
             Unsigned::AlreadyProtected => "signed or encrypted by the sender already",
             Unsigned::Unsafe => "cannot be made safe for transport",

@@ -46,6 +46,39 @@ pub enum Signer {
 }
 
 impl Signer {
+    /// Whether the key can make a signature that verifies at `now`: the
+    /// certificate within its validity (S/MIME), a signing key alive and
+    /// not revoked (OpenPGP). Checked at every message, since a key
+    /// loaded at start expires while the milter runs.
+    pub fn valid_at(&self, now: std::time::SystemTime) -> bool {
+        match self {
+            Signer::Smime(s) => {
+                let secs = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let Ok(t) =
+                    openssl::asn1::Asn1Time::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+                else {
+                    return false;
+                };
+                s.cert.not_before() <= t && s.cert.not_after() >= t
+            }
+            Signer::OpenPgp(p) => {
+                let policy = sequoia_openpgp::policy::StandardPolicy::new();
+                p.cert
+                    .keys()
+                    .with_policy(&policy, now)
+                    .supported()
+                    .alive()
+                    .revoked(false)
+                    .for_signing()
+                    .secret()
+                    .next()
+                    .is_some()
+            }
+        }
+    }
+
     /// The method the key signs with.
     pub fn method(&self) -> Method {
         match self {

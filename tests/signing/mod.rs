@@ -57,7 +57,8 @@ pub fn key_dir(env: &DnsEnv) -> TempDir {
         std::fs::copy(from, &p).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     };
-    for id in ["smime", "both"] {
+    // expired@: a certificate that expired in 2021 (signing refuses it).
+    for id in ["smime", "both", "expired"] {
         let u = env.user(id);
         put(
             &format!("{}.pem", u.address),
@@ -92,7 +93,7 @@ pub async fn start(env: &DnsEnv) -> Signing {
     std::fs::write(
         &map,
         "# login: addresses\nsmime: smime@autoencrypt.test\npgp: pgp@autoencrypt.test\n\
-         both: both@autoencrypt.test\n",
+         both: both@autoencrypt.test\nexpired: expired@autoencrypt.test\n",
     )
     .unwrap();
     let dir = keys.path().to_owned();

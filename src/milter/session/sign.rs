@@ -80,11 +80,15 @@ impl Session {
             .sign
             .choose(encryption, &setup.keys.methods(&from))
             .ok_or(Unsigned::NoKey)?;
-        setup
+        let signer = setup
             .keys
             .get(&from, method)
             .cloned()
-            .ok_or(Unsigned::NoKey)
+            .ok_or(Unsigned::NoKey)?;
+        if !signer.valid_at(std::time::SystemTime::now()) {
+            return Err(Unsigned::KeyExpired);
+        }
+        Ok(signer)
     }
 
     /// Counts and logs a message not signed; the refusal when a rule
