@@ -24,7 +24,7 @@ mod signing;
 use common::{Gpg, Scratch, SmimeId, smime_sign_tool};
 use env::DnsEnv;
 use indymilter_test::Status;
-use signing::{AUTHSERV, Sent, counter, header_and_body, header_of, send, start};
+use signing::{AUTHSERV, Sent, counter, header_and_body, header_of, send, start, start_with};
 
 /// The method name OpenPGP results are written under.
 const PGP: &str = "openpgp";
@@ -254,4 +254,27 @@ async fn forged_results_under_our_authserv_id_are_removed() {
             .iter()
             .any(|a| a.contains("smime=pass") && a.starts_with(AUTHSERV))
     );
+}
+
+/// A body too large to keep (past `limits.max_message_bytes`, passed
+/// opportunistically) is not verified, but its header was kept: a forged
+/// result under our authserv-id is removed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_result_on_a_message_too_large_to_keep_is_removed() {
+    let env = DnsEnv::start();
+    let s = start_with(&env, |c| c.limits.max_message_bytes = 1024).await;
+    let mut raw = format!(
+        "Authentication-Results: {AUTHSERV}; smime=pass\r\nFrom: <ceo@elsewhere.test>\r\n\
+         To: <user@local.test>\r\nSubject: big\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), 200).flatten());
+    let out = deliver(&s, "ceo@elsewhere.test", &raw).await;
+    assert!(results(&out).is_empty(), "{:?}", results(&out));
+    assert_eq!(
+        header_and_body(&out).1,
+        header_and_body(&raw).1,
+        "body as sent"
+    );
+    assert!(counter(&s.m, "autoencrypt_forged_results_removed_total 1"));
 }

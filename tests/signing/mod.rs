@@ -88,6 +88,14 @@ pub struct Signing {
 }
 
 pub async fn start(env: &DnsEnv) -> Signing {
+    start_with(env, |_| {}).await
+}
+
+/// [`start`], the configuration changed by `tweak`.
+pub async fn start_with(
+    env: &DnsEnv,
+    tweak: impl FnOnce(&mut autoencrypt_milter::config::Config),
+) -> Signing {
     let keys = key_dir(env);
     let map = keys.path().join("logins");
     std::fs::write(
@@ -102,6 +110,7 @@ pub async fn start(env: &DnsEnv) -> Signing {
         c.signing.login_map = Some(dir.join("logins"));
         c.authserv_id = AUTHSERV.to_owned();
         c.local_domains = vec!["local.test".to_owned()];
+        tweak(c);
     })
     .await;
     Signing { m, _keys: keys }

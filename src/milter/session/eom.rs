@@ -165,7 +165,16 @@ impl Session {
         }
         // Before classification: what was not kept cannot be verified.
         if let Some(over) = msg.overflow {
-            return over.verdict(msg, &engine.config.limits);
+            let mut verdict = over.verdict(msg, &engine.config.limits);
+            // A body too large to keep: its header was kept, so a forged
+            // result still goes.
+            if verifying
+                && over == Overflow::Body
+                && let EomVerdict::Unchanged { edits, .. } = &mut verdict
+            {
+                *edits = self.forged_removed(msg, &qid);
+            }
+            return verdict;
         }
         // On the message as received, before it is signed or encrypted.
         let first = if verifying {

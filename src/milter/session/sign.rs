@@ -190,22 +190,7 @@ impl Session {
     ) -> Result<Vec<HeaderEdit>, EomVerdict> {
         let engine = self.engine.clone();
         let authserv_id = engine.config.authserv_id.as_str();
-        let mut edits = Vec::new();
-        let forged = ours(&msg.headers, authserv_id);
-        if !forged.is_empty() {
-            engine.metrics.forged_results_removed(forged.len());
-            tracing::warn!(
-                "{qid}: removed {} Authentication-Results field(s) claiming {authserv_id} with a \
-                 signature result (not written here)",
-                forged.len()
-            );
-            for index in forged.into_iter().rev() {
-                edits.push(HeaderEdit::Delete {
-                    name: AR.to_owned(),
-                    index,
-                });
-            }
-        }
+        let mut edits = self.forged_removed(msg, qid);
         let Some(form) = signed_form(&msg.headers) else {
             return Ok(edits);
         };
@@ -294,6 +279,32 @@ impl Session {
             note.map(|n| format!("; {n}")).unwrap_or_default()
         );
         Ok(edits)
+    }
+
+    /// The edits that delete every `Authentication-Results` field claiming
+    /// our authserv-id with a signature result (last first, so the
+    /// indexes stay valid); counted and logged. Also for a message whose
+    /// body was too large to keep (its header was kept).
+    pub(super) fn forged_removed(&self, msg: &MessageState, qid: &str) -> Vec<HeaderEdit> {
+        let authserv_id = self.engine.config.authserv_id.as_str();
+        let forged = ours(&msg.headers, authserv_id);
+        if forged.is_empty() {
+            return Vec::new();
+        }
+        self.engine.metrics.forged_results_removed(forged.len());
+        tracing::warn!(
+            "{qid}: removed {} Authentication-Results field(s) claiming {authserv_id} with a \
+             signature result (not written here)",
+            forged.len()
+        );
+        forged
+            .into_iter()
+            .rev()
+            .map(|index| HeaderEdit::Delete {
+                name: AR.to_owned(),
+                index,
+            })
+            .collect()
     }
 
     /// [`verify`] on the blocking pool under an encryption slot; `None`
