@@ -222,7 +222,8 @@ impl Session {
             KeyOutcome::Failed(why) => Err(format!("key lookup failed: {why}")),
             KeyOutcome::Held(why) => Err(format!("key change held for review: {why}")),
         };
-        let (result, note, verdict_text) = match keys {
+        let keys = match keys {
+            Ok(keys) => keys,
             Err(why) => {
                 let value =
                     field_value(authserv_id, method, &Reported::TempError(&why), &from, None);
@@ -234,48 +235,40 @@ impl Session {
                 tracing::info!("{qid}: {method} signature from {from}: temperror ({why})");
                 return Ok(edits);
             }
-            Ok(keys) => {
-                let verdict = self
-                    .verify_blocking(msg, form, keys.clone(), qid)
-                    .await
-                    .ok_or_else(|| EomVerdict::Refuse(Reply::internal_error()))?;
-                let note = match &verdict {
-                    Verdict::Pass { fingerprint } => keys
-                        .iter()
-                        .find(|k| &k.fingerprint == fingerprint)
-                        .map(|k| {
-                            format!(
-                                "key via {}, vouched for by {}",
-                                k.provenance.source,
-                                k.provenance.security.vouched_by()
-                            )
-                        }),
-                    _ => None,
-                };
-                let label = match &verdict {
-                    Verdict::Pass { .. } => "pass",
-                    Verdict::Fail(_) => "fail",
-                    Verdict::Policy(_) => "policy",
-                    Verdict::PermError(_) => "permerror",
-                };
-                let text = format!("{verdict:?}");
-                let value = field_value(
-                    authserv_id,
-                    method,
-                    &Reported::Verdict(&verdict),
-                    &from,
-                    note.as_deref(),
-                );
-                edits.push(HeaderEdit::Prepend {
-                    name: AR.to_owned(),
-                    value,
-                });
-                (label, note, text)
-            }
         };
+        let verdict = self
+            .verify_blocking(msg, form, keys.clone(), qid)
+            .await
+            .ok_or_else(|| EomVerdict::Refuse(Reply::internal_error()))?;
+        // The provenance of the key that passed, for the reader of the
+        // field: a DNSSEC-vouched pass is not a web-PKI one.
+        let note = match &verdict {
+            Verdict::Pass { fingerprint } => keys
+                .iter()
+                .find(|k| &k.fingerprint == fingerprint)
+                .map(|k| {
+                    format!(
+                        "key via {}, vouched for by {}",
+                        k.provenance.source,
+                        k.provenance.security.vouched_by()
+                    )
+                }),
+            _ => None,
+        };
+        edits.push(HeaderEdit::Prepend {
+            name: AR.to_owned(),
+            value: field_value(
+                authserv_id,
+                method,
+                &Reported::Verdict(&verdict),
+                &from,
+                note.as_deref(),
+            ),
+        });
+        let result = verdict.as_str();
         engine.metrics.verified(method, result);
         tracing::info!(
-            "{qid}: {method} signature from {from}: {result} ({verdict_text}{})",
+            "{qid}: {method} signature from {from}: {result} ({verdict:?}{})",
             note.map(|n| format!("; {n}")).unwrap_or_default()
         );
         Ok(edits)
