@@ -278,3 +278,49 @@ async fn a_forged_result_on_a_message_too_large_to_keep_is_removed() {
     );
     assert!(counter(&s.m, "autoencrypt_forged_results_removed_total 1"));
 }
+
+/// An inbound signed message that is also encrypted at rest: verified
+/// first (the field, forged ones removed, in the outer header), then
+/// encrypted; the stored copy decrypts to the signed entity as it came,
+/// which still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_message_encrypted_at_rest_keeps_its_result_outside() {
+    let env = DnsEnv::start();
+    let s = start_with(&env, |c| {
+        c.local_domains = vec!["local.test".to_owned(), "autoencrypt.test".to_owned()];
+    })
+    .await;
+    let mut raw = format!("Authentication-Results: {AUTHSERV}; smime=fail\r\n").into_bytes();
+    raw.extend_from_slice(&openssl_signed(
+        "smime@autoencrypt.test",
+        &entity(),
+        &smime_id(&env, "smime"),
+    ));
+    let msg = Sent::from_raw(&raw);
+    let (status, out) = send(
+        &s.m,
+        None,
+        "smime@autoencrypt.test",
+        &["both@autoencrypt.test"],
+        &msg,
+    )
+    .await;
+    assert_eq!(status, Status::Continue);
+    let ar = results(&out);
+    assert_eq!(ar.len(), 1, "{ar:?}");
+    assert!(ar[0].contains("smime=pass"), "{ar:?}");
+    assert!(header_of(&out).contains("application/pkcs7-mime"));
+    let b64: String = String::from_utf8_lossy(header_and_body(&out).1)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = openssl::base64::decode_block(&b64).unwrap();
+    let payload =
+        common::smime_decrypt(&Scratch::new(), &der, "DER", &smime_id(&env, "both")).unwrap();
+    assert_eq!(payload, common::expected_inner_entity(&msg.raw()));
+    common::smime_verify(&Scratch::new(), &payload).expect("the stored payload still verifies");
+    assert!(counter(
+        &s.m,
+        "autoencrypt_encrypted_total{method=\"smime\"} 1"
+    ));
+}
