@@ -4,7 +4,8 @@
 //! 7281) for messages signed by independent tools (`openssl cms -sign`,
 //! `gpg --detach-sign`) and by the milter itself; a changed body, a key
 //! the zone does not hold, a sender without a key, a bogus zone; forged
-//! fields under our authserv-id removed, the others' kept.
+//! fields under our authserv-id removed, the others' kept (also on a body
+//! too large to keep); a verified message encrypted at rest.
 
 #![allow(
     clippy::unwrap_used,
