@@ -669,36 +669,8 @@ fn explain_shows_signing_and_the_senders_signing_keys() {
     )
     .unwrap();
     let keys = d.path().join("signing");
-    std::fs::create_dir(&keys).unwrap();
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-noenc",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=alice@example.org",
-            "-addext",
-            "subjectAltName=email:alice@example.org",
-            "-keyout",
-        ])
-        .arg(keys.join("alice@example.org.key"))
-        .arg("-out")
-        .arg(keys.join("alice@example.org.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    signing_key(&keys, "alice@example.org");
     let key = keys.join("alice@example.org.key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = config(
         d.path(),
         &policies,
@@ -764,28 +736,7 @@ fn check_config_refuses_readable_signing_keys_and_warns_on_unconfigured_signing(
         "{out}{err}"
     );
     let keys = d.path().join("signing");
-    std::fs::create_dir(&keys).unwrap();
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-noenc",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=a@example.org",
-            "-keyout",
-        ])
-        .arg(keys.join("a@example.org.key"))
-        .arg("-out")
-        .arg(keys.join("a@example.org.pem"))
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    signing_key(&keys, "a@example.org");
     let key = keys.join("a@example.org.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let cfg = config(
@@ -803,4 +754,40 @@ fn check_config_refuses_readable_signing_keys_and_warns_on_unconfigured_signing(
     let (code, out, err) = run(bin().arg("--config").arg(&cfg).arg("check-config"));
     assert_eq!(code, 0, "{err}");
     assert!(!(out + &err).contains("asks to sign"));
+}
+
+/// An EC P-256 self-signed certificate and its key for `addr` in the new
+/// directory `keys`, as `<addr>.pem` and `<addr>.key` (mode 0600).
+fn signing_key(keys: &Path, addr: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(keys).unwrap();
+    let key = keys.join(format!("{addr}.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-noenc",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={addr}"),
+            "-addext",
+            &format!("subjectAltName=email:{addr}"),
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(keys.join(format!("{addr}.pem")))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
