@@ -135,8 +135,9 @@ fn partner_signed(alice: &super::certs::Id) -> String {
         .replace("header.d=example.org", "header.d=partner.example")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mute_postgres_gets_rcpt_answered_in_time_and_eom_never_waits() {
+/// A loopback port that accepts connections and never says a word (a
+/// PostgreSQL that hangs); returns the port.
+fn mute_server() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -145,6 +146,12 @@ async fn a_mute_postgres_gets_rcpt_answered_in_time_and_eom_never_waits() {
             held.push(s);
         }
     });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_postgres_gets_rcpt_answered_in_time_and_eom_never_waits() {
+    let port = mute_server();
     // Harvesting alone: verification (below) looks the signer's key up
     // at end of message, which asks the store for pins.
     let m = start(
@@ -327,14 +334,7 @@ async fn known_senders_are_not_examined_again_and_examination_is_rate_limited() 
 /// `temperror` (a failure is never "no key").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mute_postgres_bounds_verification_and_gives_temperror() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = mute_server();
     let m = start(
         &format!("postgres://aem@127.0.0.1:{port}/keys?sslmode=disable"),
         |_| {},

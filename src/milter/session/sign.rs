@@ -9,7 +9,6 @@
 
 use super::{EomVerdict, MessageState, Session};
 use crate::harvest::from::author;
-use crate::harvest::smime::signed_form as smime_signed_form;
 use crate::keys::KeyChoice;
 use crate::material::Method;
 use crate::message::classify::Classification;
@@ -67,10 +66,8 @@ impl Session {
         if !setup.logins.allows(login, &from) {
             return Err(Unsigned::LoginNotAllowed);
         }
-        if class.candidate().is_some()
-            || smime_signed_form(&msg.headers).is_some()
-            || signed_form(&msg.headers).is_some()
-        {
+        // `signed_form` covers both S/MIME forms and PGP/MIME.
+        if class.candidate().is_some() || signed_form(&msg.headers).is_some() {
             return Err(Unsigned::AlreadyProtected);
         }
         if msg.body_bytes > self.engine.config.signing.max_message_bytes {
