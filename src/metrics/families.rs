@@ -33,6 +33,9 @@ pub const KEY_LOOKUPS_TOTAL: &str = "autoencrypt_key_lookups_total";
 pub const KEY_LOOKUP_DURATION_SECONDS: &str = "autoencrypt_key_lookup_duration_seconds";
 /// Time encrypting one message took, by method (a histogram).
 pub const ENCRYPTION_DURATION_SECONDS: &str = "autoencrypt_encryption_duration_seconds";
+/// Messages whose encryption failed after a rule chose it, by method (a
+/// counter). Each was refused with `451 4.3.0`, never passed.
+pub const ENCRYPTION_ERRORS_TOTAL: &str = "autoencrypt_encryption_errors_total";
 /// Size of the message bodies seen (a histogram).
 pub const MESSAGE_SIZE_BYTES: &str = "autoencrypt_message_size_bytes";
 /// Milter connections currently open (a gauge).
@@ -89,6 +92,7 @@ pub(super) struct BlindLabels {
 pub(super) const KEY_LOOKUPS: &str = "autoencrypt_key_lookups";
 pub(super) const KEY_LOOKUP_DURATION: &str = "autoencrypt_key_lookup_duration";
 pub(super) const ENCRYPTION_DURATION: &str = "autoencrypt_encryption_duration";
+pub(super) const ENCRYPTION_ERRORS: &str = "autoencrypt_encryption_errors";
 pub(super) const MESSAGE_SIZE: &str = "autoencrypt_message_size";
 pub(super) const MEMORY_BODIES: &str = "autoencrypt_memory_bodies";
 pub(super) const CONNECTIONS_DROPPED: &str = "autoencrypt_connections_dropped";
@@ -343,6 +347,7 @@ pub(super) struct Families {
     pub(super) lookups: Family<LookupLabels, Counter>,
     pub(super) lookup_duration: HistogramFamily<SourceRecordLabels>,
     pub(super) encryption_duration: HistogramFamily<MethodLabels>,
+    pub(super) encryption_errors: Family<MethodLabels, Counter>,
     pub(super) message_size: Histogram,
     pub(super) connections: Gauge,
     pub(super) memory_bodies: Gauge,
@@ -359,6 +364,7 @@ impl Families {
     pub(super) fn register(registry: &mut Registry) -> Families {
         let messages = Family::<MessageLabels, Counter>::default();
         let encrypted = Family::<MethodLabels, Counter>::default();
+        let encryption_errors = Family::<MethodLabels, Counter>::default();
         let lookups = Family::<LookupLabels, Counter>::default();
         let lookup_duration: HistogramFamily<SourceRecordLabels> =
             Family::new_with_constructor(lookup_histogram);
@@ -383,6 +389,7 @@ impl Families {
         for method in Method::ALL {
             let _ = encrypted.get_or_create(&MethodLabels { method });
             let _ = encryption_duration.get_or_create(&MethodLabels { method });
+            let _ = encryption_errors.get_or_create(&MethodLabels { method });
         }
         for record in Record::ALL {
             for source in SOURCES {
@@ -443,6 +450,12 @@ impl Families {
             Unit::Seconds,
             encryption_duration.clone(),
         );
+        registry.register(
+            ENCRYPTION_ERRORS,
+            "Messages a rule chose to encrypt whose encryption failed (an internal error: \
+             refused with 451 4.3.0, never passed unencrypted), by method",
+            encryption_errors.clone(),
+        );
         registry.register_with_unit(
             MESSAGE_SIZE,
             "Size of the message bodies received",
@@ -490,6 +503,7 @@ impl Families {
             lookups,
             lookup_duration,
             encryption_duration,
+            encryption_errors,
             message_size,
             connections,
             memory_bodies,

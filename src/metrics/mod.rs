@@ -41,8 +41,9 @@ use crate::policy::Direction;
 pub use families::{
     BLIND_RECIPIENTS_TOTAL, Blindness, CONNECTIONS_ACTIVE, CONNECTIONS_DROPPED_TOTAL,
     CONNECTIONS_LIMIT, CONNECTIONS_UNNEGOTIATED, ConnectionDrop, ENCRYPTED_TOTAL,
-    ENCRYPTION_DURATION_SECONDS, KEY_LOOKUP_DURATION_SECONDS, KEY_LOOKUPS_TOTAL, LookupResult,
-    MEMORY_BODIES_BYTES, MESSAGE_SIZE_BYTES, MESSAGES_TOTAL, Outcome, Record,
+    ENCRYPTION_DURATION_SECONDS, ENCRYPTION_ERRORS_TOTAL, KEY_LOOKUP_DURATION_SECONDS,
+    KEY_LOOKUPS_TOTAL, LookupResult, MEMORY_BODIES_BYTES, MESSAGE_SIZE_BYTES, MESSAGES_TOTAL,
+    Outcome, Record,
 };
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use http::{MAX_HTTP_CONNECTIONS, bind, serve};
@@ -182,6 +183,15 @@ impl Metrics {
             .encryption_duration
             .get_or_create(&MethodLabels { method })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a message whose encryption with `method` failed.
+    pub fn encryption_error(&self, method: Method) {
+        self.inner
+            .families
+            .encryption_errors
+            .get_or_create(&MethodLabels { method })
+            .inc();
     }
 
     /// Records the size of one message body.

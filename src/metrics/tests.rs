@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::families::{
-    CONNECTIONS_DROPPED, DIRECTIONS, ENCRYPTED, ENCRYPTION_DURATION, KEY_LOOKUP_DURATION,
-    KEY_LOOKUPS, MEMORY_BODIES, MESSAGE_SIZE, MESSAGES, direction_str,
+    CONNECTIONS_DROPPED, DIRECTIONS, ENCRYPTED, ENCRYPTION_DURATION, ENCRYPTION_ERRORS,
+    KEY_LOOKUP_DURATION, KEY_LOOKUPS, MEMORY_BODIES, MESSAGE_SIZE, MESSAGES, direction_str,
 };
 use super::*;
 use crate::keys::{FailReason, Lookup};
@@ -31,6 +31,10 @@ fn exposed_names_are_the_registered_names_plus_suffix() {
         format!("{ENCRYPTION_DURATION}_seconds"),
         ENCRYPTION_DURATION_SECONDS
     );
+    assert_eq!(
+        format!("{ENCRYPTION_ERRORS}_total"),
+        ENCRYPTION_ERRORS_TOTAL
+    );
     assert_eq!(format!("{MESSAGE_SIZE}_bytes"), MESSAGE_SIZE_BYTES);
     assert_eq!(format!("{MEMORY_BODIES}_bytes"), MEMORY_BODIES_BYTES);
     assert_eq!(
@@ -54,6 +58,7 @@ fn every_metric_has_help_and_type_in_openmetrics() {
         (CONNECTIONS_UNNEGOTIATED, "gauge"),
         (CONNECTIONS_LIMIT, "gauge"),
         (CONNECTIONS_DROPPED, "counter"),
+        (ENCRYPTION_ERRORS, "counter"),
     ] {
         assert!(
             text.lines()
@@ -86,6 +91,7 @@ fn every_metric_has_help_and_type_in_prometheus_text() {
         (CONNECTIONS_UNNEGOTIATED, "gauge"),
         (CONNECTIONS_LIMIT, "gauge"),
         (CONNECTIONS_DROPPED_TOTAL, "counter"),
+        (ENCRYPTION_ERRORS_TOTAL, "counter"),
     ] {
         assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
         assert!(
@@ -191,6 +197,7 @@ fn events_are_counted_under_their_labels() {
     );
     m.cache_hit(SourceKind::Dane, Method::OpenPgp);
     m.encryption(Method::Smime, Duration::from_micros(700));
+    m.encryption_error(Method::OpenPgp);
     m.message_size(10_000);
     m.message_size(50 * 1024 * 1024);
     let t = m.clone().render();
@@ -206,6 +213,14 @@ fn events_are_counted_under_their_labels() {
     );
     assert_eq!(get("autoencrypt_encrypted_total{method=\"openpgp\"}"), "1");
     assert_eq!(get("autoencrypt_encrypted_total{method=\"smime\"}"), "0");
+    assert_eq!(
+        get("autoencrypt_encryption_errors_total{method=\"openpgp\"}"),
+        "1"
+    );
+    assert_eq!(
+        get("autoencrypt_encryption_errors_total{method=\"smime\"}"),
+        "0"
+    );
     assert_eq!(
         get(
             "autoencrypt_key_lookups_total{source=\"dane\",record=\"smimea\",result=\"not_found\"}"

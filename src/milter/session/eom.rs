@@ -274,6 +274,7 @@ impl Session {
         let to = keys_for(method, std::mem::take(&mut msg.accepted));
         if to.is_empty() {
             tracing::error!("{qid}: encryption decided but no keys for {method}");
+            engine.metrics.encryption_error(method);
             return EomVerdict::Refuse(Reply::internal_error());
         }
         let recipients = to.len();
@@ -300,6 +301,7 @@ impl Session {
         let started = Instant::now();
         let Ok(slot) = self.encryption_slots.clone().acquire_owned().await else {
             tracing::error!("{qid}: encryption slots closed");
+            engine.metrics.encryption_error(method);
             return EomVerdict::Refuse(Reply::internal_error());
         };
         let task_qid = qid.clone();
@@ -374,10 +376,12 @@ impl Session {
             }
             Ok(Err(e)) => {
                 tracing::error!("{qid}: encryption failed: {e}");
+                engine.metrics.encryption_error(method);
                 EomVerdict::Refuse(Reply::internal_error())
             }
             Err(e) => {
                 tracing::error!("{qid}: encryption task failed: {e}");
+                engine.metrics.encryption_error(method);
                 EomVerdict::Refuse(Reply::internal_error())
             }
         }
