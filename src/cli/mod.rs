@@ -6,6 +6,7 @@
 mod dns_cmds;
 mod encrypt;
 mod keys;
+mod logging;
 mod policy_cmds;
 mod wkd;
 
@@ -65,7 +66,7 @@ pub fn run() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     // `serve` logs at the configured level once the configuration is read.
     if !matches!(command, Command::Serve) {
-        init_logging("warn");
+        logging::init("warn", crate::config::LogFormat::Text);
     }
     match command {
         Command::Serve => serve(&cli.config),
@@ -86,11 +87,11 @@ fn serve(config: &std::path::Path) -> ExitCode {
         {
             Ok(l) => l,
             Err(e) => {
-                init_logging("warn");
+                logging::init("warn", crate::config::LogFormat::Text);
                 return fail(1, e);
             }
         };
-    init_logging(loaded.config.log_level.as_str());
+    logging::init(loaded.config.log_level.as_str(), loaded.config.log_format);
     for server in policy_cmds::exposed_trust_ad_resolvers(&loaded.config.dns) {
         tracing::warn!(
             "dns.mode = \"trust-ad\" with resolver {server}, which is not on loopback: its AD \
@@ -179,22 +180,6 @@ fn signals() -> std::io::Result<(
         let _ = stop_tx.send(true);
     });
     Ok((reload_rx, stop_rx))
-}
-
-/// Logs go to stderr (journald under systemd); `RUST_LOG` overrides
-/// `level`. The DNS library's own chatter is kept to errors.
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{level},hickory_net=error,hickory_proto=error,hickory_resolver=error,indymilter=warn"
-        ))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // No colour codes in journald or log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Prints `autoencrypt-milter: <reason>` on stderr and returns `code`.

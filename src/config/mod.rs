@@ -41,8 +41,8 @@ pub use error::{ConfigError, Location};
 pub use ldap::{LdapConfig, LdapScheme};
 pub use load::{DEFAULT_CONFIG, ENV_PREFIX, FileRequirement, LoadedConfig};
 pub use model::{
-    Config, DEFAULT_POLICY_DIR, DnsConfig, DnsMode, KEYS, KeysConfig, LimitsConfig, LogLevel,
-    SmimeConfig,
+    Config, DEFAULT_POLICY_DIR, DnsConfig, DnsMode, KEYS, KeysConfig, LimitsConfig, LogFormat,
+    LogLevel, SmimeConfig,
 };
 pub(crate) use position::TomlIndex;
 pub use signing::{SigningConfig, VerifyConfig};

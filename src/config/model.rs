@@ -31,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "policy_dir",
     "dry_run",
     "log_level",
+    "log_format",
     "authserv_id",
     "dns.mode",
     "dns.resolvers",
@@ -99,6 +100,8 @@ pub struct Config {
     pub dry_run: bool,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// The receiving MTA's RFC 8601 authserv-id: harvesting trusts only
     /// `Authentication-Results` fields under it; `""` = none, and nothing
     /// is learned.
@@ -143,6 +146,7 @@ impl Default for Config {
             policy_dir: PathBuf::from(DEFAULT_POLICY_DIR),
             dry_run: false,
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             authserv_id: String::new(),
             dns: DnsConfig::default(),
             keys: KeysConfig::default(),
@@ -303,6 +307,26 @@ pub enum LogLevel {
     Debug,
     /// Everything.
     Trace,
+}
+
+/// `log_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl LogLevel {

@@ -9,7 +9,7 @@
 //!   builds a new engine from the configuration file and swaps it in.
 //!
 //! Some keys cannot change while the process runs (`socket`,
-//! `socket_mode`, `metrics_listen`, `log_level`,
+//! `socket_mode`, `metrics_listen`, `log_level`, `log_format`,
 //! `limits.idle_timeout_secs`): a reload logs which of them changed and
 //! keeps their running values, and applies everything else.
 
@@ -241,11 +241,12 @@ pub struct Unapplied {
 /// start. (The list `keep_restart_keys` handles; a test holds the two
 /// together.)
 #[cfg(test)]
-const RESTART_KEYS: [&str; 5] = [
+const RESTART_KEYS: [&str; 6] = [
     "socket",
     "socket_mode",
     "metrics_listen",
     "log_level",
+    "log_format",
     "limits.idle_timeout_secs",
 ];
 
@@ -371,6 +372,12 @@ fn keep_restart_keys(running: &Config, new: &mut Config) -> Vec<Unapplied> {
     );
     new.log_level = running.log_level;
     keep(
+        "log_format",
+        quoted(running.log_format.as_str()),
+        quoted(new.log_format.as_str()),
+    );
+    new.log_format = running.log_format;
+    keep(
         "limits.idle_timeout_secs",
         running.limits.idle_timeout_secs.to_string(),
         new.limits.idle_timeout_secs.to_string(),
@@ -384,7 +391,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
-    use crate::config::{LogLevel, Socket};
+    use crate::config::{LogFormat, LogLevel, Socket};
 
     #[test]
     fn restart_keys_keep_their_running_values_and_the_rest_applies() {
@@ -394,6 +401,7 @@ mod tests {
             socket_mode: "0600".to_owned(),
             metrics_listen: None,
             log_level: LogLevel::Debug,
+            log_format: LogFormat::Json,
             dry_run: !running.dry_run,
             ..Config::default()
         };
@@ -404,8 +412,9 @@ mod tests {
         assert_eq!(keys, RESTART_KEYS);
         assert_eq!(unapplied[0].read, "\"unix:/run/m.sock\"");
         assert_eq!(unapplied[2].read, "\"\"");
-        assert_eq!(unapplied[4].running, "300");
-        assert_eq!(unapplied[4].read, "10");
+        assert_eq!(unapplied[4].read, "\"json\"");
+        assert_eq!(unapplied[5].running, "300");
+        assert_eq!(unapplied[5].read, "10");
         let mut expected = running.clone();
         expected.dry_run = !running.dry_run;
         expected.limits.max_connections = 7;
